@@ -1,0 +1,117 @@
+"""The one typed settings object. Nothing else in pimsync reads ``os.environ``.
+
+Every setting is an environment variable ``PIMSYNC_<NAME>`` (or a line in ``.env``). With no
+settings at all pimsync runs on the embedded default: a SQLite file in the working directory,
+the bundled sample catalog and the bundled channel configuration.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+SAMPLE_DIR = PACKAGE_DIR / "sample"
+# The repository's sibling folder with Akeneo's public demo catalog (never copied into the repo).
+DEFAULT_ICECAT_DIR = PACKAGE_DIR.parent.parent / "shared" / "data" / "akeneo-icecat"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="PIMSYNC_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    # --- storage -------------------------------------------------------------------------
+    database_url: str = "sqlite:///./pimsync.db"
+    db_pool_size: int = Field(5, ge=1, le=100)
+    db_echo: bool = False
+
+    # --- broker, locks, shared limits (separate Redis databases, see STYLE rule 10) ---------
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    redis_url: str = "redis://127.0.0.1:6379/1"
+
+    # --- the PIM ----------------------------------------------------------------------------
+    # "sample" (bundled catalog), a path (JSON lines file, catalog dir, icecat dir) or an
+    # http(s) URL of an Akeneo PIM (then the akeneo_* settings apply).
+    pim_source: str = "sample"
+    akeneo_client_id: str = ""
+    akeneo_secret: SecretStr = SecretStr("")
+    akeneo_username: str = ""
+    akeneo_password: SecretStr = SecretStr("")
+    # Akeneo compares `updated` in the PIM server's time zone (UTC on SaaS).
+    akeneo_timezone: str = "UTC"
+    # Akeneo allows 4 concurrent calls per connection; shared by every worker process.
+    akeneo_max_concurrency: int = Field(4, ge=1, le=10)
+    akeneo_page_size: int = Field(100, ge=1, le=100)
+    akeneo_timeout_seconds: float = Field(30.0, gt=0)
+    akeneo_max_retries: int = Field(6, ge=0, le=20)
+    akeneo_backoff_base_seconds: float = Field(0.5, ge=0)
+    akeneo_backoff_max_seconds: float = Field(30.0, ge=0)
+    # The attribute holding the SKU in `values` when a product has no `identifier` field.
+    identifier_attribute: str = "sku"
+
+    # --- channels and mapping contracts --------------------------------------------------------
+    channels_file: Path = SAMPLE_DIR / "channels.yaml"
+    contracts_dir: Path = SAMPLE_DIR / "contracts"
+    ownership_file: Path | None = None
+
+    # --- sync -------------------------------------------------------------------------------
+    delta_interval_seconds: int = Field(600, ge=10)
+    # Products updated within this window before the cursor are read again (content-hash
+    # dedupe makes that free): covers same-second updates and clock skew with the PIM.
+    delta_overlap_seconds: int = Field(120, ge=0)
+    full_sync_cron: str = "0 2 * * 0"  # minute hour day-of-month month day-of-week (Sun 02:00)
+    reconcile_cron: str = "30 3 * * *"
+    publish_batch_size: int = Field(500, ge=1, le=10_000)
+    channel_inflight_batches: int = Field(4, ge=1, le=1000)
+    lock_ttl_seconds: int = Field(600, ge=10)
+    publish_max_attempts: int = Field(5, ge=1, le=50)
+    retry_backoff_base_seconds: float = Field(2.0, ge=0)
+    retry_backoff_max_seconds: float = Field(300.0, ge=0)
+    error_budget_max_failed: int = Field(1000, ge=0)
+    error_budget_max_failed_ratio: float = Field(0.05, ge=0, le=1)
+    ingest_slice_seconds: float = Field(120.0, gt=0)
+    sweep_stale_seconds: int = Field(300, ge=10)
+
+    # --- web / events -----------------------------------------------------------------------
+    webhook_secret: SecretStr = SecretStr("")
+    webhook_secret_secondary: SecretStr = SecretStr("")
+    webhook_max_age_seconds: int = Field(300, ge=1)
+    webhook_max_body_bytes: int = Field(1_048_576, ge=1024)
+    api_token: SecretStr = SecretStr("")
+    event_source_tokens: dict[str, str] = Field(default_factory=dict)
+
+    # --- operations ---------------------------------------------------------------------------
+    log_level: str = "INFO"
+    log_json: bool = False
+    flower_user: str = "admin"
+    flower_password: SecretStr = SecretStr("")
+
+    # --- test data --------------------------------------------------------------------------
+    icecat_dir: Path = DEFAULT_ICECAT_DIR
+
+    @field_validator("database_url")
+    @classmethod
+    def _normalise_pg_driver(cls, value: str) -> str:
+        # Accept plain postgresql:// URLs and use psycopg 3, the only driver we ship.
+        for prefix in ("postgresql://", "postgres://"):
+            if value.startswith(prefix):
+                return "postgresql+psycopg://" + value[len(prefix) :]
+        return value
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
+
+
+def reset_settings_cache() -> None:
+    """Forget the cached settings (tests and the CLI call this after changing the env)."""
+    get_settings.cache_clear()

@@ -1,0 +1,166 @@
+"""Engine per process, ``session_scope()``, and the declarative base.
+
+Repositories and services only flush; the caller's ``session_scope`` commits. Work that must
+happen after a commit (enqueueing Celery messages) is registered with ``after_commit``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import JSON, DateTime, Engine, MetaData, create_engine, event
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.types import TypeDecorator
+
+from app.config import Settings, get_settings
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC timestamps on every backend (SQLite stores naive strings)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# Documents: jsonb on PostgreSQL (queryable, indexable), JSON text on SQLite.
+JSONDoc = JSONB().with_variant(JSON(), "sqlite")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def json_dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+_engines: dict[str, Engine] = {}
+_sessionmakers: dict[str, sessionmaker[Session]] = {}
+_lock = threading.Lock()
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    # pysqlite's own transaction handling is broken for SAVEPOINT and locking: let SQLAlchemy
+    # emit BEGIN itself (IMMEDIATE, so two writers queue on the lock instead of deadlocking).
+    @event.listens_for(engine, "connect")
+    def _no_autobegin(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def make_engine(url: str, settings: Settings | None = None) -> Engine:
+    settings = settings or get_settings()
+    kwargs: dict[str, Any] = {
+        "echo": settings.db_echo,
+        "json_serializer": json_dumps,
+        "json_deserializer": orjson.loads,
+        "future": True,
+    }
+    if url.startswith("sqlite"):
+        engine = create_engine(url, **kwargs)
+        _configure_sqlite(engine)
+        return engine
+    kwargs.update(pool_size=settings.db_pool_size, pool_pre_ping=True, max_overflow=5)
+    return create_engine(url, **kwargs)
+
+
+def get_engine(url: str | None = None) -> Engine:
+    """The process's engine for ``url`` (default: the configured database).
+
+    Engines are per process: a forked Celery child must not reuse its parent's connections,
+    so the cache is keyed by pid as well.
+    """
+    url = url or get_settings().database_url
+    key = f"{os.getpid()}:{url}"
+    with _lock:
+        engine = _engines.get(key)
+        if engine is None:
+            engine = make_engine(url)
+            _engines[key] = engine
+            _sessionmakers[key] = sessionmaker(engine, expire_on_commit=False)
+        return engine
+
+
+def dispose_engines() -> None:
+    with _lock:
+        for key, engine in list(_engines.items()):
+            if key.startswith(f"{os.getpid()}:"):
+                engine.dispose()
+            else:
+                engine.dispose(close=False)
+        _engines.clear()
+        _sessionmakers.clear()
+
+
+@contextmanager
+def session_scope(url: str | None = None) -> Iterator[Session]:
+    """One unit of work: commit on success, roll back on error, run after-commit hooks."""
+    get_engine(url)
+    url = url or get_settings().database_url
+    factory = _sessionmakers[f"{os.getpid()}:{url}"]
+    session = factory()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        session.info.pop("after_commit", None)
+        raise
+    finally:
+        session.close()
+    for hook in session.info.pop("after_commit", []):
+        hook()
+
+
+def after_commit(session: Session, hook: Callable[[], None]) -> None:
+    """Run ``hook`` once the session's transaction has committed (never if it rolls back)."""
+    session.info.setdefault("after_commit", []).append(hook)
+
+
+def is_postgres(session_or_engine: Session | Engine) -> bool:
+    bind = session_or_engine.get_bind() if isinstance(session_or_engine, Session) else session_or_engine
+    return bind.dialect.name == "postgresql"

@@ -1,0 +1,1 @@
+"""The PIM side: Akeneo standard-format products, catalog definitions and sources."""

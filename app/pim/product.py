@@ -1,0 +1,254 @@
+"""Akeneo standard-format products (pure: no I/O).
+
+A product is ``identifier``/``uuid``, ``family``, ``parent``, ``categories``, ``enabled``,
+``updated`` and ``values`` as ``{attribute: [{"locale", "scope", "data"}]}``. ``data`` is text,
+a number, a boolean, an option code, a list of option codes, a metric ``{amount, unit}``, a
+price collection ``[{amount, currency}]`` or a media reference (a file path string).
+
+``parse_product`` validates a payload from outside (a PIM page, a file, a webhook) and raises
+``ProductParseError`` naming the product and the field; ``Product.trusted`` rebuilds one from the
+mirror, which only ever holds products that passed ``parse_product``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+MAX_IDENTIFIER_LENGTH = 255
+# A single product's payload; Akeneo products with 1,000 attributes stay well below this.
+MAX_PRODUCT_BYTES = 2_000_000
+
+_MISSING: Any = object()
+
+
+class ProductParseError(ValueError):
+    """A product payload that is not valid standard format. Names the product and the field."""
+
+    def __init__(self, product_ref: str, field_name: str, message: str) -> None:
+        self.product_ref = product_ref
+        self.field = field_name
+        self.message = message
+        super().__init__(f"product {product_ref!r}: field {field_name!r}: {message}")
+
+
+@dataclass(slots=True)
+class Product:
+    identifier: str
+    uuid: str | None
+    family: str | None
+    parent: str | None
+    categories: tuple[str, ...]
+    enabled: bool
+    updated: datetime | None
+    values: dict[str, list[dict[str, Any]]]
+    root_parent: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def trusted(cls, raw: dict[str, Any], identifier: str) -> Product:
+        """Rebuild a product that already passed ``parse_product`` (no validation)."""
+        return cls(
+            identifier=identifier,
+            uuid=raw.get("uuid"),
+            family=raw.get("family"),
+            parent=raw.get("parent"),
+            categories=tuple(raw.get("categories") or ()),
+            enabled=raw.get("enabled", True),
+            updated=parse_datetime(raw["updated"]) if raw.get("updated") else None,
+            values=raw.get("values") or {},
+            root_parent=raw.get("root_parent"),
+            raw=raw,
+        )
+
+    def value(self, attribute: str, locale: str | None = None, scope: str | None = None) -> Any:
+        """The ``data`` stored for (attribute, locale, scope), or ``MISSING``.
+
+        ``locale``/``scope`` are matched exactly, as Akeneo stores them: a non-localizable value
+        has ``locale: null``, so callers pass ``None`` for it.
+        """
+        for entry in self.values.get(attribute, ()):
+            if entry.get("locale") == locale and entry.get("scope") == scope:
+                return entry.get("data")
+        return _MISSING
+
+    def attribute_codes(self) -> list[str]:
+        return list(self.values)
+
+
+MISSING = _MISSING
+
+
+def is_missing(value: Any) -> bool:
+    return value is _MISSING
+
+
+def is_empty(data: Any) -> bool:
+    """Akeneo's notion of an empty value (completeness, required mappings)."""
+    if data is _MISSING or data is None:
+        return True
+    if isinstance(data, str):
+        return data.strip() == ""
+    if isinstance(data, list):
+        return len(data) == 0
+    if isinstance(data, dict):
+        return data.get("amount") in (None, "")
+    return False
+
+
+def parse_datetime(value: str) -> datetime:
+    """ISO 8601 as Akeneo writes it (``2016-06-25T17:56:12+02:00``); naive means UTC."""
+    dt = datetime.fromisoformat(value)
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt
+
+
+def content_hash(raw: dict[str, Any]) -> str:
+    """Hash of what a product *is*, ignoring when it was touched.
+
+    Two payloads that differ only in ``updated``/``created`` or bookkeeping fields hash alike,
+    so re-reading the delta overlap window or a redelivered webhook is a no-op downstream.
+    """
+    body = {
+        "identifier": raw.get("identifier"),
+        "family": raw.get("family"),
+        "parent": raw.get("parent"),
+        "categories": sorted(raw.get("categories") or ()),
+        "enabled": raw.get("enabled", True),
+        "values": raw.get("values") or {},
+    }
+    return hashlib.blake2b(orjson.dumps(body, option=orjson.OPT_SORT_KEYS), digest_size=16).hexdigest()
+
+
+def _ref(raw: dict[str, Any]) -> str:
+    for key in ("identifier", "uuid", "code"):
+        value = raw.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return "<unknown>"
+
+
+def _check_data(ref: str, attribute: str, i: int, data: Any) -> None:
+    where = f"values.{attribute}[{i}].data"
+    if data is None or isinstance(data, (str, bool, int, float)):
+        return
+    if isinstance(data, dict):
+        if "amount" not in data:
+            raise ProductParseError(ref, where, "an object must be a metric {amount, unit}")
+        amount = data["amount"]
+        if amount is not None and not isinstance(amount, (int, float, str)):
+            raise ProductParseError(ref, where, f"metric amount must be a number, got {amount!r}")
+        if amount is not None and not isinstance(data.get("unit"), str):
+            raise ProductParseError(ref, where, "metric without a unit")
+        return
+    if isinstance(data, list):
+        for j, item in enumerate(data):
+            if isinstance(item, str):
+                continue
+            if isinstance(item, dict):
+                if not isinstance(item.get("currency"), str):
+                    raise ProductParseError(
+                        ref, f"{where}[{j}]", "a price needs a currency code"
+                    )
+                amount = item.get("amount")
+                if amount is not None and not isinstance(amount, (int, float, str)):
+                    raise ProductParseError(
+                        ref, f"{where}[{j}]", f"price amount must be a number, got {amount!r}"
+                    )
+                continue
+            raise ProductParseError(
+                ref, f"{where}[{j}]", f"list items must be option codes or prices, got {item!r}"
+            )
+        return
+    raise ProductParseError(ref, where, f"unsupported value {type(data).__name__}")
+
+
+def parse_product(raw: Any, identifier_attribute: str = "sku") -> Product:
+    """Validate a standard-format product; raise ``ProductParseError`` naming product and field."""
+    if not isinstance(raw, dict):
+        raise ProductParseError("<unknown>", "<root>", f"expected an object, got {type(raw).__name__}")
+    ref = _ref(raw)
+
+    values = raw.get("values", {})
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise ProductParseError(ref, "values", "must be an object {attribute: [values]}")
+    for attribute, entries in values.items():
+        if not isinstance(entries, list):
+            raise ProductParseError(ref, f"values.{attribute}", "must be a list of values")
+        for i, entry in enumerate(entries):
+            if not isinstance(entry, dict) or "data" not in entry:
+                raise ProductParseError(
+                    ref, f"values.{attribute}[{i}]", "must be an object with locale, scope, data"
+                )
+            for key in ("locale", "scope"):
+                v = entry.get(key)
+                if v is not None and not isinstance(v, str):
+                    raise ProductParseError(
+                        ref, f"values.{attribute}[{i}].{key}", f"must be a code or null, got {v!r}"
+                    )
+            _check_data(ref, attribute, i, entry["data"])
+
+    identifier = raw.get("identifier")
+    if identifier is None:
+        for entry in values.get(identifier_attribute, ()):
+            if isinstance(entry.get("data"), str):
+                identifier = entry["data"]
+                break
+    if not isinstance(identifier, str) or not identifier.strip():
+        raise ProductParseError(
+            ref, "identifier", f"missing (no `identifier` and no `{identifier_attribute}` value)"
+        )
+    if len(identifier) > MAX_IDENTIFIER_LENGTH:
+        raise ProductParseError(ref, "identifier", f"longer than {MAX_IDENTIFIER_LENGTH} characters")
+
+    for key in ("uuid", "family", "parent", "root_parent"):
+        v = raw.get(key)
+        if v is not None and not isinstance(v, str):
+            raise ProductParseError(identifier, key, f"must be a string or null, got {v!r}")
+
+    categories = raw.get("categories", [])
+    if categories is None:
+        categories = []
+    if not isinstance(categories, list) or not all(isinstance(c, str) for c in categories):
+        raise ProductParseError(identifier, "categories", "must be a list of category codes")
+
+    enabled = raw.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise ProductParseError(identifier, "enabled", f"must be true or false, got {enabled!r}")
+
+    updated_raw = raw.get("updated")
+    updated: datetime | None = None
+    if updated_raw is not None:
+        if not isinstance(updated_raw, str):
+            raise ProductParseError(identifier, "updated", "must be an ISO 8601 date-time string")
+        try:
+            updated = parse_datetime(updated_raw)
+        except ValueError:
+            raise ProductParseError(
+                identifier, "updated", f"not an ISO 8601 date-time: {updated_raw!r}"
+            ) from None
+
+    clean = dict(raw)
+    clean["identifier"] = identifier
+    clean["values"] = values
+    clean["categories"] = categories
+    clean.pop("_links", None)
+    return Product(
+        identifier=identifier,
+        uuid=raw.get("uuid"),
+        family=raw.get("family"),
+        parent=raw.get("parent"),
+        categories=tuple(categories),
+        enabled=enabled,
+        updated=updated,
+        values=values,
+        root_parent=raw.get("root_parent"),
+        raw=clean,
+    )
