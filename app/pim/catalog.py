@@ -15,7 +15,12 @@ PRICE_TYPE = "pim_catalog_price_collection"
 METRIC_TYPE = "pim_catalog_metric"
 IDENTIFIER_TYPE = "pim_catalog_identifier"
 MEDIA_TYPES = frozenset(
-    {"pim_catalog_image", "pim_catalog_file", "pim_catalog_asset_collection", "pim_assets_collection"}
+    {
+        "pim_catalog_image",
+        "pim_catalog_file",
+        "pim_catalog_asset_collection",
+        "pim_assets_collection",
+    }
 )
 SELECT_TYPES = frozenset({"pim_catalog_simpleselect", "pim_catalog_multiselect"})
 
@@ -73,6 +78,25 @@ class CatalogDefinitions:
     options: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
     # unit code -> symbol (e.g. KILOGRAM -> kg)
     unit_symbols: dict[str, str] = field(default_factory=dict)
+    # (attribute, option, locale chain) -> label: mapping asks the same questions millions of times
+    label_cache: dict[tuple[str, str, tuple[str, ...]], str] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+
+    def option_label(self, attribute: str, code: str, chain: tuple[str, ...]) -> str:
+        """The option's label in the first locale of ``chain`` that has one, else its code."""
+        key = (attribute, code, chain)
+        hit = self.label_cache.get(key)
+        if hit is None:
+            hit = code
+            labels = self.options.get(attribute, {}).get(code)
+            if labels:
+                for loc in chain:
+                    if labels.get(loc):
+                        hit = labels[loc]
+                        break
+            self.label_cache[key] = hit
+        return hit
 
     def attribute_type(self, code: str) -> str | None:
         attr = self.attributes.get(code)
@@ -153,7 +177,9 @@ class CatalogDefinitions:
 def _str(record: dict[str, Any], key: str, kind: str) -> str:
     value = record.get(key)
     if not isinstance(value, str) or not value:
-        raise DefinitionError(f"{kind} {record.get('code', '<unknown>')!r}: field {key!r} is required")
+        raise DefinitionError(
+            f"{kind} {record.get('code', '<unknown>')!r}: field {key!r} is required"
+        )
     return value
 
 

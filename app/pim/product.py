@@ -13,6 +13,7 @@ mirror, which only ever holds products that passed ``parse_product``.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -22,8 +23,13 @@ import orjson
 MAX_IDENTIFIER_LENGTH = 255
 # A single product's payload; Akeneo products with 1,000 attributes stay well below this.
 MAX_PRODUCT_BYTES = 2_000_000
+MAX_ATTRIBUTES = 10_000
 
 _MISSING: Any = object()
+# Numbers are checked on their own: the mirror and content_hash serialise with orjson, which
+# holds 64-bit integers only and would turn NaN/Infinity into null.
+_SCALAR_TYPES = frozenset({str, bool})
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 
 
 class ProductParseError(ValueError):
@@ -122,7 +128,9 @@ def content_hash(raw: dict[str, Any]) -> str:
         "enabled": raw.get("enabled", True),
         "values": raw.get("values") or {},
     }
-    return hashlib.blake2b(orjson.dumps(body, option=orjson.OPT_SORT_KEYS), digest_size=16).hexdigest()
+    return hashlib.blake2b(
+        orjson.dumps(body, option=orjson.OPT_SORT_KEYS), digest_size=16
+    ).hexdigest()
 
 
 def _ref(raw: dict[str, Any]) -> str:
@@ -133,15 +141,32 @@ def _ref(raw: dict[str, Any]) -> str:
     return "<unknown>"
 
 
+def _json_number(value: Any) -> bool:
+    """A number JSON (and orjson) can hold: finite, integers within 64 bits."""
+    if isinstance(value, bool):
+        return True
+    if isinstance(value, int):
+        return _INT_MIN <= value <= _INT_MAX
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return True
+
+
 def _check_data(ref: str, attribute: str, i: int, data: Any) -> None:
     where = f"values.{attribute}[{i}].data"
-    if data is None or isinstance(data, (str, bool, int, float)):
+    if data is None or isinstance(data, (str, bool)):
+        return
+    if isinstance(data, (int, float)):
+        if not _json_number(data):
+            raise ProductParseError(ref, where, f"number out of range: {data!r}")
         return
     if isinstance(data, dict):
         if "amount" not in data:
             raise ProductParseError(ref, where, "an object must be a metric {amount, unit}")
         amount = data["amount"]
-        if amount is not None and not isinstance(amount, (int, float, str)):
+        if amount is not None and (
+            not isinstance(amount, (int, float, str)) or not _json_number(amount)
+        ):
             raise ProductParseError(ref, where, f"metric amount must be a number, got {amount!r}")
         if amount is not None and not isinstance(data.get("unit"), str):
             raise ProductParseError(ref, where, "metric without a unit")
@@ -152,11 +177,11 @@ def _check_data(ref: str, attribute: str, i: int, data: Any) -> None:
                 continue
             if isinstance(item, dict):
                 if not isinstance(item.get("currency"), str):
-                    raise ProductParseError(
-                        ref, f"{where}[{j}]", "a price needs a currency code"
-                    )
+                    raise ProductParseError(ref, f"{where}[{j}]", "a price needs a currency code")
                 amount = item.get("amount")
-                if amount is not None and not isinstance(amount, (int, float, str)):
+                if amount is not None and (
+                    not isinstance(amount, (int, float, str)) or not _json_number(amount)
+                ):
                     raise ProductParseError(
                         ref, f"{where}[{j}]", f"price amount must be a number, got {amount!r}"
                     )
@@ -171,7 +196,9 @@ def _check_data(ref: str, attribute: str, i: int, data: Any) -> None:
 def parse_product(raw: Any, identifier_attribute: str = "sku") -> Product:
     """Validate a standard-format product; raise ``ProductParseError`` naming product and field."""
     if not isinstance(raw, dict):
-        raise ProductParseError("<unknown>", "<root>", f"expected an object, got {type(raw).__name__}")
+        raise ProductParseError(
+            "<unknown>", "<root>", f"expected an object, got {type(raw).__name__}"
+        )
     ref = _ref(raw)
 
     values = raw.get("values", {})
@@ -179,21 +206,34 @@ def parse_product(raw: Any, identifier_attribute: str = "sku") -> Product:
         values = {}
     if not isinstance(values, dict):
         raise ProductParseError(ref, "values", "must be an object {attribute: [values]}")
+    if len(values) > MAX_ATTRIBUTES:
+        raise ProductParseError(ref, "values", f"more than {MAX_ATTRIBUTES} attributes")
+    _SCALARS = _SCALAR_TYPES
     for attribute, entries in values.items():
-        if not isinstance(entries, list):
+        if entries.__class__ is not list:
             raise ProductParseError(ref, f"values.{attribute}", "must be a list of values")
         for i, entry in enumerate(entries):
-            if not isinstance(entry, dict) or "data" not in entry:
+            # Hot path (millions of values per sync): exact type checks, rare cases below.
+            if entry.__class__ is not dict or "data" not in entry:
                 raise ProductParseError(
                     ref, f"values.{attribute}[{i}]", "must be an object with locale, scope, data"
                 )
-            for key in ("locale", "scope"):
-                v = entry.get(key)
-                if v is not None and not isinstance(v, str):
-                    raise ProductParseError(
-                        ref, f"values.{attribute}[{i}].{key}", f"must be a code or null, got {v!r}"
-                    )
-            _check_data(ref, attribute, i, entry["data"])
+            loc = entry.get("locale")
+            if loc is not None and loc.__class__ is not str:
+                raise ProductParseError(
+                    ref, f"values.{attribute}[{i}].locale", f"must be a code or null, got {loc!r}"
+                )
+            sc = entry.get("scope")
+            if sc is not None and sc.__class__ is not str:
+                raise ProductParseError(
+                    ref, f"values.{attribute}[{i}].scope", f"must be a code or null, got {sc!r}"
+                )
+            data = entry["data"]
+            if data is None or data.__class__ in _SCALARS:
+                continue
+            if data.__class__ is int and _INT_MIN <= data <= _INT_MAX:
+                continue
+            _check_data(ref, attribute, i, data)
 
     identifier = raw.get("identifier")
     if identifier is None:
@@ -206,7 +246,9 @@ def parse_product(raw: Any, identifier_attribute: str = "sku") -> Product:
             ref, "identifier", f"missing (no `identifier` and no `{identifier_attribute}` value)"
         )
     if len(identifier) > MAX_IDENTIFIER_LENGTH:
-        raise ProductParseError(ref, "identifier", f"longer than {MAX_IDENTIFIER_LENGTH} characters")
+        raise ProductParseError(
+            ref, "identifier", f"longer than {MAX_IDENTIFIER_LENGTH} characters"
+        )
 
     for key in ("uuid", "family", "parent", "root_parent"):
         v = raw.get(key)

@@ -1,0 +1,1 @@
+"""Target channels: configuration, completeness, filters, locale resolution, the catalog store."""

@@ -1,0 +1,140 @@
+"""Completeness per channel and locale, with Akeneo's rule (pure).
+
+A required attribute counts when it has a non-empty value for the channel's PIM scope (if the
+attribute is scopable) and locale (if localizable, trying the channel locale's fallback chain);
+a price collection counts only when every currency of the channel has an amount; a
+locale-specific attribute is required only in its available locales. The ratio is
+``floor(100 * present / required)``, so 100 means complete and nothing else does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from app.channels.config import ChannelConfig, LocaleConfig
+from app.pim.catalog import IDENTIFIER_TYPE, PRICE_TYPE, AttributeDef, CatalogDefinitions
+from app.pim.product import MISSING, Product, is_empty
+
+
+@dataclass(frozen=True, slots=True)
+class LocaleCompleteness:
+    locale: str
+    required: int
+    missing: tuple[str, ...]
+
+    @property
+    def ratio(self) -> int:
+        if self.required == 0:
+            return 100
+        return (100 * (self.required - len(self.missing))) // self.required
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing
+
+
+@dataclass(frozen=True, slots=True)
+class Completeness:
+    per_locale: dict[str, LocaleCompleteness]
+
+    @property
+    def ratio(self) -> int:
+        return min((lc.ratio for lc in self.per_locale.values()), default=100)
+
+    @property
+    def complete(self) -> bool:
+        return all(lc.complete for lc in self.per_locale.values())
+
+    @property
+    def missing(self) -> list[str]:
+        """Missing attributes over all locales, as ``attr`` or ``attr[locale]`` when partial."""
+        locales = list(self.per_locale)
+        by_attr: dict[str, list[str]] = {}
+        for loc, lc in self.per_locale.items():
+            for attr in lc.missing:
+                by_attr.setdefault(attr, []).append(loc)
+        out = []
+        for attr, locs in by_attr.items():
+            out.append(attr if len(locs) == len(locales) else f"{attr}[{','.join(locs)}]")
+        return sorted(out)
+
+
+def required_attributes(
+    product: Product,
+    channel: ChannelConfig,
+    defs: CatalogDefinitions,
+    extra: Iterable[str] = (),
+) -> list[str]:
+    required: dict[str, None] = {}
+    if channel.completeness.family_requirements and product.family:
+        family = defs.families.get(product.family)
+        if family is not None:
+            required.update(dict.fromkeys(family.requirements.get(channel.pim_scope, ())))
+    required.update(dict.fromkeys(channel.completeness.required))
+    required.update(dict.fromkeys(extra))
+    return list(required)
+
+
+def _price_complete(data: object, currencies: tuple[str, ...]) -> bool:
+    if not isinstance(data, list):
+        return False
+    have = {
+        p.get("currency") for p in data if isinstance(p, dict) and p.get("amount") not in (None, "")
+    }
+    return all(c in have for c in currencies)
+
+
+def _present(
+    product: Product,
+    attr: str,
+    adef: AttributeDef | None,
+    loc: LocaleConfig,
+    channel: ChannelConfig,
+) -> bool:
+    if adef is None:
+        # Unknown to the catalog definitions: accept a value in any matching slot.
+        for entry in product.values.get(attr, ()):
+            if entry.get("scope") not in (None, channel.pim_scope):
+                continue
+            if entry.get("locale") not in (None, *loc.chain):
+                continue
+            if not is_empty(entry.get("data")):
+                return True
+        return False
+    if adef.type == IDENTIFIER_TYPE:
+        return True
+    scope = channel.pim_scope if adef.scopable else None
+    candidates = loc.chain if adef.localizable else (None,)
+    for locale in candidates:
+        data = product.value(attr, locale, scope)
+        if data is MISSING:
+            continue
+        if adef.type == PRICE_TYPE:
+            if _price_complete(data, channel.currencies):
+                return True
+        elif not is_empty(data):
+            return True
+    return False
+
+
+def compute_completeness(
+    product: Product,
+    channel: ChannelConfig,
+    defs: CatalogDefinitions,
+    extra_required: Iterable[str] = (),
+) -> Completeness:
+    required = required_attributes(product, channel, defs, extra_required)
+    per_locale: dict[str, LocaleCompleteness] = {}
+    for loc in channel.locales:
+        counted = 0
+        missing: list[str] = []
+        for attr in required:
+            adef = defs.attributes.get(attr)
+            if adef is not None and not adef.required_in_locale(loc.code):
+                continue
+            counted += 1
+            if not _present(product, attr, adef, loc, channel):
+                missing.append(attr)
+        per_locale[loc.code] = LocaleCompleteness(loc.code, counted, tuple(missing))
+    return Completeness(per_locale)

@@ -1,0 +1,209 @@
+"""All SQL of the channel catalog (``channel_product``): set-based, keyed on (channel, sku)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from app.channels.models import ORPHAN, REMOVED, ChannelProduct
+from app.db import dialect_insert
+from app.pim.models import PimProduct
+
+
+@dataclass(slots=True)
+class RowState:
+    input_hash: str
+    status: str
+    enabled: bool
+    version: int
+    source_seq: int
+
+
+@dataclass(slots=True)
+class ChannelRow:
+    channel: str
+    sku: str
+    doc: dict[str, Any] | None
+    contract_version: str | None
+    input_hash: str
+    status: str
+    enabled: bool
+    disabled_reason: str | None
+    detail: dict[str, Any] | None
+    completeness: int | None
+    sync_run_id: uuid.UUID | None
+    synced_at: datetime
+    source_seq: int
+
+
+@dataclass(slots=True)
+class RowChange:
+    """A committed change of one row: what the catalog domain event carries."""
+
+    channel: str
+    sku: str
+    version: int
+    enabled: bool
+    status: str
+
+
+def load_states(session: Session, channel: str, skus: Sequence[str]) -> dict[str, RowState]:
+    if not skus:
+        return {}
+    t = ChannelProduct
+    rows = session.execute(
+        select(t.sku, t.input_hash, t.status, t.enabled, t.version, t.source_seq).where(
+            t.channel == channel, t.sku.in_(list(skus))
+        )
+    ).all()
+    return {
+        r.sku: RowState(r.input_hash, r.status, r.enabled, r.version, r.source_seq) for r in rows
+    }
+
+
+def upsert_rows(session: Session, rows: Sequence[ChannelRow]) -> list[RowChange]:
+    """Insert or update rows in one statement; returns the rows that actually changed.
+
+    A row is rewritten only when its input hash or status differs, and never by a unit computed
+    from an older product than the row holds (``source_seq``): two workers racing on one SKU
+    leave the newer result. A disabled row keeps its last published document.
+    """
+    if not rows:
+        return []
+    insert = dialect_insert(session)
+    stmt = insert(ChannelProduct)
+    t = ChannelProduct.__table__
+    ex = stmt.excluded
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[t.c.channel, t.c.sku],
+        set_={
+            "doc": func.coalesce(ex.doc, t.c.doc),
+            "contract_version": func.coalesce(ex.contract_version, t.c.contract_version),
+            "input_hash": ex.input_hash,
+            "status": ex.status,
+            "enabled": ex.enabled,
+            "disabled_reason": ex.disabled_reason,
+            "detail": ex.detail,
+            "completeness": ex.completeness,
+            "sync_run_id": ex.sync_run_id,
+            "synced_at": ex.synced_at,
+            "source_seq": ex.source_seq,
+            "version": t.c.version + 1,
+        },
+        where=and_(
+            ex.source_seq >= t.c.source_seq,
+            or_(t.c.input_hash != ex.input_hash, t.c.status != ex.status),
+        ),
+    ).returning(t.c.channel, t.c.sku, t.c.version, t.c.enabled, t.c.status)
+    params = [
+        {
+            "channel": r.channel,
+            "sku": r.sku,
+            "doc": r.doc,
+            "contract_version": r.contract_version,
+            "input_hash": r.input_hash,
+            "status": r.status,
+            "enabled": r.enabled,
+            "disabled_reason": r.disabled_reason,
+            "detail": r.detail,
+            "completeness": r.completeness,
+            "sync_run_id": r.sync_run_id,
+            "synced_at": r.synced_at,
+            "source_seq": r.source_seq,
+            "version": 1,
+        }
+        for r in rows
+    ]
+    result = session.execute(stmt, params)
+    return [RowChange(c, s, int(v), bool(e), st) for c, s, v, e, st in result.all()]
+
+
+def disable_rows_not_in(
+    session: Session, channel: str, run_id: uuid.UUID, run_started_at: datetime, now: datetime
+) -> list[RowChange]:
+    """Disable, in one statement, the channel's rows whose product the run's PIM export did not
+    contain (orphans). Never deletes.
+
+    "Contained" is read from the mirror: the full sync marks every product it reads there
+    (``last_seen_at``/``last_seen_run``) before any of its channels finalise, whether the
+    product was then published, skipped, filtered or failed. Comparing the seen time with the
+    run's start (not the run id) keeps two overlapping full runs of different channels from
+    blinding each other: a product seen by either since this run began exists in the PIM.
+    """
+    cp = ChannelProduct.__table__
+    p = PimProduct.__table__
+    seen = exists().where(
+        p.c.identifier == cp.c.sku,
+        p.c.last_seen_at >= run_started_at,
+        p.c.removed_at.is_(None),
+    )
+    stmt = (
+        update(cp)
+        .where(cp.c.channel == channel, cp.c.status.notin_([ORPHAN, REMOVED]), ~seen)
+        .values(
+            enabled=False,
+            status=ORPHAN,
+            disabled_reason=ORPHAN,
+            input_hash="",  # a product that comes back is evaluated again
+            sync_run_id=run_id,
+            synced_at=now,
+            version=cp.c.version + 1,
+        )
+        .returning(cp.c.channel, cp.c.sku, cp.c.version, cp.c.enabled, cp.c.status)
+    )
+    return [RowChange(c, s, int(v), bool(e), st) for c, s, v, e, st in session.execute(stmt).all()]
+
+
+def disable_skus(
+    session: Session,
+    skus: Sequence[str],
+    status: str,
+    reason: str,
+    run_id: uuid.UUID | None,
+    now: datetime,
+    channel: str | None = None,
+) -> list[RowChange]:
+    """Disable these SKUs (in one channel or all) with a reason; rows stay, docs stay."""
+    if not skus:
+        return []
+    cp = ChannelProduct.__table__
+    cond = [cp.c.sku.in_(list(skus)), or_(cp.c.status != status, cp.c.enabled.is_(True))]
+    if channel is not None:
+        cond.append(cp.c.channel == channel)
+    stmt = (
+        update(cp)
+        .where(*cond)
+        .values(
+            enabled=False,
+            status=status,
+            disabled_reason=reason,
+            sync_run_id=run_id,
+            synced_at=now,
+            version=cp.c.version + 1,
+            # Forget the input hash: when the product comes back, it must be re-evaluated.
+            input_hash="",
+        )
+        .returning(cp.c.channel, cp.c.sku, cp.c.version, cp.c.enabled, cp.c.status)
+    )
+    return [RowChange(c, s, int(v), bool(e), st) for c, s, v, e, st in session.execute(stmt).all()]
+
+
+def status_counts(session: Session, channel: str | None = None) -> dict[str, dict[str, int]]:
+    t = ChannelProduct
+    q = select(t.channel, t.status, func.count()).group_by(t.channel, t.status)
+    if channel is not None:
+        q = q.where(t.channel == channel)
+    out: dict[str, dict[str, int]] = {}
+    for ch, status, n in session.execute(q).all():
+        out.setdefault(ch, {})[status] = int(n)
+    return out
+
+
+def get_row(session: Session, channel: str, sku: str) -> ChannelProduct | None:
+    return session.get(ChannelProduct, (channel, sku))

@@ -1,0 +1,1 @@
+"""Mapping contracts: versioned PIM-to-channel attribute mappings, transforms, drift."""

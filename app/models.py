@@ -1,0 +1,23 @@
+"""Every table, imported in one place (Alembic's metadata, tests' create_all)."""
+
+from app.channels.models import ChannelProduct
+from app.db import Base
+from app.mapping.models import DriftEvent, OwnershipViolation
+from app.pim.models import MirrorClock, PimDefinitions, PimProduct, PimProductModel
+from app.sync.models import DeadLetter, SyncBatch, SyncCursor, SyncLock, SyncRun
+
+__all__ = [
+    "Base",
+    "ChannelProduct",
+    "DeadLetter",
+    "DriftEvent",
+    "MirrorClock",
+    "OwnershipViolation",
+    "PimDefinitions",
+    "PimProduct",
+    "PimProductModel",
+    "SyncBatch",
+    "SyncCursor",
+    "SyncLock",
+    "SyncRun",
+]

@@ -1,0 +1,601 @@
+"""``AkeneoRestSource``: the PimSource protocol over Akeneo's REST API (sync httpx).
+
+- OAuth password grant, refreshed shortly before expiry and once more on a 401.
+- Products through ``/products-uuid`` with ``search_after`` pagination; the ``next`` link is
+  followed verbatim and is the resume cursor, so a killed export continues where it stopped.
+- 429, 5xx, timeouts and connection errors are retried with exponential backoff and full
+  jitter, honouring ``Retry-After``; after the last attempt ``TransientSourceError`` lets the
+  Celery task retry later. Other failures are ``SourceError`` naming the PIM and Akeneo's message.
+- Every HTTP call holds a slot of a concurrency limiter shared by all workers (Akeneo allows a
+  few concurrent calls per connection).
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import quote, urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import httpx
+import orjson
+
+from app.config import get_settings
+from app.pim.catalog import SELECT_TYPES, CatalogDefinitions, DefinitionError, build_definitions
+from app.pim.ratelimit import (
+    Limiter,
+    LocalSemaphore,
+    RedisSemaphore,
+    SemaphoreTimeout,
+    SemaphoreUnavailable,
+)
+from app.pim.source import Page, SourceError, TransientSourceError
+
+API = "/api/rest/v1"
+TOKEN_PATH = "/api/oauth/v1/token"
+MAX_PAGE_SIZE = 100
+# Refresh this long before the token expires (capped at a tenth of its lifetime so a short
+# lived token is not refreshed on every call).
+REFRESH_MARGIN_SECONDS = 60.0
+# A 200 whose body is not JSON is usually a truncated transfer: worth a couple more tries.
+MALFORMED_BODY_RETRIES = 2
+# Sleep at most this much longer than the backoff cap when honouring Retry-After.
+RETRY_AFTER_SLACK_SECONDS = 1.0
+
+
+def _retryable(status: int) -> bool:
+    # 501 Not Implemented will not get better by asking again
+    return status == 429 or (status >= 500 and status != 501)
+
+
+# Limiters used when none is given, shared by every source of the process with the same name
+# (so two sources on one connection do not each get the full limit).
+_local_limiters: dict[str, LocalSemaphore] = {}
+_local_limiters_lock = threading.Lock()
+
+
+def _message(response: httpx.Response) -> str:
+    """Akeneo's ``message`` field, or the start of whatever the server sent instead."""
+    try:
+        body = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        text = response.text.strip().replace("\n", " ")
+        return text[:200] or "(empty body)"
+    if isinstance(body, dict) and body.get("message"):
+        message = str(body["message"])
+        errors = body.get("errors")
+        if isinstance(errors, list) and errors:
+            details = "; ".join(
+                f"{e.get('property', '?')}: {e.get('message', '')}"
+                for e in errors[:5]
+                if isinstance(e, dict)
+            )
+            message = f"{message} ({details})"
+        return message
+    return response.text[:200]
+
+
+def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
+    """``Retry-After`` as seconds (it is either a number of seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def format_pim_datetime(moment: datetime, timezone: ZoneInfo) -> str:
+    """``moment`` as Akeneo's search filters expect it: local time of the PIM server.
+
+    A naive datetime means UTC (as in ``parse_datetime``). Sub-second parts are dropped, which
+    makes ``>`` include the second ``moment`` falls in: re-reading a product is harmless,
+    missing one is not.
+    """
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(timezone).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _default_limiter(base_url: str, client_id: str, lease_seconds: float) -> Limiter:
+    settings = get_settings()
+    name = f"akeneo:{base_url}|{client_id}"
+    if settings.redis_url:
+        return RedisSemaphore(
+            settings.redis_url, name, settings.akeneo_max_concurrency, lease_seconds=lease_seconds
+        )
+    with _local_limiters_lock:
+        limiter = _local_limiters.get(name)
+        if limiter is None:
+            limiter = LocalSemaphore(settings.akeneo_max_concurrency, name=name)
+            _local_limiters[name] = limiter
+        return limiter
+
+
+class AkeneoRestSource:
+    """Products and catalog definitions read from an Akeneo PIM over its REST API.
+
+    Unset tuning arguments come from settings. ``sleep``, ``clock`` and ``jitter`` are
+    injectable so tests can run fast and check the delays; ``max_retries`` counts retries after
+    the first attempt. A single instance may be shared by threads.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        client_id: str,
+        secret: str,
+        username: str,
+        password: str,
+        timezone: str | None = None,
+        limiter: Limiter | None = None,
+        timeout: float | None = None,
+        max_retries: int | None = None,
+        backoff_base: float | None = None,
+        backoff_max: float | None = None,
+        slot_timeout: float | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        jitter: Callable[[], float] = random.random,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        settings = get_settings()
+        self.base_url = base_url.rstrip("/")
+        self.name = self.base_url
+        parts = urlsplit(self.base_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise SourceError(f"Akeneo URL {base_url!r} is not an http(s) URL")
+        self._origin = _origin(self.base_url)
+        self._client_id = client_id
+        self._secret = secret
+        self._username = username
+        self._password = password
+        tz_name = timezone or settings.akeneo_timezone
+        try:
+            self.timezone = ZoneInfo(tz_name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise SourceError(f"Akeneo at {self.base_url}: unknown time zone {tz_name!r}") from None
+        self.timeout = timeout if timeout is not None else settings.akeneo_timeout_seconds
+        self.max_retries = max_retries if max_retries is not None else settings.akeneo_max_retries
+        self.backoff_base = (
+            backoff_base if backoff_base is not None else settings.akeneo_backoff_base_seconds
+        )
+        self.backoff_max = (
+            backoff_max if backoff_max is not None else settings.akeneo_backoff_max_seconds
+        )
+        # httpx applies the timeout to each phase (connect, write, each read), so one call may
+        # take a few timeouts: the lease must outlast that or the slot would be handed on early.
+        self._owns_limiter = limiter is None
+        self.limiter = limiter or _default_limiter(
+            self.base_url, client_id, lease_seconds=max(60.0, 4 * self.timeout)
+        )
+        # Waiting for a slot longer than a few calls' worth means the PIM is saturated by
+        # others: give up and let the task retry later.
+        self.slot_timeout = slot_timeout if slot_timeout is not None else 5 * self.timeout
+        self._sleep = sleep
+        self._clock = clock
+        self._jitter = jitter
+        self._client = httpx.Client(
+            timeout=httpx.Timeout(self.timeout),
+            headers={"Accept": "application/json", "User-Agent": "pimsync"},
+            transport=transport,
+        )
+        self._token_lock = threading.Lock()
+        self._token: str | None = None
+        self._refresh_token: str | None = None
+        self._renew_at = 0.0
+        self._definitions: CatalogDefinitions | None = None
+        self.stats: dict[str, int | float] = {
+            "requests": 0,
+            "retries": 0,
+            "logins": 0,
+            "refreshes": 0,
+            "unauthorized": 0,
+            "slept_seconds": 0.0,
+        }
+
+    @classmethod
+    def from_settings(cls, base_url: str, **options: Any) -> AkeneoRestSource:
+        """A source on ``base_url`` with credentials from settings; ``options`` override any."""
+        settings = get_settings()
+        args: dict[str, Any] = {
+            "client_id": settings.akeneo_client_id,
+            "secret": settings.akeneo_secret.get_secret_value(),
+            "username": settings.akeneo_username,
+            "password": settings.akeneo_password.get_secret_value(),
+        }
+        args.update(options)
+        return cls(base_url, **args)
+
+    def __repr__(self) -> str:
+        return f"AkeneoRestSource({self.base_url!r})"
+
+    def close(self) -> None:
+        self._client.close()
+        if self._owns_limiter and isinstance(self.limiter, RedisSemaphore):
+            self.limiter.close()
+
+    def __enter__(self) -> AkeneoRestSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- products ------------------------------------------------------------------------
+
+    def iter_pages(
+        self,
+        updated_since: datetime | None = None,
+        page_size: int = 100,
+        resume: str | None = None,
+    ) -> Iterator[Page]:
+        """Products updated strictly after ``updated_since`` (all when None), page by page.
+
+        ``resume`` is a ``next_cursor`` of an earlier page: the export continues with the page
+        after it (the filter is part of the cursor, so ``updated_since`` is then ignored).
+        """
+        _check_page_size(page_size)
+        if resume is not None:
+            url, params = self._checked_link(resume, "resume cursor"), None
+        else:
+            url = f"{self.base_url}{API}/products-uuid"
+            params = {"pagination_type": "search_after", "limit": str(page_size)}
+            if updated_since is not None:
+                since = format_pim_datetime(updated_since, self.timezone)
+                params["search"] = orjson.dumps(
+                    {"updated": [{"operator": ">", "value": since}]}
+                ).decode()
+        return self._iter_list(url, params)
+
+    def iter_models(self, page_size: int = 100) -> Iterator[dict[str, Any]]:
+        """Every product model, in standard format."""
+        _check_page_size(page_size)
+        url = f"{self.base_url}{API}/product-models"
+        params = {"pagination_type": "search_after", "limit": str(page_size)}
+        for page in self._iter_list(url, params):
+            yield from page.items
+
+    def get(self, identifier: str) -> dict[str, Any] | None:
+        return self._get_one(f"{API}/products/{quote(identifier, safe='')}")
+
+    def get_by_uuid(self, uuid: str) -> dict[str, Any] | None:
+        return self._get_one(f"{API}/products-uuid/{quote(uuid, safe='')}")
+
+    def get_model(self, code: str) -> dict[str, Any] | None:
+        return self._get_one(f"{API}/product-models/{quote(code, safe='')}")
+
+    # --- catalog definitions ------------------------------------------------------------
+
+    def definitions(self) -> CatalogDefinitions:
+        """Attributes, families, channels, categories and select options (read once)."""
+        if self._definitions is None:
+            attributes = self._read_all("attributes")
+            options: list[dict[str, Any]] = []
+            for attribute in attributes:
+                if attribute.get("type") in SELECT_TYPES and isinstance(attribute.get("code"), str):
+                    code = attribute["code"]
+                    for option in self._read_all(f"attributes/{quote(code, safe='')}/options"):
+                        options.append({**option, "attribute": code})
+            families = self._read_all("families")
+            channels = self._read_all("channels")
+            categories = self._read_all("categories")
+            try:
+                self._definitions = build_definitions(
+                    attributes=attributes,
+                    families=families,
+                    channels=channels,
+                    categories=categories,
+                    options=options,
+                )
+            except DefinitionError as exc:
+                raise SourceError(
+                    f"Akeneo at {self.base_url}: unusable definition: {exc}"
+                ) from None
+        return self._definitions
+
+    # --- pagination ---------------------------------------------------------------------
+
+    def _iter_list(self, url: str, params: dict[str, str] | None) -> Iterator[Page]:
+        next_url: str | None = url
+        while next_url is not None:
+            body, shown = self._get_page(next_url, params)
+            items = self._embedded_items(body, shown)
+            href = _next_href(body)
+            if href is not None:
+                href = self._checked_link(href, f"next link of {shown}")
+                if href == shown:  # a server bug that would loop forever
+                    raise SourceError(
+                        f"Akeneo at {self.base_url}: page {shown} links to itself as next page"
+                    )
+            next_url = href
+            params = None  # the next link carries every parameter
+            yield Page(items=items, next_cursor=next_url)
+
+    def _embedded_items(self, body: Any, url: str) -> list[dict[str, Any]]:
+        where = f"Akeneo at {self.base_url}: malformed page at {url}"
+        if not isinstance(body, dict):
+            raise SourceError(f"{where}: expected an object, got {type(body).__name__}")
+        embedded = body.get("_embedded")
+        items = embedded.get("items") if isinstance(embedded, dict) else None
+        if not isinstance(items, list):
+            raise SourceError(f"{where}: no `_embedded.items` list")
+        for i, item in enumerate(items):
+            if not isinstance(item, dict):
+                raise SourceError(f"{where}: item {i} is {type(item).__name__}, not an object")
+        return items
+
+    def _read_all(self, resource: str) -> list[dict[str, Any]]:
+        """Every record of a page-paginated list endpoint (definitions)."""
+        records: list[dict[str, Any]] = []
+        url = f"{self.base_url}{API}/{resource}"
+        for page in self._iter_list(url, {"limit": str(MAX_PAGE_SIZE)}):
+            records.extend(page.items)
+        return records
+
+    def _get_page(self, url: str, params: dict[str, str] | None) -> tuple[Any, str]:
+        """A list page's decoded body and full URL; a 200 that is not JSON is retried."""
+        for attempt in range(MALFORMED_BODY_RETRIES + 1):
+            response = self._call("GET", url, params=params)
+            if response.status_code == 404:
+                raise SourceError(
+                    f"Akeneo at {self.base_url}: GET {_shown(response)} failed with HTTP 404: "
+                    f"{_message(response)}"
+                )
+            try:
+                return orjson.loads(response.content), _shown(response)
+            except orjson.JSONDecodeError as exc:
+                if attempt == MALFORMED_BODY_RETRIES:
+                    raise SourceError(
+                        f"Akeneo at {self.base_url}: malformed page at {_shown(response)}: "
+                        f"body is not valid JSON ({exc})"
+                    ) from None
+                self.stats["retries"] += 1
+                self._pause(self._backoff(attempt))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _get_one(self, path: str) -> dict[str, Any] | None:
+        response = self._call("GET", f"{self.base_url}{path}")
+        if response.status_code == 404:
+            return None
+        try:
+            body = orjson.loads(response.content)
+        except orjson.JSONDecodeError as exc:
+            raise SourceError(
+                f"Akeneo at {self.base_url}: malformed answer at {_shown(response)}: "
+                f"body is not valid JSON ({exc})"
+            ) from None
+        if not isinstance(body, dict):
+            raise SourceError(
+                f"Akeneo at {self.base_url}: malformed answer at {_shown(response)}: "
+                f"expected an object, got {type(body).__name__}"
+            )
+        return body
+
+    def _checked_link(self, href: str, what: str) -> str:
+        # The bearer token goes with every request: never send it to another host.
+        if _origin(href) != self._origin:
+            raise SourceError(
+                f"Akeneo at {self.base_url}: {what} {href!r} points outside the PIM "
+                "(check the PIM's configured public URL)"
+            )
+        return href
+
+    # --- HTTP ---------------------------------------------------------------------------
+
+    def _call(
+        self, method: str, url: str, *, params: dict[str, str] | None = None
+    ) -> httpx.Response:
+        """An authenticated API call: 2xx or 404, anything else raises."""
+        token = self._access_token()
+        response = self._send(method, url, params=params, headers=_bearer(token))
+        if response.status_code == 401:
+            # The token may have been revoked or expired early (server restart, clock skew):
+            # renew once and retry before calling it a credentials problem.
+            self.stats["unauthorized"] += 1
+            token = self._renew_after_401(token)
+            response = self._send(method, url, params=params, headers=_bearer(token))
+        if response.is_success or response.status_code == 404:
+            return response
+        hint = ""
+        if response.status_code in (401, 403):
+            hint = " (check the API user's permissions)"
+        raise SourceError(
+            f"Akeneo at {self.base_url}: {method} {_shown(response)} failed with HTTP "
+            f"{response.status_code}: {_message(response)}{hint}"
+        )
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+        json: Any = None,
+        auth: tuple[str, str] | None = None,
+    ) -> httpx.Response:
+        """One request with retries on 429, 5xx and transport errors; other answers returned."""
+        attempt = 0
+        while True:
+            what = f"{method} {_path(url)}"
+            try:
+                with self.limiter.slot(timeout=self.slot_timeout):
+                    self.stats["requests"] += 1
+                    response = self._client.request(
+                        method, url, params=params, headers=headers, json=json, auth=auth
+                    )
+            except (SemaphoreTimeout, SemaphoreUnavailable) as exc:
+                raise TransientSourceError(f"Akeneo at {self.base_url}: {what}: {exc}") from None
+            except httpx.TransportError as exc:
+                failure = f"{type(exc).__name__}: {exc or 'no detail'}"
+                delay = self._backoff(attempt)
+            else:
+                if not _retryable(response.status_code):
+                    return response
+                failure = f"HTTP {response.status_code}: {_message(response)}"
+                delay = self._retry_delay(response, attempt, what)
+            if attempt >= self.max_retries:
+                raise TransientSourceError(
+                    f"Akeneo at {self.base_url}: {what} still failing after "
+                    f"{attempt + 1} attempts: {failure}"
+                )
+            attempt += 1
+            self.stats["retries"] += 1
+            self._pause(delay)
+
+    def _backoff(self, attempt: int) -> float:
+        """Full jitter: uniform in [0, min(cap, base * 2**attempt)]."""
+        ceiling = min(self.backoff_max, self.backoff_base * (2**attempt))
+        return self._jitter() * ceiling
+
+    def _retry_delay(self, response: httpx.Response, attempt: int, what: str) -> float:
+        wait = retry_after_seconds(response.headers.get("Retry-After"))
+        if wait is None:
+            return self._backoff(attempt)
+        if wait > self.backoff_max + RETRY_AFTER_SLACK_SECONDS:
+            raise TransientSourceError(
+                f"Akeneo at {self.base_url}: {what} answered HTTP {response.status_code} asking "
+                f"to retry after {wait:g} s, longer than the {self.backoff_max:g} s backoff cap"
+            )
+        # A little jitter on top so the workers that were told the same delay do not all come
+        # back in the same instant.
+        spread = self._jitter() * min(self.backoff_base, RETRY_AFTER_SLACK_SECONDS)
+        return min(wait + spread, self.backoff_max + RETRY_AFTER_SLACK_SECONDS)
+
+    def _pause(self, seconds: float) -> None:
+        self.stats["slept_seconds"] += seconds
+        self._sleep(seconds)
+
+    # --- OAuth --------------------------------------------------------------------------
+
+    def _access_token(self) -> str:
+        with self._token_lock:
+            if self._token is None or (self._clock() >= self._renew_at and not self._refresh()):
+                self._login()
+            assert self._token is not None
+            return self._token
+
+    def _renew_after_401(self, rejected: str) -> str:
+        with self._token_lock:
+            if self._token == rejected and not self._refresh():
+                self._login()
+            assert self._token is not None
+            return self._token
+
+    def _login(self) -> None:
+        if not (self._client_id and self._secret and self._username and self._password):
+            raise SourceError(
+                f"Akeneo at {self.base_url}: API credentials are not configured (set "
+                "PIMSYNC_AKENEO_CLIENT_ID, PIMSYNC_AKENEO_SECRET, PIMSYNC_AKENEO_USERNAME and "
+                "PIMSYNC_AKENEO_PASSWORD)"
+            )
+        self.stats["logins"] += 1
+        response = self._token_request(
+            {"grant_type": "password", "username": self._username, "password": self._password}
+        )
+        if response.status_code in (400, 401, 403, 422):
+            raise SourceError(
+                f"Akeneo at {self.base_url} rejected the API credentials (client id "
+                f"{self._client_id!r}, user {self._username!r}): HTTP {response.status_code}: "
+                f"{_message(response)}"
+            )
+        if not response.is_success:
+            raise SourceError(
+                f"Akeneo at {self.base_url}: token request failed with HTTP "
+                f"{response.status_code}: {_message(response)} (is this the PIM's base URL?)"
+            )
+        self._store_token(response)
+
+    def _refresh(self) -> bool:
+        """Renew with the refresh token; False when that is not possible (then log in)."""
+        if self._refresh_token is None:
+            return False
+        self.stats["refreshes"] += 1
+        response = self._token_request(
+            {"grant_type": "refresh_token", "refresh_token": self._refresh_token}
+        )
+        if not response.is_success:
+            self._token = self._refresh_token = None
+            return False
+        self._store_token(response)
+        return True
+
+    def _token_request(self, body: dict[str, str]) -> httpx.Response:
+        return self._send(
+            "POST",
+            f"{self.base_url}{TOKEN_PATH}",
+            json=body,
+            auth=(self._client_id, self._secret),
+        )
+
+    def _store_token(self, response: httpx.Response) -> None:
+        try:
+            body = orjson.loads(response.content)
+            token = body["access_token"]
+            lifetime = float(body.get("expires_in") or 3600)
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            raise SourceError(
+                f"Akeneo at {self.base_url}: token endpoint answered without an access token "
+                f"(HTTP {response.status_code}: {response.text[:120]!r})"
+            ) from None
+        if not isinstance(token, str) or not token:
+            raise SourceError(f"Akeneo at {self.base_url}: token endpoint sent an empty token")
+        self._token = token
+        refresh = body.get("refresh_token")
+        self._refresh_token = refresh if isinstance(refresh, str) and refresh else None
+        margin = min(REFRESH_MARGIN_SECONDS, lifetime / 10)
+        self._renew_at = self._clock() + lifetime - margin
+
+
+def _check_page_size(page_size: int) -> None:
+    if isinstance(page_size, bool) or not isinstance(page_size, int):
+        raise ValueError(
+            f"page_size must be an integer from 1 to {MAX_PAGE_SIZE}, got {page_size!r}"
+        )
+    if not 1 <= page_size <= MAX_PAGE_SIZE:
+        raise ValueError(
+            f"page_size must be from 1 to {MAX_PAGE_SIZE} (Akeneo's limit), got {page_size}"
+        )
+
+
+def _next_href(body: dict[str, Any]) -> str | None:
+    links = body.get("_links")
+    nxt = links.get("next") if isinstance(links, dict) else None
+    href = nxt.get("href") if isinstance(nxt, dict) else None
+    return href if isinstance(href, str) and href else None
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    try:
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    except ValueError:  # a port that is not a number
+        return (parts.scheme, parts.netloc, None)
+    return (parts.scheme, (parts.hostname or "").lower(), port)
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _path(url: str) -> str:
+    parts = urlsplit(url)
+    return parts.path + (f"?{parts.query}" if parts.query else "")
+
+
+def _shown(response: httpx.Response) -> str:
+    return str(response.request.url)

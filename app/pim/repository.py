@@ -1,0 +1,306 @@
+"""All SQL of the PIM mirror (``pim_product``, ``pim_product_model``)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select, text, update
+from sqlalchemy.orm import Session
+
+from app.db import dialect_insert, is_postgres
+from app.pim.models import MirrorClock, PimProduct, PimProductModel
+from app.pim.product import Product
+
+
+@dataclass(slots=True)
+class MirrorRow:
+    identifier: str
+    raw: dict[str, Any]
+    content_hash: str
+    change_seq: int
+    enabled: bool
+
+
+def change_token(session: Session) -> int:
+    """This transaction's position in the mirror's change log.
+
+    PostgreSQL: the transaction id (xid8). A reader that stops below the oldest transaction
+    still in progress (``high_watermark``) never skips a change committed later with a smaller
+    number, which a plain sequence cannot promise. SQLite (one writer at a time): a counter.
+    """
+    if is_postgres(session):
+        return int(session.execute(text("SELECT pg_current_xact_id()::text::bigint")).scalar_one())
+    token = session.info.get("mirror_change_token")
+    if token is None:
+        updated = session.execute(
+            update(MirrorClock)
+            .where(MirrorClock.id == 1)
+            .values(value=MirrorClock.value + 1)
+            .returning(MirrorClock.value)
+        ).scalar_one_or_none()
+        if updated is None:
+            session.add(MirrorClock(id=1, value=1))
+            session.flush()
+            updated = 1
+        token = int(updated)
+        session.info["mirror_change_token"] = token
+    return token
+
+
+def high_watermark(session: Session) -> int:
+    """Every change with a token below this is committed or rolled back: safe to read up to it."""
+    if is_postgres(session):
+        return int(
+            session.execute(
+                text("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+            ).scalar_one()
+        )
+    value = session.execute(select(MirrorClock.value).where(MirrorClock.id == 1)).scalar()
+    return int(value or 0) + 1
+
+
+def upsert_products(
+    session: Session,
+    products: Sequence[tuple[Product, str]],
+    run_id: uuid.UUID | None,
+    now: datetime,
+) -> set[str]:
+    """Write a page of products into the mirror; returns the identifiers whose content changed.
+
+    Every product is marked seen (``last_seen_at``/``last_seen_run``), changed or not. Content
+    is replaced only when the hash differs and the payload is not older than what the mirror
+    holds (by the PIM's ``updated``), so overlap re-reads and late events change nothing.
+    """
+    if not products:
+        return set()
+    token = change_token(session)
+    rows = []
+    seen: set[str] = set()
+    for product, digest in products:
+        if product.identifier in seen:  # a page repeating a product: keep the last copy
+            rows = [r for r in rows if r["identifier"] != product.identifier]
+        seen.add(product.identifier)
+        rows.append(
+            {
+                "identifier": product.identifier,
+                "uuid": product.uuid,
+                "family": product.family,
+                "parent_key": product.parent.casefold() if product.parent else None,
+                "root_parent_key": product.root_parent.casefold() if product.root_parent else None,
+                "enabled": product.enabled,
+                "updated": product.updated,
+                "raw": product.raw,
+                "content_hash": digest,
+                "change_seq": token,
+                "ingested_at": now,
+                "last_seen_at": now,
+                "last_seen_run": run_id,
+                "removed_at": None,
+            }
+        )
+    insert = dialect_insert(session)
+    stmt = insert(PimProduct)
+    t = PimProduct.__table__
+    ex = stmt.excluded
+    changed = and_(
+        or_(t.c.content_hash != ex.content_hash, t.c.removed_at.is_not(None)),
+        or_(t.c.updated.is_(None), ex.updated.is_(None), ex.updated >= t.c.updated),
+    )
+
+    def pick(column: str) -> Any:
+        from sqlalchemy import case
+
+        return case((changed, ex[column]), else_=t.c[column])
+
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[t.c.identifier],
+        set_={
+            "uuid": pick("uuid"),
+            "family": pick("family"),
+            "parent_key": pick("parent_key"),
+            "root_parent_key": pick("root_parent_key"),
+            "enabled": pick("enabled"),
+            "updated": pick("updated"),
+            "raw": pick("raw"),
+            "content_hash": pick("content_hash"),
+            "change_seq": pick("change_seq"),
+            "ingested_at": pick("ingested_at"),
+            "removed_at": pick("removed_at"),
+            "last_seen_at": ex.last_seen_at,
+            "last_seen_run": ex.last_seen_run,
+        },
+    ).returning(t.c.identifier, t.c.change_seq)
+    result = session.execute(stmt, rows)
+    return {ident for ident, seq in result.all() if seq == token}
+
+
+def mark_seen(
+    session: Session, identifiers: Iterable[str], run_id: uuid.UUID | None, now: datetime
+) -> int:
+    """Mark products seen without touching their content (e.g. a malformed payload of a
+    product the mirror already holds: it still exists in the PIM, so it is no orphan)."""
+    ids = list(identifiers)
+    if not ids:
+        return 0
+    result = session.execute(
+        update(PimProduct)
+        .where(PimProduct.identifier.in_(ids))
+        .values(last_seen_at=now, last_seen_run=run_id)
+    )
+    return int(result.rowcount or 0)
+
+
+def load_products(session: Session, identifiers: Sequence[str]) -> dict[str, MirrorRow]:
+    if not identifiers:
+        return {}
+    rows = session.execute(
+        select(
+            PimProduct.identifier,
+            PimProduct.raw,
+            PimProduct.content_hash,
+            PimProduct.change_seq,
+            PimProduct.enabled,
+            PimProduct.removed_at,
+        ).where(PimProduct.identifier.in_(list(identifiers)))
+    ).all()
+    return {
+        r.identifier: MirrorRow(r.identifier, r.raw, r.content_hash, r.change_seq, r.enabled)
+        for r in rows
+        if r.removed_at is None
+    }
+
+
+def removed_identifiers(session: Session, identifiers: Sequence[str]) -> set[str]:
+    if not identifiers:
+        return set()
+    return set(
+        session.execute(
+            select(PimProduct.identifier).where(
+                PimProduct.identifier.in_(list(identifiers)), PimProduct.removed_at.is_not(None)
+            )
+        ).scalars()
+    )
+
+
+def changed_identifiers(
+    session: Session, from_seq: int, to_seq: int, after: tuple[int, str] | None, limit: int
+) -> list[tuple[int, str]]:
+    """Identifiers changed with ``from_seq <= change_seq < to_seq``, keyset-paginated."""
+    q = select(PimProduct.change_seq, PimProduct.identifier).where(
+        PimProduct.change_seq >= from_seq, PimProduct.change_seq < to_seq
+    )
+    if after is not None:
+        seq, ident = after
+        q = q.where(
+            or_(
+                PimProduct.change_seq > seq,
+                and_(PimProduct.change_seq == seq, PimProduct.identifier > ident),
+            )
+        )
+    q = q.order_by(PimProduct.change_seq, PimProduct.identifier).limit(limit)
+    return [(int(s), i) for s, i in session.execute(q).all()]
+
+
+def all_identifiers(session: Session, after: str | None, limit: int) -> list[str]:
+    """Every product in the mirror that the PIM still has, keyset-paginated by identifier."""
+    q = select(PimProduct.identifier).where(PimProduct.removed_at.is_(None))
+    if after is not None:
+        q = q.where(PimProduct.identifier > after)
+    return list(session.execute(q.order_by(PimProduct.identifier).limit(limit)).scalars())
+
+
+def mark_removed(session: Session, identifiers: Sequence[str], now: datetime) -> list[str]:
+    """The PIM deleted these products: keep the row (history), flag it, bump its change_seq."""
+    if not identifiers:
+        return []
+    token = change_token(session)
+    result = session.execute(
+        update(PimProduct)
+        .where(PimProduct.identifier.in_(list(identifiers)), PimProduct.removed_at.is_(None))
+        .values(removed_at=now, change_seq=token)
+        .returning(PimProduct.identifier)
+    )
+    return list(result.scalars())
+
+
+def variants_of_model(session: Session, code: str) -> list[str]:
+    key = code.casefold()
+    return list(
+        session.execute(
+            select(PimProduct.identifier).where(
+                or_(PimProduct.parent_key == key, PimProduct.root_parent_key == key),
+                PimProduct.removed_at.is_(None),
+            )
+        ).scalars()
+    )
+
+
+def upsert_model(session: Session, raw: dict[str, Any], updated: datetime | None) -> None:
+    code = str(raw["code"])
+    insert = dialect_insert(session)
+    stmt = insert(PimProductModel).values(
+        code_key=code.casefold(),
+        code=code,
+        parent_key=(raw.get("parent") or "").casefold() or None,
+        raw=raw,
+        updated=updated,
+        removed_at=None,
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[PimProductModel.code_key],
+        set_={
+            "code": stmt.excluded.code,
+            "parent_key": stmt.excluded.parent_key,
+            "raw": stmt.excluded.raw,
+            "updated": stmt.excluded.updated,
+            "removed_at": None,
+        },
+    )
+    session.execute(stmt)
+
+
+def mirror_count(session: Session) -> int:
+    return int(
+        session.execute(
+            select(func.count()).select_from(PimProduct).where(PimProduct.removed_at.is_(None))
+        ).scalar_one()
+    )
+
+
+def save_definitions(session: Session, data: dict[str, Any], source: str, now: datetime) -> str:
+    """Store the catalog definitions if they changed; returns their hash."""
+    import hashlib
+
+    import orjson
+
+    from app.pim.models import PimDefinitions
+
+    digest = hashlib.blake2b(
+        orjson.dumps(data, option=orjson.OPT_SORT_KEYS), digest_size=16
+    ).hexdigest()
+    current = session.get(PimDefinitions, 1)
+    if current is None:
+        session.add(PimDefinitions(id=1, data=data, hash=digest, source=source, fetched_at=now))
+    elif current.hash != digest:
+        current.data, current.hash, current.source, current.fetched_at = data, digest, source, now
+    else:
+        current.fetched_at = now
+    session.flush()
+    return digest
+
+
+def definitions_hash(session: Session) -> str | None:
+    from app.pim.models import PimDefinitions
+
+    return session.execute(select(PimDefinitions.hash).where(PimDefinitions.id == 1)).scalar()
+
+
+def load_definitions(session: Session) -> tuple[dict[str, Any], str] | None:
+    from app.pim.models import PimDefinitions
+
+    row = session.get(PimDefinitions, 1)
+    return None if row is None else (row.data, row.hash)

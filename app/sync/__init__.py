@@ -1,0 +1,1 @@
+"""The sync engine: delta, full and republish runs, cursors, locks, batches, dead letters."""

@@ -1,0 +1,410 @@
+"""Reading the PIM into the mirror, once for every channel.
+
+A full sync streams the whole export and plans one batch of units per channel for every group
+of products it commits; a delta sync reads what changed since the ingest cursor and then lets
+every channel catch up from the mirror on its own marker. Reading happens in time slices that
+re-enqueue themselves, so no task runs for long and a killed worker resumes from the last
+committed page (the run's resume token).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from app.db import after_commit, session_scope
+from app.logging import get_logger
+from app.mapping import repository as mapping_repo
+from app.mapping.repository import Tally
+from app.pim import repository as pim_repo
+from app.pim.product import Product, ProductParseError, content_hash, parse_product
+from app.pim.source import Page
+from app.sync import repository as repo
+from app.sync.context import SyncContext
+from app.sync.models import COMPLETED, DELTA, FULL, RUNNING, SKIPPED, SyncRun
+from app.sync.runtime import REGISTRY
+
+log = get_logger("pimsync.ingest")
+
+INGEST_CURSOR = "ingest"
+DELTA_INGEST_LOCK = "ingest:delta"
+
+
+def channel_lock(kind: str, channel: str) -> str:
+    return f"{kind}:{channel}"
+
+
+def configured_channels(ctx: SyncContext, only: list[str] | None = None) -> list[str]:
+    channels = REGISTRY.channels(ctx.settings)
+    if not only:
+        return sorted(channels)
+    unknown = [c for c in only if c not in channels]
+    if unknown:
+        raise ValueError(
+            f"unknown channel(s) {', '.join(unknown)}; configured: {', '.join(sorted(channels))}"
+        )
+    return list(dict.fromkeys(only))
+
+
+def _skip(
+    session: Session,
+    kind: str,
+    channel: str | None,
+    now: datetime,
+    trigger: str,
+    reason: str,
+    parent_id: uuid.UUID | None = None,
+) -> SyncRun:
+    run = repo.create_run(
+        session,
+        kind,
+        channel,
+        now,
+        trigger=trigger,
+        status=SKIPPED,
+        parent_id=parent_id,
+        error=reason,
+    )
+    run.finished_at = now
+    log.info(f"{kind}_sync_skipped", run_id=str(run.id), channel=channel, reason=reason)
+    return run
+
+
+def _take_lock(session: Session, ctx: SyncContext, name: str, run: SyncRun) -> str | None:
+    """Acquire ``name`` for ``run``; None on success, else why not."""
+    now = ctx.now()
+    acquired, previous = repo.acquire_lock(session, name, run.id, ctx.lock_ttl(), now)
+    if not acquired:
+        holder = repo.lock_holder(session, name)
+        held_by = f" (run {holder.run_id})" if holder else ""
+        return f"a run holding {name!r} is still in progress{held_by}"
+    if previous is not None:
+        _abandon(session, ctx, previous, f"its lease {name!r} expired (worker lost?)")
+    return None
+
+
+def _abandon(session: Session, ctx: SyncContext, run_id: uuid.UUID, reason: str) -> None:
+    from app.sync.models import ABANDONED
+
+    old = repo.get_run(session, run_id)
+    if old is not None and old.status == RUNNING:
+        repo.finish_run(session, old, ABANDONED, ctx.now(), error=reason)
+        repo.discard_open_batches(session, old.id, ctx.now())
+        log.warning("run_abandoned", run_id=str(old.id), channel=old.channel, reason=reason)
+
+
+def start_full(
+    session: Session, ctx: SyncContext, channels: list[str] | None = None, trigger: str = "cli"
+) -> SyncRun | None:
+    """Start a full sync for some or all channels; None when every channel is already busy."""
+    now = ctx.now()
+    codes = configured_channels(ctx, channels)
+    ingest = repo.create_run(session, FULL, None, now, trigger=trigger)
+    hw = pim_repo.high_watermark(session)
+    started = []
+    for code in codes:
+        child = repo.create_run(
+            session, FULL, code, now, parent_id=ingest.id, trigger=trigger, cursor_to=str(hw)
+        )
+        reason = _take_lock(session, ctx, channel_lock(FULL, code), child)
+        if reason is not None:
+            repo.finish_run(session, child, SKIPPED, now, error=reason)
+            log.info("full_sync_skipped", run_id=str(child.id), channel=code, reason=reason)
+        else:
+            started.append(code)
+    if not started:
+        repo.finish_run(session, ingest, SKIPPED, now, error="every channel is already syncing")
+        return None
+    ingest.details = {"channels": started}
+    session.flush()
+    after_commit(session, lambda: ctx.dispatcher.ingest(ingest.id))
+    log.info("full_sync_started", run_id=str(ingest.id), channels=started, trigger=trigger)
+    return ingest
+
+
+def start_delta(session: Session, ctx: SyncContext, trigger: str = "beat") -> SyncRun:
+    """Start a delta cycle: read what changed since the cursor, then every channel catches up."""
+    now = ctx.now()
+    run = repo.create_run(session, DELTA, None, now, trigger=trigger)
+    reason = _take_lock(session, ctx, DELTA_INGEST_LOCK, run)
+    if reason is not None:
+        repo.finish_run(session, run, SKIPPED, now, error=reason)
+        log.info("delta_sync_skipped", run_id=str(run.id), reason=reason)
+        return run
+    cursor = repo.get_cursor(session, INGEST_CURSOR)
+    overlap = timedelta(seconds=ctx.settings.delta_overlap_seconds)
+    # Products updated at or after the cursor are re-read: the overlap window catches
+    # same-second updates and clock skew; content hashes make the re-read free downstream.
+    run.cursor_from = (datetime.fromisoformat(cursor) - overlap).isoformat() if cursor else None
+    # The next cursor is when this cycle *started*: whatever changes while it runs is newer.
+    run.cursor_to = now.isoformat()
+    session.flush()
+    after_commit(session, lambda: ctx.dispatcher.ingest(run.id))
+    return run
+
+
+def _parse_page(
+    page: Page, identifier_attribute: str
+) -> tuple[list[tuple[Product, str]], list[tuple[str, str]]]:
+    good: list[tuple[Product, str]] = []
+    bad: list[tuple[str, str]] = []
+    for item in page.items:
+        try:
+            product = parse_product(item, identifier_attribute)
+        except ProductParseError as exc:
+            bad.append((exc.product_ref, str(exc)))
+            continue
+        good.append((product, content_hash(product.raw)))
+    for err in page.errors:
+        bad.append(("?", err))
+    return good, bad
+
+
+def _groups(pages: Iterator[Page], size: int) -> Iterator[tuple[list[Page], str | None, bool]]:
+    """Pages grouped to ~``size`` products: (pages, resume token after them, exhausted)."""
+    group: list[Page] = []
+    count = 0
+    token: str | None = None
+    for page in pages:
+        group.append(page)
+        count += len(page.items)
+        token = page.next_cursor
+        if token is None:
+            yield group, None, True
+            return
+        if count >= size:
+            yield group, token, False
+            group, count = [], 0
+    yield group, token, True
+
+
+def ingest_slice(ctx: SyncContext, run_id: uuid.UUID) -> bool:
+    """Read the PIM for one time slice; True when the run needs no more slices."""
+    settings = ctx.settings
+    with session_scope() as session:
+        run = repo.get_run(session, run_id)
+        if run is None or run.status != RUNNING:
+            return True
+        lease = f"ingest-run:{run_id}"
+        ttl = timedelta(seconds=max(ctx.settings.ingest_slice_seconds * 3, 60))
+        acquired, _ = repo.acquire_lock(session, lease, run.id, ttl, ctx.now())
+        if not acquired:
+            return True  # another copy of this message is reading: let it
+        kind, resume, since = run.kind, run.resume_token, run.cursor_from
+        first_slice = resume is None and run.read == 0 and run.rejected == 0
+    source = ctx.source()
+    if first_slice:
+        _refresh_definitions(ctx, source, force=kind == FULL)
+    deadline = ctx.now() + timedelta(seconds=settings.ingest_slice_seconds)
+    pages = source.iter_pages(
+        datetime.fromisoformat(since) if since else None,
+        page_size=settings.akeneo_page_size,
+        resume=resume,
+    )
+    for group, token, exhausted in _groups(pages, settings.publish_batch_size):
+        if not _commit_group(ctx, run_id, group, token, exhausted):
+            return True
+        if exhausted:
+            return True
+        if ctx.now() >= deadline:
+            with session_scope() as session:
+                repo.release_lock(session, f"ingest-run:{run_id}", run_id)
+                after_commit(session, lambda: ctx.dispatcher.ingest(run_id))
+            return False
+    return True
+
+
+def _refresh_definitions(ctx: SyncContext, source: Any, force: bool) -> None:
+    now = ctx.now()
+    with session_scope() as session:
+        current = pim_repo.load_definitions(session)
+        if current is not None and not force:
+            from app.pim.models import PimDefinitions
+
+            row = session.get(PimDefinitions, 1)
+            age = (now - row.fetched_at).total_seconds() if row else None
+            if age is not None and age < ctx.settings.definitions_refresh_seconds:
+                return
+    data = source.definitions().to_dict()
+    with session_scope() as session:
+        digest = pim_repo.save_definitions(session, data, source.name, now)
+    log.info("definitions_refreshed", source=source.name, hash=digest)
+
+
+def _commit_group(
+    ctx: SyncContext, run_id: uuid.UUID, group: list[Page], token: str | None, exhausted: bool
+) -> bool:
+    """One transaction: the pages' products in the mirror, their units planned, the token
+    saved. False when the run stopped (aborted, cancelled, lease lost)."""
+    settings = ctx.settings
+    good: list[tuple[Product, str]] = []
+    bad: list[tuple[str, str]] = []
+    for page in group:
+        g, b = _parse_page(page, settings.identifier_attribute)
+        good.extend(g)
+        bad.extend(b)
+    now = ctx.now()
+    with session_scope() as session:
+        run = repo.get_run(session, run_id, for_update=True)
+        if run is None or run.status != RUNNING:
+            return False
+        children = [c for c in repo.child_runs(session, run_id) if c.status == RUNNING]
+        for child in children:
+            if not repo.renew_lock(
+                session,
+                channel_lock(child.kind, child.channel or ""),
+                child.id,
+                ctx.lock_ttl(),
+                now,
+            ):
+                _abandon(session, ctx, child.id, "its lease was taken over by another run")
+        children = [c for c in children if c.status == RUNNING]
+        if run.kind == DELTA and not repo.renew_lock(
+            session, DELTA_INGEST_LOCK, run.id, ctx.lock_ttl(), now
+        ):
+            _abandon(session, ctx, run.id, "its lease was taken over by another run")
+            return False
+        if run.kind == FULL and not children:
+            repo.finish_run(
+                session,
+                run,
+                COMPLETED if exhausted else "cancelled",
+                now,
+                error=None if exhausted else "no channel run left to feed",
+            )
+            return False
+        repo.renew_lock(
+            session,
+            f"ingest-run:{run_id}",
+            run_id,
+            timedelta(seconds=max(settings.ingest_slice_seconds * 3, 60)),
+            now,
+        )
+
+        pim_repo.upsert_products(session, good, run_id, now)
+        _record_rejects(session, run_id, bad, now)
+        _record_violations(session, ctx, good, now)
+        skus = [p.identifier for p, _ in good]
+        run.read += len(good) + len(bad)
+        run.rejected += len(bad)
+        run.resume_token = token
+        run.heartbeat_at = now
+        if run.kind == FULL:
+            for child in children:
+                _plan_batches(session, ctx, child, skus, failed=len(bad))
+        if exhausted:
+            _finish_ingest(session, ctx, run, children)
+        log.info(
+            "ingest_page",
+            run_id=str(run_id),
+            kind=run.kind,
+            products=len(good),
+            rejected=len(bad),
+            read=run.read,
+        )
+    return True
+
+
+def _record_rejects(
+    session: Session, run_id: uuid.UUID, bad: list[tuple[str, str]], now: datetime
+) -> None:
+    if not bad:
+        return
+    refs = [ref for ref, _ in bad if ref != "?"]
+    # A malformed payload of a product the mirror knows: it exists in the PIM, no orphan.
+    pim_repo.mark_seen(session, refs, run_id, now)
+    repo.upsert_dead_letters(
+        session,
+        [
+            {
+                "channel": "*",
+                "sku": ref,
+                "run_id": run_id,
+                "kind": "ingest",
+                "error_type": "ProductParseError",
+                "error": message[:4000],
+                "permanent": True,
+                "attempts": 1,
+                "status": "open",
+                "first_failed_at": now,
+                "last_failed_at": now,
+            }
+            for ref, message in {ref: m for ref, m in bad}.items()
+        ],
+    )
+    for ref, message in bad:
+        log.warning("product_rejected", run_id=str(run_id), sku=ref, error=message)
+
+
+def _record_violations(
+    session: Session, ctx: SyncContext, good: list[tuple[Product, str]], now: datetime
+) -> None:
+    """Domains the PIM carried but does not own, counted once per product (not per channel)."""
+    if not good:
+        return
+    ownership = REGISTRY.ownership(ctx.settings)
+    defs, _ = REGISTRY.definitions(session)
+    tallies: dict[tuple[str, str, str], Tally] = {}
+    for product, _ in good:
+        for v in ownership.foreign_attributes("pim", product.values, defs):
+            tallies.setdefault((v.source, v.domain, v.attribute), Tally()).add(product.identifier)
+    mapping_repo.record_violations(session, tallies, now)
+
+
+def _plan_batches(
+    session: Session, ctx: SyncContext, child: SyncRun, skus: list[str], failed: int = 0
+) -> None:
+    size = ctx.settings.publish_batch_size
+    chunks = [skus[i : i + size] for i in range(0, len(skus), size)]
+    ids = repo.create_batches(session, child.id, child.channel or "", chunks)
+    child.planned_units += len(skus)
+    child.planned_batches += len(ids)
+    child.pending_batches += len(ids)
+    child.failed += failed
+    child.heartbeat_at = ctx.now()
+    session.flush()
+    released = repo.release_batches(
+        session, child.id, ctx.settings.channel_inflight_batches, ctx.now()
+    )
+    ctx.enqueue_publish(session, released)
+
+
+def _finish_ingest(
+    session: Session, ctx: SyncContext, run: SyncRun, children: list[SyncRun]
+) -> None:
+    from app.sync.publish import finalize_if_done
+
+    now = ctx.now()
+    repo.release_lock(session, f"ingest-run:{run.id}", run.id)
+    if run.kind == DELTA:
+        if run.cursor_to:
+            repo.set_cursor(session, INGEST_CURSOR, run.cursor_to, now, run.id)
+        repo.release_lock(session, DELTA_INGEST_LOCK, run.id)
+        repo.finish_run(session, run, COMPLETED, now)
+        codes = configured_channels(ctx)
+        for code in codes:
+            after_commit(session, lambda c=code: ctx.dispatcher.catch_up(c, run.id, DELTA))
+        log.info(
+            "delta_ingest_complete",
+            run_id=str(run.id),
+            read=run.read,
+            rejected=run.rejected,
+            cursor=run.cursor_to,
+        )
+        return
+    repo.finish_run(session, run, COMPLETED, now)
+    # The export held everything updated before this run started: a delta may start there
+    # (products updated while it read are newer than its start, so the next delta sees them).
+    if run.rejected == 0:
+        current = repo.get_cursor(session, INGEST_CURSOR)
+        started = run.started_at.isoformat()
+        if current is None or datetime.fromisoformat(current) < run.started_at:
+            repo.set_cursor(session, INGEST_CURSOR, started, now, run.id)
+    for child in children:
+        child.planning_done = True
+        session.flush()
+        finalize_if_done(session, ctx, child)

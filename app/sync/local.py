@@ -1,0 +1,53 @@
+"""A dispatcher that queues work in memory and a loop that runs it here, in this process.
+
+For unit tests of the sync services (no broker, real database) and for measuring the
+services without Celery's overhead. Production and the demo use Celery.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.db import session_scope
+from app.sync import service
+from app.sync.context import SyncContext
+
+
+@dataclass
+class LocalDispatcher:
+    queue: deque[tuple[str, tuple[Any, ...]]] = field(default_factory=deque)
+    sent: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
+
+    def ingest(self, run_id: uuid.UUID) -> None:
+        self._put("ingest", (run_id,))
+
+    def catch_up(self, channel: str, parent_id: uuid.UUID | None, kind: str) -> None:
+        self._put("catch_up", (channel, parent_id, kind))
+
+    def publish(self, batch_id: int, countdown: float = 0.0) -> None:
+        self._put("publish", (batch_id,))
+
+    def _put(self, name: str, args: tuple[Any, ...]) -> None:
+        self.queue.append((name, args))
+        self.sent.append((name, args))
+
+
+def drain(ctx: SyncContext, max_steps: int = 1_000_000) -> int:
+    """Run queued work until none is left; returns how many messages ran."""
+    dispatcher = ctx.dispatcher
+    assert isinstance(dispatcher, LocalDispatcher)
+    steps = 0
+    while dispatcher.queue and steps < max_steps:
+        name, args = dispatcher.queue.popleft()
+        steps += 1
+        if name == "ingest":
+            service.ingest_slice(ctx, args[0])
+        elif name == "publish":
+            service.publish_batch(ctx, args[0])
+        elif name == "catch_up":
+            with session_scope() as session:
+                service.start_catchup(session, ctx, args[0], args[2], args[1])
+    return steps

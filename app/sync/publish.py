@@ -1,0 +1,461 @@
+"""Publishing units: a batch of SKUs of one channel, decided and written in one transaction.
+
+A failing unit never fails, retries or delays its neighbours: the batch commits the good
+ones, dead-letters a unit that failed permanently (mapping error, drift under ``fail``) and
+re-plans a unit that failed unexpectedly as a batch of its own, with backoff, until its
+attempts run out. The run's counters, the batch's completion and, for the last batch, the
+run's finalisation (cursor, orphans) commit together with the rows.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session
+
+from app.channels import repository as channel_repo
+from app.channels.models import (
+    DISABLED_IN_PIM,
+    FILTERED,
+    INCOMPLETE,
+    PUBLISHED,
+    REMOVED,
+)
+from app.channels.repository import ChannelRow, RowChange
+from app.db import session_scope
+from app.logging import get_logger
+from app.mapping import repository as mapping_repo
+from app.mapping.repository import Tally
+from app.pim import repository as pim_repo
+from app.pim.models import PimProduct
+from app.pim.product import Product
+from app.sync import repository as repo
+from app.sync.context import SyncContext
+from app.sync.ingest import INGEST_CURSOR, channel_lock
+from app.sync.models import ABORTED, COMPLETED, DELTA, FAILED, FULL, RUNNING, SKIPPED, SyncRun
+from app.sync.runtime import REGISTRY, ChannelUnavailable
+from app.sync.units import FAILED as UNIT_FAILED
+from app.sync.units import ChannelRuntime, UnitOutcome, evaluate
+
+log = get_logger("pimsync.publish")
+del INGEST_CURSOR  # (imported for symmetry of cursor names in docs)
+
+
+@dataclass
+class BatchResult:
+    synced: int = 0
+    unchanged: int = 0
+    skipped_incomplete: int = 0
+    filtered: int = 0
+    disabled: int = 0
+    failed: int = 0
+    retried: int = 0
+    changes: list[RowChange] = field(default_factory=list)
+    retry_batches: list[int] = field(default_factory=list)
+
+
+def _row(
+    rt: ChannelRuntime,
+    out: UnitOutcome,
+    input_hash: str,
+    run_id: uuid.UUID,
+    now: datetime,
+    source_seq: int,
+) -> ChannelRow:
+    return ChannelRow(
+        channel=rt.channel.code,
+        sku=out.sku,
+        doc=out.doc,
+        contract_version=rt.contract.key if out.status == PUBLISHED else None,
+        input_hash=input_hash,
+        status=out.status,
+        enabled=out.enabled,
+        disabled_reason=None if out.enabled else out.status,
+        detail=out.detail,
+        completeness=out.completeness,
+        sync_run_id=run_id,
+        synced_at=now,
+        source_seq=source_seq,
+    )
+
+
+def _dead_letter(
+    channel: str,
+    sku: str,
+    run_id: uuid.UUID,
+    exc: BaseException,
+    permanent: bool,
+    now: datetime,
+    attempts: int = 1,
+) -> dict[str, Any]:
+    return {
+        "channel": channel,
+        "sku": sku,
+        "run_id": run_id,
+        "kind": "publish",
+        "error_type": type(exc).__name__,
+        "error": str(exc)[:4000] or repr(exc)[:4000],
+        "permanent": permanent,
+        "attempts": attempts,
+        "status": "open",
+        "first_failed_at": now,
+        "last_failed_at": now,
+    }
+
+
+def _is_transient_db_error(exc: DBAPIError) -> bool:
+    return isinstance(exc, OperationalError) or bool(getattr(exc, "connection_invalidated", False))
+
+
+def _write_rows(
+    session: Session, rows: list[ChannelRow]
+) -> tuple[list[RowChange], list[tuple[ChannelRow, DBAPIError]]]:
+    """Bulk upsert; if the database refuses the statement for a data reason (e.g. a NUL byte
+    PostgreSQL's jsonb rejects), fall back to one savepoint per row so only the bad ones fail."""
+    if not rows:
+        return [], []
+    try:
+        with session.begin_nested():
+            return channel_repo.upsert_rows(session, rows), []
+    except DBAPIError as exc:
+        if _is_transient_db_error(exc):
+            raise
+    changes: list[RowChange] = []
+    bad: list[tuple[ChannelRow, DBAPIError]] = []
+    for row in rows:
+        try:
+            with session.begin_nested():
+                changes.extend(channel_repo.upsert_rows(session, [row]))
+        except DBAPIError as exc:
+            if _is_transient_db_error(exc):
+                raise
+            bad.append((row, exc))
+    return changes, bad
+
+
+def publish_units(
+    session: Session,
+    ctx: SyncContext,
+    rt: ChannelRuntime,
+    run_id: uuid.UUID,
+    skus: list[str],
+    attempt: int = 1,
+) -> BatchResult:
+    """Decide and write units for ``skus`` in ``rt``'s channel (flushes, never commits)."""
+    now = ctx.now()
+    channel = rt.channel.code
+    res = BatchResult()
+    heads = {
+        r.identifier: r
+        for r in session.execute(
+            select(
+                PimProduct.identifier,
+                PimProduct.content_hash,
+                PimProduct.change_seq,
+                PimProduct.removed_at,
+            ).where(PimProduct.identifier.in_(skus))
+        ).all()
+    }
+    states = channel_repo.load_states(session, channel, skus)
+    todo: list[str] = []
+    gone: list[str] = []
+    for sku in skus:
+        head = heads.get(sku)
+        if head is None or head.removed_at is not None:
+            gone.append(sku)
+            continue
+        state = states.get(sku)
+        if state is not None and state.input_hash == rt.input_hash(head.content_hash):
+            res.unchanged += 1
+        else:
+            todo.append(sku)
+    if gone:
+        res.changes.extend(
+            channel_repo.disable_skus(session, gone, REMOVED, REMOVED, run_id, now, channel=channel)
+        )
+        res.disabled += len(gone)
+
+    mirror = pim_repo.load_products(session, todo)
+    rows: list[ChannelRow] = []
+    dead: list[dict[str, Any]] = []
+    retry: list[str] = []
+    drift: dict[str, Tally] = {}
+    ok_skus: list[str] = []
+    for sku in todo:
+        m = mirror.get(sku)
+        if m is None:  # removed between the two reads
+            continue
+        try:
+            out = evaluate(Product.trusted(m.raw, sku), rt)
+        except Exception as exc:
+            if attempt >= ctx.settings.publish_max_attempts:
+                dead.append(_dead_letter(channel, sku, run_id, exc, False, now, attempt))
+                res.failed += 1
+            else:
+                retry.append(sku)
+            log.warning(
+                "unit_error",
+                run_id=str(run_id),
+                channel=channel,
+                sku=sku,
+                attempt=attempt,
+                error=f"{type(exc).__name__}: {exc}",
+            )
+            continue
+        if out.status == UNIT_FAILED:
+            assert out.error is not None
+            dead.append(_dead_letter(channel, sku, run_id, out.error, True, now))
+            res.failed += 1
+            continue
+        for attr in out.drift:
+            drift.setdefault(attr, Tally()).add(sku)
+        rows.append(_row(rt, out, rt.input_hash(m.content_hash), run_id, now, m.change_seq))
+
+    changes, refused = _write_rows(session, rows)
+    res.changes.extend(changes)
+    refused_skus = {row.sku for row, _ in refused}
+    for row, exc in refused:
+        dead.append(_dead_letter(channel, row.sku, run_id, exc.orig or exc, True, now))
+        res.failed += 1
+    for row in rows:
+        if row.sku in refused_skus:
+            continue
+        ok_skus.append(row.sku)
+        if row.status == PUBLISHED:
+            res.synced += 1
+        elif row.status == INCOMPLETE:
+            res.skipped_incomplete += 1
+        elif row.status == FILTERED:
+            res.filtered += 1
+        elif row.status == DISABLED_IN_PIM:
+            res.disabled += 1
+    contract = rt.contract.contract
+    mapping_repo.record_drift(
+        session, contract.id, contract.version, channel, contract.unmapped, drift, now
+    )
+    repo.upsert_dead_letters(session, dead)
+    repo.resolve_dead_letters(session, channel, ok_skus + [s for s in todo if s not in mirror], now)
+    for d in dead:
+        log.warning(
+            "dead_lettered",
+            run_id=str(run_id),
+            channel=channel,
+            sku=d["sku"],
+            error_type=d["error_type"],
+            error=d["error"],
+            permanent=d["permanent"],
+        )
+    if retry:
+        res.retried = len(retry)
+        not_before = now + timedelta(seconds=ctx.backoff(attempt))
+        ids = repo.create_batches(
+            session,
+            run_id,
+            channel,
+            [[s] for s in retry],
+            attempt=attempt + 1,
+            not_before=not_before,
+        )
+        res.retry_batches = ids
+    for listener in ctx.change_listeners:
+        listener(session, res.changes)
+    return res
+
+
+def publish_batch(ctx: SyncContext, batch_id: int) -> None:
+    """Process one batch message (idempotent: a redelivered message finds the batch done)."""
+    with session_scope() as session:
+        batch = repo.get_batch(session, batch_id)
+        if batch is None or batch.status == "done":
+            return
+        # Claim the batch first: a concurrent copy of the message blocks on this row and
+        # then finds it done, instead of computing everything twice.
+        if not repo.mark_batch_done(session, batch_id, ctx.now()):
+            return
+        run = repo.get_run(session, batch.run_id)
+        if run is None or run.status != RUNNING:
+            return  # the run stopped (aborted, cancelled, abandoned): discard
+        try:
+            rt = REGISTRY.runtime(session, ctx.settings, batch.channel)
+        except ChannelUnavailable as exc:
+            _stop_run(session, ctx, run, FAILED, f"channel unavailable: {exc}")
+            return
+        res = publish_units(session, ctx, rt, run.id, list(batch.skus), batch.attempt)
+        run = repo.add_counts(
+            session,
+            run.id,
+            ctx.now(),
+            synced=res.synced,
+            unchanged=res.unchanged,
+            skipped_incomplete=res.skipped_incomplete,
+            filtered=res.filtered,
+            disabled=res.disabled,
+            failed=res.failed,
+            planned_batches=len(res.retry_batches),
+            pending_batches=len(res.retry_batches) - 1,
+        )
+        repo.renew_lock(
+            session, channel_lock(run.kind, run.channel or ""), run.id, ctx.lock_ttl(), ctx.now()
+        )
+        if run.kind != DELTA and _over_budget(ctx, run):
+            _stop_run(
+                session,
+                ctx,
+                run,
+                ABORTED,
+                f"error budget exceeded: {run.failed} failed of {_processed(run)} units "
+                f"(limit {ctx.settings.error_budget_max_failed} or "
+                f"{ctx.settings.error_budget_max_failed_ratio:.0%})",
+            )
+            return
+        released = repo.release_batches(
+            session, run.id, ctx.settings.channel_inflight_batches, ctx.now()
+        )
+        ctx.enqueue_publish(session, released)
+        finalize_if_done(session, ctx, run)
+
+
+def _processed(run: SyncRun) -> int:
+    return (
+        run.synced
+        + run.unchanged
+        + run.skipped_incomplete
+        + run.filtered
+        + run.disabled
+        + run.failed
+    )
+
+
+def _over_budget(ctx: SyncContext, run: SyncRun) -> bool:
+    s = ctx.settings
+    if run.failed == 0:
+        return False
+    if run.failed > s.error_budget_max_failed:
+        return True
+    processed = _processed(run)
+    # The ratio is judged only on a meaningful sample: two failures out of the first three
+    # units must not abort a 200,000-unit run.
+    return processed >= 100 and run.failed / processed > s.error_budget_max_failed_ratio
+
+
+def _stop_run(session: Session, ctx: SyncContext, run: SyncRun, status: str, reason: str) -> None:
+    now = ctx.now()
+    repo.finish_run(session, run, status, now, error=reason)
+    repo.discard_open_batches(session, run.id, now)
+    repo.release_lock(session, channel_lock(run.kind, run.channel or ""), run.id)
+    event = "full_sync_aborted" if run.kind == FULL else f"{run.kind}_sync_{status}"
+    log.error(event, run_id=str(run.id), channel=run.channel, reason=reason, failed=run.failed)
+
+
+def finalize_if_done(session: Session, ctx: SyncContext, run: SyncRun) -> bool:
+    """Finish a channel run once planning is over and no batch is pending. Orphans and the
+    channel cursor move only here, inside the transaction that committed the last batch."""
+    if run.status != RUNNING or not run.planning_done or run.pending_batches > 0:
+        return False
+    now = ctx.now()
+    if run.kind == FULL:
+        orphans = channel_repo.disable_rows_not_in(
+            session, run.channel or "", run.id, run.started_at, now
+        )
+        run.orphans_disabled = len(orphans)
+        for listener in ctx.change_listeners:
+            listener(session, orphans)
+        # Everything the mirror held before this run began is now published: the channel's
+        # delta marker may skip it, unless a product failed (then the delta retries it).
+        if run.failed == 0 and run.cursor_to:
+            _advance_channel_cursor(session, run.channel or "", int(run.cursor_to), now, run.id)
+    elif run.kind == DELTA and run.cursor_to is not None:
+        _advance_channel_cursor(session, run.channel or "", int(run.cursor_to), now, run.id)
+    repo.finish_run(session, run, COMPLETED, now)
+    repo.release_lock(session, channel_lock(run.kind, run.channel or ""), run.id)
+    _log_complete(run)
+    return True
+
+
+def channel_cursor_name(channel: str) -> str:
+    return f"channel:{channel}"
+
+
+def _advance_channel_cursor(
+    session: Session, channel: str, value: int, now: datetime, run_id: uuid.UUID
+) -> None:
+    name = channel_cursor_name(channel)
+    current = repo.get_cursor(session, name)
+    if current is None or int(current) < value:
+        repo.set_cursor(session, name, str(value), now, run_id)
+
+
+def _log_complete(run: SyncRun) -> None:
+    fields = {
+        "run_id": str(run.id),
+        "channel": run.channel,
+        "synced": run.synced,
+        "unchanged": run.unchanged,
+        "skipped_incomplete": run.skipped_incomplete,
+        "filtered": run.filtered,
+        "disabled": run.disabled,
+        "failed": run.failed,
+        "duration_ms": int((run.duration_seconds or 0) * 1000),
+    }
+    if run.kind == FULL:
+        log.info("full_sync_complete", orphans_disabled=run.orphans_disabled, **fields)
+    elif run.kind == DELTA and run.planned_units == 0:
+        log.info("delta_sync_empty", run_id=str(run.id), channel=run.channel)
+    else:
+        log.info(f"{run.kind}_sync_complete", **fields)
+
+
+def start_catchup(
+    session: Session,
+    ctx: SyncContext,
+    channel: str,
+    kind: str = DELTA,
+    parent_id: uuid.UUID | None = None,
+    trigger: str = "beat",
+) -> SyncRun:
+    """Plan a channel's catch-up from the mirror (delta) or its republish (every product)."""
+    now = ctx.now()
+    run = repo.create_run(session, kind, channel, now, parent_id=parent_id, trigger=trigger)
+    from app.sync.ingest import _take_lock
+
+    reason = _take_lock(session, ctx, channel_lock(kind, channel), run)
+    if reason is not None:
+        repo.finish_run(session, run, SKIPPED, now, error=reason)
+        log.info(f"{kind}_sync_skipped", run_id=str(run.id), channel=channel, reason=reason)
+        return run
+    size = ctx.settings.publish_batch_size
+    total = 0
+    if kind == DELTA:
+        start = int(repo.get_cursor(session, channel_cursor_name(channel)) or 0)
+        end = pim_repo.high_watermark(session)
+        run.cursor_from, run.cursor_to = str(start), str(end)
+        after: tuple[int, str] | None = None
+        while True:
+            page = pim_repo.changed_identifiers(session, start, end, after, size)
+            if not page:
+                break
+            repo.create_batches(session, run.id, channel, [[ident for _, ident in page]])
+            total += len(page)
+            after = page[-1]
+    else:
+        last: str | None = None
+        while True:
+            ids = pim_repo.all_identifiers(session, last, size)
+            if not ids:
+                break
+            repo.create_batches(session, run.id, channel, [ids])
+            total += len(ids)
+            last = ids[-1]
+    batches = -(-total // size) if total else 0
+    run.planned_units, run.planned_batches, run.pending_batches = total, batches, batches
+    run.planning_done = True
+    session.flush()
+    released = repo.release_batches(session, run.id, ctx.settings.channel_inflight_batches, now)
+    ctx.enqueue_publish(session, released)
+    finalize_if_done(session, ctx, run)
+    return run

@@ -1,0 +1,76 @@
+"""The Celery side of the sync context: enqueue by task name, keep the PIM client per process."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from typing import Any
+
+from app.config import get_settings
+from app.pim.source import PimSource, open_source
+from app.sync.context import SyncContext
+from tasks import celery_app
+
+
+class CeleryDispatcher:
+    """Enqueue by stable task name; arguments stay small (ids, counts), never payloads."""
+
+    def ingest(self, run_id: uuid.UUID) -> None:
+        celery_app.send_task("sync.ingest", args=[str(run_id)], queue="sync")
+
+    def catch_up(self, channel: str, parent_id: uuid.UUID | None, kind: str) -> None:
+        celery_app.send_task(
+            "sync.catch_up",
+            args=[channel],
+            kwargs={"parent_id": str(parent_id) if parent_id else None, "kind": kind},
+            queue="sync",
+        )
+
+    def publish(self, batch_id: int, countdown: float = 0.0) -> None:
+        celery_app.send_task(
+            "publish.units", args=[batch_id], queue="publish", countdown=countdown or None
+        )
+
+
+_lock = threading.Lock()
+_context: SyncContext | None = None
+_source: PimSource | None = None
+
+
+def _source_factory() -> PimSource:
+    global _source
+    with _lock:
+        if _source is None:
+            _source = open_source(get_settings().pim_source)
+        return _source
+
+
+def process_context() -> SyncContext:
+    global _context
+    with _lock:
+        if _context is None:
+            _context = SyncContext(get_settings(), CeleryDispatcher(), _source_factory)
+            _install_listeners(_context)
+        return _context
+
+
+def reset_process_context() -> None:
+    """Forget the cached context and PIM client (tests, settings reloads)."""
+    global _context, _source
+    with _lock:
+        if _source is not None:
+            _source.close()
+        _context, _source = None, None
+
+
+def _install_listeners(ctx: SyncContext) -> None:
+    """Hooks fed with every committed channel row change (catalog events)."""
+    try:
+        from app.pages.catalog import catalog_change_listener
+    except ImportError:  # the Product Page Service is optional at this stage
+        return
+    ctx.change_listeners.append(catalog_change_listener)
+
+
+def send(name: str, *args: Any, **kwargs: Any) -> None:
+    celery_app.send_task(name, args=list(args), kwargs=kwargs)

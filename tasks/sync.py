@@ -1,0 +1,72 @@
+"""Planning and orchestration tasks (queue ``sync``)."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy.exc import OperationalError
+
+from app.db import session_scope
+from app.pim.source import SourceError, TransientSourceError
+from app.sync import service
+from tasks import PimsyncTask, celery_app, context
+
+# PIM 429/5xx and database hiccups: retried with exponential backoff and jitter, bounded.
+TRANSIENT = (TransientSourceError, OperationalError)
+RETRY = {
+    "autoretry_for": TRANSIENT,
+    "retry_backoff": 5,
+    "retry_backoff_max": 300,
+    "retry_jitter": True,
+    "max_retries": 8,
+}
+
+
+@celery_app.task(name="sync.delta", base=PimsyncTask, **RETRY)
+def delta(trigger: str = "beat") -> None:
+    """Start a delta cycle (beat every PIMSYNC_DELTA_INTERVAL_SECONDS)."""
+    with session_scope() as session:
+        service.start_delta(session, context(), trigger=trigger)
+
+
+@celery_app.task(name="sync.full", base=PimsyncTask, **RETRY)
+def full(channels: list[str] | None = None, trigger: str = "beat") -> None:
+    """Start a full sync of some or all channels (beat weekly)."""
+    with session_scope() as session:
+        service.start_full(session, context(), channels, trigger=trigger)
+
+
+@celery_app.task(name="sync.ingest", base=PimsyncTask, bind=True, **RETRY)
+def ingest(self: PimsyncTask, run_id: str) -> None:
+    """Read the PIM for one time slice of a run; re-enqueues itself until the export ends."""
+    ctx = context()
+    try:
+        service.ingest_slice(ctx, uuid.UUID(run_id))
+    except TRANSIENT as exc:
+        if self.request.retries >= self.max_retries:
+            service.fail_ingest(ctx, uuid.UUID(run_id), f"{type(exc).__name__}: {exc}")
+            return
+        raise
+    except SourceError as exc:  # permanent: bad credentials, 404, malformed page
+        service.fail_ingest(ctx, uuid.UUID(run_id), str(exc))
+
+
+@celery_app.task(name="sync.catch_up", base=PimsyncTask, **RETRY)
+def catch_up(channel: str, parent_id: str | None = None, kind: str = "delta") -> None:
+    """Plan one channel's catch-up from the mirror (delta) after an ingest."""
+    with session_scope() as session:
+        service.start_catchup(
+            session, context(), channel, kind, uuid.UUID(parent_id) if parent_id else None
+        )
+
+
+@celery_app.task(name="sync.republish", base=PimsyncTask, **RETRY)
+def republish(channel: str, trigger: str = "cli") -> None:
+    with session_scope() as session:
+        service.republish(session, context(), channel, trigger=trigger)
+
+
+@celery_app.task(name="sync.sweep", base=PimsyncTask)
+def sweep() -> None:
+    """Re-enqueue lost work, finish idle runs, free expired leases (beat, every minute)."""
+    service.sweep(context())
