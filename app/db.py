@@ -54,8 +54,9 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-# Documents: jsonb on PostgreSQL (queryable, indexable), JSON text on SQLite.
-JSONDoc = JSONB().with_variant(JSON(), "sqlite")
+# Documents: jsonb on PostgreSQL (queryable, indexable), JSON text on SQLite. Python None is
+# SQL NULL (not a JSON null), so COALESCE and IS NULL mean what they say.
+JSONDoc = JSONB(none_as_null=True).with_variant(JSON(none_as_null=True), "sqlite")
 
 
 def utcnow() -> datetime:

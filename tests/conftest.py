@@ -67,3 +67,140 @@ def redis_url() -> Iterator[str]:
                 client.flushdb()
             return
     _unavailable("no free Redis database (2..15) for this test run")
+
+
+def _pg_admin_engine():  # type: ignore[no-untyped-def]
+    from sqlalchemy import create_engine
+
+    return create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+
+
+def create_pg_database(prefix: str = "pimsync_test") -> str:
+    """A fresh, migrated PostgreSQL database; returns its URL."""
+    from sqlalchemy import text
+
+    from app.migrations import upgrade
+
+    name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    engine = _pg_admin_engine()
+    try:
+        with engine.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    finally:
+        engine.dispose()
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    upgrade(url)
+    return url
+
+
+def drop_pg_database(url: str) -> None:
+    from sqlalchemy import text
+
+    from app.db import dispose_engines
+
+    dispose_engines()
+    name = url.rsplit("/", 1)[1]
+    engine = _pg_admin_engine()
+    try:
+        with engine.connect() as conn:
+            conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = :n AND pid <> pg_backend_pid()"
+                ),
+                {"n": name},
+            )
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A PostgreSQL database of our own for the whole run, migrated, dropped at the end."""
+    try:
+        engine = _pg_admin_engine()
+        with engine.connect():
+            pass
+        engine.dispose()
+    except Exception as exc:  # pragma: no cover - depends on the machine
+        _unavailable(f"PostgreSQL unreachable at {PG_ADMIN_URL}: {exc}")
+    url = create_pg_database()
+    try:
+        yield url
+    finally:
+        drop_pg_database(url)
+
+
+APP_TABLES = (
+    "channel_product",
+    "pim_product",
+    "pim_product_model",
+    "pim_definitions",
+    "sync_run",
+    "sync_cursor",
+    "sync_lock",
+    "sync_batch",
+    "dead_letter",
+    "drift_event",
+    "ownership_violation",
+    "mirror_clock",
+)
+
+
+def truncate_all(url: str) -> None:
+    from sqlalchemy import create_engine, inspect, text
+
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            existing = set(inspect(conn).get_table_names())
+            tables = [t for t in existing if t != "alembic_version"]
+            if not tables:
+                return
+            if url.startswith("sqlite"):
+                for t in tables:
+                    conn.execute(text(f'DELETE FROM "{t}"'))
+            else:
+                conn.execute(text("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " CASCADE"))
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def pg_db(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The run's PostgreSQL database, emptied, and made the configured database."""
+    from app.config import reset_settings_cache
+    from app.db import dispose_engines
+
+    truncate_all(pg_url)
+    monkeypatch.setenv("PIMSYNC_DATABASE_URL", pg_url)
+    reset_settings_cache()
+    dispose_engines()
+    yield pg_url
+    dispose_engines()
+    reset_settings_cache()
+
+
+@pytest.fixture
+def sqlite_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A migrated SQLite file database made the configured database."""
+    from app.config import reset_settings_cache
+    from app.db import dispose_engines
+    from app.migrations import upgrade
+
+    url = f"sqlite:///{tmp_path / 'pimsync.db'}"
+    upgrade(url)
+    monkeypatch.setenv("PIMSYNC_DATABASE_URL", url)
+    reset_settings_cache()
+    dispose_engines()
+    yield url
+    dispose_engines()
+    reset_settings_cache()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_db(request: pytest.FixtureRequest) -> str:
+    """Each store test once on SQLite (the embedded default) and once on PostgreSQL."""
+    name = "sqlite_db" if request.param == "sqlite" else "pg_db"
+    return str(request.getfixturevalue(name))

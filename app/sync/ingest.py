@@ -296,8 +296,6 @@ def _commit_group(
         if run.kind == FULL:
             for child in children:
                 _plan_batches(session, ctx, child, skus, failed=len(bad))
-        if exhausted:
-            _finish_ingest(session, ctx, run, children)
         log.info(
             "ingest_page",
             run_id=str(run_id),
@@ -306,6 +304,8 @@ def _commit_group(
             rejected=len(bad),
             read=run.read,
         )
+        if exhausted:
+            _finish_ingest(session, ctx, run, children)
     return True
 
 

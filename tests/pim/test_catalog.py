@@ -18,7 +18,11 @@ def test_build_definitions_parses_rest_shapes() -> None:
     assert (desc.localizable, desc.scopable, desc.type) == (True, True, "pim_catalog_textarea")
     assert defs.attributes["legal_notice"].available_locales == frozenset({"de_DE", "de_AT"})
     assert defs.families["tv"].requirements["ecommerce"] == (
-        "sku", "name", "description", "price", "weight",
+        "sku",
+        "name",
+        "description",
+        "price",
+        "weight",
     )
     assert defs.families["bare"].requirements == {}
     assert defs.channels["ecommerce"].currencies == ("EUR",)
@@ -91,8 +95,11 @@ def test_category_root_and_is_under() -> None:
 
 def test_category_cycles_do_not_hang() -> None:
     defs = build_definitions(
-        categories=[{"code": "a", "parent": "b"}, {"code": "b", "parent": "a"},
-                    {"code": "c", "parent": "a"}]
+        categories=[
+            {"code": "a", "parent": "b"},
+            {"code": "b", "parent": "a"},
+            {"code": "c", "parent": "a"},
+        ]
     )
     assert defs.category_root("c") is None
     assert defs.is_under("c", "b")

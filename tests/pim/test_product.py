@@ -35,7 +35,9 @@ def raw_product(**overrides: Any) -> dict[str, Any]:
             "name": [v("Fernseher", "de_DE"), v("Television", "en_US")],
             "description": [v("<p>x</p>", "de_DE", "ecommerce")],
             "weight": [v({"amount": "12.5000", "unit": "KILOGRAM"})],
-            "price": [v([{"amount": "499.00", "currency": "EUR"}, {"amount": 420, "currency": "GBP"}])],
+            "price": [
+                v([{"amount": "499.00", "currency": "EUR"}, {"amount": 420, "currency": "GBP"}])
+            ],
             "colors": [v(["red", "blue"])],
             "active": [v(True)],
             "rating": [v(4.5)],
@@ -164,7 +166,11 @@ def test_accepted_data_shapes(data: Any) -> None:
         ({"a": [v({"amount": "1"})]}, "values.a[0].data", "without a unit"),
         ({"a": [v({"amount": 1, "unit": 5})]}, "values.a[0].data", "without a unit"),
         ({"a": [v([{"amount": 1}])]}, "values.a[0].data[0]", "currency"),
-        ({"a": [v([{"amount": {}, "currency": "EUR"}])]}, "values.a[0].data[0]", "must be a number"),
+        (
+            {"a": [v([{"amount": {}, "currency": "EUR"}])]},
+            "values.a[0].data[0]",
+            "must be a number",
+        ),
         ({"a": [v(["ok", 3])]}, "values.a[0].data[1]", "option codes or prices"),
         ({"a": [v(["ok", ["nested"]])]}, "values.a[0].data[1]", "option codes or prices"),
         ({"a": [v(("tuple",))]}, "values.a[0].data", "unsupported value tuple"),
@@ -178,9 +184,7 @@ def test_accepted_data_shapes(data: Any) -> None:
         ({"a": [v([{"amount": 10**30, "currency": "EUR"}])]}, "values.a[0].data[0]", "number"),
     ],
 )
-def test_bad_values_name_product_and_field(
-    values: dict[str, Any], field: str, words: str
-) -> None:
+def test_bad_values_name_product_and_field(values: dict[str, Any], field: str, words: str) -> None:
     err = parse_error({"identifier": "SKU-7", "values": values})
     assert err.product_ref == "SKU-7"
     assert err.field == field
@@ -327,8 +331,10 @@ def test_content_hash_sees_value_changes() -> None:
 
 def test_every_accepted_number_can_be_hashed_and_stored() -> None:
     # The mirror stores with orjson: whatever parse_product accepts must serialise.
-    raw = {"identifier": "X", "values": {"big": [v(2**64 - 1)], "neg": [v(-(2**63))],
-                                          "f": [v(1e308)]}}
+    raw = {
+        "identifier": "X",
+        "values": {"big": [v(2**64 - 1)], "neg": [v(-(2**63))], "f": [v(1e308)]},
+    }
     p = parse_product(raw)
     assert orjson.loads(orjson.dumps(p.raw))["values"]["big"][0]["data"] == 2**64 - 1
     assert content_hash(p.raw)

@@ -1,0 +1,26 @@
+# pimsync tasks. `make test` is the test command (CI runs it too).
+PYTHON ?= python
+PYTEST ?= pytest
+
+.PHONY: test test-fast lint format bench demo
+
+test:
+	$(PYTEST) -q
+
+test-fast:
+	$(PYTEST) -q -m "not slow"
+
+lint:
+	ruff check app tasks tests bench celeryconfig.py
+	ruff format --check app tasks tests bench celeryconfig.py
+	mypy app tasks
+
+format:
+	ruff check --fix app tasks tests bench celeryconfig.py
+	ruff format app tasks tests bench celeryconfig.py
+
+bench:
+	$(PYTHON) -m bench.full_sync
+
+demo:
+	pimsync demo

@@ -1,0 +1,462 @@
+"""The sync engine's services on real PostgreSQL, driven message by message in-process.
+
+(The same flows through Redis and a real Celery worker are in test_worker_e2e.py.)
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from app.channels.models import ChannelProduct
+from app.db import session_scope
+from app.mapping.models import DriftEvent, OwnershipViolation
+from app.pim.models import PimProduct
+from app.pim.product import parse_product
+from app.sync import repository as repo
+from app.sync import service
+from app.sync.models import DeadLetter, SyncRun
+from app.sync.runtime import REGISTRY
+from app.sync.units import evaluate
+
+CHANNELS = ["at_storefront", "b2b_portal", "de_storefront", "uk_marketplace"]
+
+
+def expected_statuses(harness, channel: str) -> Counter[str]:
+    """What the pure unit logic says, computed independently of the store."""
+    with session_scope() as s:
+        rt = REGISTRY.runtime(s, harness.ctx.settings, channel)
+    return Counter(evaluate(parse_product(p), rt).status for p in harness.source.products.values())
+
+
+def test_full_sync_publishes_every_unit_once(harness):
+    run_id = harness.full()
+    runs = harness.runs(run_id)
+    assert runs[None].status == "completed" and runs[None].read == 60
+    for channel in CHANNELS:
+        run = runs[channel]
+        assert run.status == "completed", run.error
+        rows = harness.rows(channel)
+        assert len(rows) == 60
+        got = Counter(r.status for r in rows.values())
+        assert got == expected_statuses(harness, channel)
+        assert run.synced == got["published"]
+        assert run.skipped_incomplete == got["incomplete"]
+        assert run.filtered == got["filtered"]
+        assert run.disabled == got["disabled_in_pim"]
+        assert run.failed == 0 and run.orphans_disabled == 0
+        published = [r for r in rows.values() if r.status == "published"]
+        assert published and all(r.enabled and r.doc["sku"] == r.sku for r in published)
+        assert all(r.contract_version for r in published)
+        incomplete = [r for r in rows.values() if r.status == "incomplete"]
+        assert all(r.detail["missing"] and not r.enabled for r in incomplete)
+
+
+def test_second_full_sync_writes_nothing_yet_sees_everything(harness):
+    harness.full()
+    before = {k: (r.version, r.synced_at, r.input_hash) for k, r in harness.rows().items()}
+    run_id = harness.full()
+    after = {k: (r.version, r.synced_at, r.input_hash) for k, r in harness.rows().items()}
+    assert before == after
+    runs = harness.runs(run_id)
+    for channel in CHANNELS:
+        assert runs[channel].unchanged == 60
+        assert runs[channel].synced == 0 and runs[channel].orphans_disabled == 0
+    with session_scope() as s:
+        seen = s.execute(
+            select(func.count()).where(PimProduct.last_seen_run == run_id)
+        ).scalar_one()
+    assert seen == 60
+
+
+def test_delta_publishes_only_what_changed(harness):
+    harness.full()
+    before = harness.rows("de_storefront")
+    published = sorted(k[1] for k, r in before.items() if r.status == "published")
+    for sku in published[:3]:
+        harness.source.rename(sku, "(2027 edition)")
+    run_id = harness.delta()
+    runs = harness.runs(run_id)
+    assert runs[None].read == 3
+    assert runs["de_storefront"].synced == 3
+    after = harness.rows("de_storefront")
+    for key, row in after.items():
+        if key[1] in published[:3]:
+            assert row.version == before[key].version + 1
+            assert row.doc["title"]["de_DE"].endswith("(2027 edition)")
+        else:
+            assert row.version == before[key].version
+    # The next delta re-reads the overlap window (the same 3 products), finds their content
+    # unchanged, and has nothing to publish.
+    run_id = harness.delta()
+    runs = harness.runs(run_id)
+    assert runs[None].read == 3
+    assert all(runs[c].planned_units == 0 and runs[c].synced == 0 for c in CHANNELS)
+    assert {k: r.version for k, r in harness.rows("de_storefront").items()} == {
+        k: r.version for k, r in after.items()
+    }
+
+
+def test_orphans_are_disabled_never_deleted(harness):
+    harness.full()
+    gone = sorted(
+        k[1] for k, r in harness.rows("de_storefront").items() if r.status == "published"
+    )[:2]
+    for sku in gone:
+        harness.source.remove(sku)
+    run_id = harness.full()
+    runs = harness.runs(run_id)
+    rows = harness.rows()
+    assert len(rows) == 60 * 4  # nothing deleted
+    for channel in CHANNELS:
+        for sku in gone:
+            row = rows[(channel, sku)]
+            assert row.status == "orphan" and not row.enabled and row.disabled_reason == "orphan"
+        assert runs[channel].orphans_disabled == 2
+    assert rows[("de_storefront", gone[0])].doc is not None  # last document kept for review
+    others = [r for (c, s), r in rows.items() if s not in gone and r.status == "orphan"]
+    assert others == []
+
+
+def test_disabled_in_pim_then_enabled_again(harness):
+    harness.full()
+    sku = sorted(k[1] for k, r in harness.rows("de_storefront").items() if r.status == "published")[
+        0
+    ]
+    harness.source.set_enabled(sku, False)
+    harness.delta()
+    rows = harness.rows()
+    for channel in CHANNELS:
+        assert rows[(channel, sku)].status == "disabled_in_pim"
+        assert not rows[(channel, sku)].enabled
+    harness.source.set_enabled(sku, True)
+    harness.delta()
+    assert harness.rows("de_storefront")[("de_storefront", sku)].status == "published"
+    assert harness.rows("de_storefront")[("de_storefront", sku)].enabled
+
+
+def test_overlapping_runs_are_refused_and_recorded(harness):
+    with session_scope() as s:
+        first = service.start_full(s, harness.ctx)
+        assert first is not None
+    with session_scope() as s:
+        second = service.start_full(s, harness.ctx)
+        assert second is None
+        skipped = (
+            s.execute(
+                select(SyncRun).where(SyncRun.status == "skipped", SyncRun.channel.is_not(None))
+            )
+            .scalars()
+            .all()
+        )
+        assert {r.channel for r in skipped} == set(CHANNELS)
+        assert all("still in progress" in r.error for r in skipped)
+    with session_scope() as s:
+        d1 = service.start_delta(s, harness.ctx)
+    with session_scope() as s:
+        d2 = service.start_delta(s, harness.ctx)
+        assert d1.status == "running" and d2.status == "skipped"
+    harness.drain()
+
+
+def test_killed_run_disables_nothing(harness, monkeypatch):
+    from app.config import reset_settings_cache
+
+    monkeypatch.setenv("PIMSYNC_PUBLISH_BATCH_SIZE", "10")  # several batches per channel
+    reset_settings_cache()
+    harness.reload_settings()
+    harness.full()
+    gone = sorted(harness.source.products)[:3]
+    for sku in gone:
+        harness.source.remove(sku)
+    with session_scope() as s:
+        run = service.start_full(s, harness.ctx)
+        run_id = run.id
+    # The worker dies after reading the PIM and publishing a few batches: the rest of the
+    # queue is lost with it.
+    for _ in range(3):
+        name, args = harness.dispatcher.queue.popleft()
+        getattr(service, {"ingest": "ingest_slice", "publish": "publish_batch"}[name])(
+            harness.ctx, args[0]
+        )
+    harness.dispatcher.queue.clear()
+    rows = harness.rows()
+    assert not [r for r in rows.values() if r.status == "orphan"]
+    assert all(r.status == "running" for c, r in harness.runs(run_id).items() if c)
+    # Its leases expire; the sweeper declares it abandoned, still disabling nothing.
+    harness.ctx.clock = lambda: __import__("app.db").db.utcnow() + timedelta(hours=1)
+    service.sweep(harness.ctx)
+    runs = harness.runs(run_id)
+    assert all(r.status == "abandoned" for c, r in runs.items() if c)
+    assert not [r for r in harness.rows().values() if r.status == "orphan"]
+    # The next full sync completes and only then disables the orphans.
+    harness.dispatcher.queue.clear()
+    run_id = harness.full()
+    assert all(r.status == "completed" for r in harness.runs(run_id).values())
+    orphans = {s for (c, s), r in harness.rows().items() if r.status == "orphan"}
+    assert orphans == set(gone)
+
+
+def test_poisoned_unit_is_dead_lettered_while_neighbours_publish(harness):
+    victim = sorted(
+        k for k, p in harness.source.products.items() if p["enabled"] and p["family"] == "laptops"
+    )[0]
+    harness.source.products[victim]["values"]["color"] = [
+        {"locale": None, "scope": None, "data": "ultraviolet"}
+    ]
+    run_id = harness.full(["de_storefront"])
+    run = harness.runs(run_id)["de_storefront"]
+    rows = harness.rows("de_storefront")
+    with session_scope() as s:
+        letters = s.execute(select(DeadLetter)).scalars().all()
+        assert [(d.channel, d.sku, d.permanent, d.attempts) for d in letters] == [
+            ("de_storefront", victim, True, 1)
+        ]
+        assert "ultraviolet" in letters[0].error and "storefront_de@1" in letters[0].error
+        assert letters[0].run_id == run.id
+    assert run.failed == 1 and run.status == "completed"
+    assert ("de_storefront", victim) not in rows  # never published, nothing half-written
+    assert run.synced + run.skipped_incomplete + run.filtered + run.disabled == 59
+    # No retry for a permanent error: the one planned batch was the only publish message.
+    assert [m[0] for m in harness.dispatcher.sent].count("publish") == 1
+    # A failed unit keeps the channel cursor where it was (the delta retries it).
+    with session_scope() as s:
+        assert repo.get_cursor(s, "channel:de_storefront") is None
+
+
+def test_unexpected_unit_error_retries_alone_then_dead_letters(harness, monkeypatch):
+    import app.sync.publish as publish
+
+    victim = sorted(harness.source.products)[5]
+    calls = Counter()
+    real = publish.evaluate
+
+    def flaky(product, rt):
+        if product.identifier == victim:
+            calls[victim] += 1
+            if calls[victim] < 3:
+                raise ConnectionResetError("DAM lookup reset (test)")
+        return real(product, rt)
+
+    monkeypatch.setattr(publish, "evaluate", flaky)
+    run_id = harness.full(["de_storefront"])
+    run = harness.runs(run_id)["de_storefront"]
+    assert calls[victim] == 3  # failed twice alone, then succeeded
+    assert run.status == "completed" and run.failed == 0
+    assert ("de_storefront", victim) in harness.rows("de_storefront")
+    with session_scope() as s:
+        batches = s.execute(
+            select(func.count()).select_from(__import__("app.sync.models").sync.models.SyncBatch)
+        ).scalar_one()
+    assert batches == 1 + 2  # the planned batch, then two single-unit retries
+
+    # A unit that never recovers ends in a dead letter after the attempts run out.
+    calls.clear()
+    monkeypatch.setattr(
+        publish,
+        "evaluate",
+        lambda p, rt: (
+            (_ for _ in ()).throw(RuntimeError("always")) if p.identifier == victim else real(p, rt)
+        ),
+    )
+    harness.source.rename(victim, "x")
+    harness.delta()
+    with session_scope() as s:
+        letters = s.execute(select(DeadLetter).where(DeadLetter.sku == victim)).scalars().all()
+    assert {d.channel for d in letters} == set(CHANNELS)  # every channel's unit, alone
+    assert all(d.attempts == harness.ctx.settings.publish_max_attempts for d in letters)
+    assert all(not d.permanent and "always" in d.error for d in letters)
+
+
+def test_error_budget_aborts_and_disables_nothing(harness, monkeypatch):
+    harness.full(["de_storefront"])
+    harness.source.remove(sorted(harness.source.products)[0])
+    monkeypatch.setenv("PIMSYNC_ERROR_BUDGET_MAX_FAILED", "3")
+    from app.config import reset_settings_cache
+
+    reset_settings_cache()
+    harness.reload_settings()
+    for p in harness.source.products.values():  # every product now breaks the contract
+        p["values"]["color"] = [{"locale": None, "scope": None, "data": "ultraviolet"}]
+        p["updated"] = "2030-01-01T00:00:00+00:00"
+    run_id = harness.full(["de_storefront"])
+    run = harness.runs(run_id)["de_storefront"]
+    assert run.status == "aborted" and "error budget exceeded" in run.error
+    assert run.orphans_disabled == 0
+    assert not [r for r in harness.rows().values() if r.status == "orphan"]
+
+
+def test_same_second_updates_at_the_cursor_edge_are_not_lost(harness):
+    from datetime import UTC, datetime
+
+    harness.full()
+    sku = sorted(harness.source.products)[-1]
+
+    def de_name() -> str:
+        with session_scope() as s:
+            raw = s.get(PimProduct, sku).raw
+        return next(e for e in raw["values"]["name"] if e["locale"] == "de_DE")["data"]
+
+    # While the delta reads, the catalog team saves the product. The PIM stores `updated` to
+    # the second, so the product's timestamp is at or *before* the cursor the cycle is about
+    # to store (the cycle's start, with sub-seconds): `updated > cursor` alone would lose it.
+    def edit_during_read(page_no: int) -> None:
+        with session_scope() as s:
+            start = s.execute(
+                select(SyncRun.cursor_to).where(SyncRun.kind == "delta", SyncRun.channel.is_(None))
+            ).scalar_one()
+        # saved in the very second the cycle started (the PIM keeps whole seconds)
+        when = datetime.fromisoformat(start).astimezone(UTC).replace(microsecond=0)
+        harness.source.rename(sku, "(edited mid-cycle)", when=when)
+        harness.source.on_page = None
+
+    harness.source.on_page = edit_during_read
+    first = harness.delta()
+    assert not de_name().endswith("(edited mid-cycle)")  # this cycle read before the edit
+    cursor = datetime.fromisoformat(harness.runs(first)[None].cursor_to)
+    assert datetime.fromisoformat(harness.source.products[sku]["updated"]) <= cursor
+    harness.delta()  # the next cycle re-reads the overlap window
+    assert de_name().endswith("(edited mid-cycle)")
+    row = harness.rows("de_storefront")[("de_storefront", sku)]
+    if row.status == "published":
+        assert row.doc["title"]["de_DE"].endswith("(edited mid-cycle)")
+
+
+def test_broken_channel_fails_alone(harness, channels_file):
+    def break_uk(chs):
+        chs["uk_marketplace"]["contract"] = "marketplace_uk@9"
+
+    channels_file(break_uk)
+    harness.reload_settings()
+    run_id = harness.full()
+    runs = harness.runs(run_id)
+    assert runs["uk_marketplace"].status == "failed"
+    assert "marketplace_uk@9 not found" in runs["uk_marketplace"].error
+    for channel in ("at_storefront", "b2b_portal", "de_storefront"):
+        assert runs[channel].status == "completed"
+    assert not harness.rows("uk_marketplace")
+
+
+def test_malformed_product_is_rejected_but_not_orphaned(harness):
+    harness.full()
+    sku = sorted(harness.source.products)[3]
+    harness.source.products[sku]["values"]["weight"] = [
+        {"locale": None, "scope": None, "data": {"amount": [1, 2]}}
+    ]
+    run_id = harness.full()
+    runs = harness.runs(run_id)
+    assert runs[None].rejected == 1
+    rows = harness.rows()
+    assert all(rows[(c, sku)].status != "orphan" for c in CHANNELS)
+    with session_scope() as s:
+        dl = s.execute(select(DeadLetter).where(DeadLetter.kind == "ingest")).scalar_one()
+    assert dl.sku == sku and "values.weight[0].data" in dl.error
+
+
+def test_republish_applies_a_new_contract_version(harness, channels_file):
+    harness.full(["de_storefront"])
+    with session_scope() as s:
+        drift = s.execute(select(DriftEvent)).scalars().all()
+    scored = sum(
+        1 for p in harness.source.products.values() if "sustainability_score" in p["values"]
+    )
+    assert scored > 0
+    (d,) = [d for d in drift if d.attribute == "sustainability_score"]
+    assert d.contract_id == "storefront_de" and d.contract_version == 1
+    published_scored = [
+        k
+        for k, r in harness.rows("de_storefront").items()
+        if r.status == "published"
+        and "sustainability_score" in harness.source.products[k[1]]["values"]
+    ]
+    assert d.count == len(published_scored)
+
+    def pin_v2(chs):
+        chs["de_storefront"]["contract"] = "storefront_de@2"
+
+    channels_file(pin_v2)
+    harness.reload_settings()
+    with session_scope() as s:
+        service.republish(s, harness.ctx, "de_storefront")
+    harness.drain()
+    rows = harness.rows("de_storefront")
+    for key in published_scored:
+        assert rows[key].contract_version == "storefront_de@2"
+        assert "sustainability_score" in rows[key].doc
+    with session_scope() as s:
+        v2 = s.execute(select(DriftEvent).where(DriftEvent.contract_version == 2)).scalars()
+        assert list(v2) == []
+
+
+def test_replay_after_the_cause_is_fixed(harness):
+    victim = sorted(
+        k for k, p in harness.source.products.items() if p["enabled"] and p["family"] == "laptops"
+    )[0]
+    good_color = harness.source.products[victim]["values"].get("color")
+    harness.source.products[victim]["values"]["color"] = [
+        {"locale": None, "scope": None, "data": "ultraviolet"}
+    ]
+    harness.full(["de_storefront"])
+    with session_scope() as s:
+        (dl,) = repo.list_dead_letters(s)
+        dl_id = dl.id
+    # The catalog team fixes the colour; the mirror gets it with the next delta...
+    harness.source.products[victim]["values"]["color"] = good_color
+    harness.source.touch(victim)
+    with session_scope() as s:
+        result = service.replay_dead_letters(s, harness.ctx, ids=[dl_id])
+    assert result["replayed"] == 1
+    harness.delta()
+    harness.drain()
+    assert harness.rows("de_storefront")[("de_storefront", victim)].status in (
+        "published",
+        "incomplete",
+    )
+    with session_scope() as s:
+        statuses = {d.status for d in s.execute(select(DeadLetter)).scalars()}
+    assert statuses <= {"replayed", "resolved"}
+
+
+def test_ownership_violations_are_counted_once_per_attribute(harness):
+    harness.full()
+    with session_scope() as s:
+        rows = {
+            (v.domain, v.attribute): v.count
+            for v in s.execute(select(OwnershipViolation)).scalars()
+        }
+    assert rows[("pricing", "price")] == 60
+    assert rows[("media", "picture")] == 60
+    docs = [r.doc for r in harness.rows().values() if r.status == "published"]
+    assert docs and not any("price" in d or "picture" in d for d in docs)
+
+
+def test_pim_unreachable_fails_the_run_and_disables_nothing(harness):
+    from app.pim.source import TransientSourceError
+
+    harness.full()
+    harness.source.remove(sorted(harness.source.products)[0])
+    harness.source.fail_reads = 1
+    with session_scope() as s:
+        run_id = service.start_full(s, harness.ctx).id
+    _name, args = harness.dispatcher.queue.popleft()
+    with pytest.raises(TransientSourceError):
+        service.ingest_slice(harness.ctx, args[0])
+    service.fail_ingest(harness.ctx, run_id, "PIM answered 503")
+    runs = harness.runs(run_id)
+    assert all(r.status == "failed" for r in runs.values())
+    assert not [r for r in harness.rows().values() if r.status == "orphan"]
+    with session_scope() as s:
+        assert s.execute(select(func.count()).select_from(ChannelProduct)).scalar_one() == 240
+
+
+def test_engine_runs_on_sqlite_too(sqlite_harness):
+    run_id = sqlite_harness.full()
+    assert all(r.status == "completed" for r in sqlite_harness.runs(run_id).values())
+    assert len(sqlite_harness.rows()) == 160
+    sku = sorted(sqlite_harness.source.products)[0]
+    sqlite_harness.source.remove(sku)
+    run_id = sqlite_harness.full()
+    assert {s for (c, s), r in sqlite_harness.rows().items() if r.status == "orphan"} == {sku}

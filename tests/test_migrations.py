@@ -1,0 +1,90 @@
+"""Alembic: upgrade on an empty database and from the previous revision, on both backends."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import create_engine, inspect, text
+
+import app.models  # noqa: F401
+from app.db import Base
+from app.migrations import current_revision, downgrade, upgrade
+from tests.conftest import create_pg_database, drop_pg_database
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_db(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'm.db'}"
+        return
+    request.getfixturevalue("pg_url")  # skips cleanly when PostgreSQL is unreachable
+    url = create_pg_database("pimsync_migr")
+    downgrade(url, "base")
+    try:
+        yield url
+    finally:
+        drop_pg_database(url)
+
+
+def _diff(url: str) -> list:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+            return compare_metadata(ctx, Base.metadata)
+    finally:
+        engine.dispose()
+
+
+def test_upgrade_empty_database_matches_the_models(empty_db):
+    upgrade(empty_db)
+    assert current_revision(empty_db) is not None
+    engine = create_engine(empty_db)
+    try:
+        tables = set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+    assert set(Base.metadata.tables) <= tables
+    assert _diff(empty_db) == []
+
+
+def test_upgrade_from_the_previous_revision_keeps_data(empty_db):
+    upgrade(empty_db, "0001")
+    engine = create_engine(empty_db)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO channel_product (channel, sku, input_hash, status, enabled, "
+                    "synced_at, source_seq, version) VALUES ('web', 'SKU-1', 'h', 'published', "
+                    "true, CURRENT_TIMESTAMP, 1, 1)"
+                )
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO sync_run (id, kind, status, trigger, started_at, read, rejected, "
+                    "synced, unchanged, skipped_incomplete, filtered, disabled, failed, "
+                    "orphans_disabled, planned_units, planned_batches, pending_batches, "
+                    "planning_done) VALUES (:id, 'full', 'completed', 'cli', CURRENT_TIMESTAMP, "
+                    "0, 0, 1, 0, 0, 0, 0, 0, 0, 1, 1, 0, true)"
+                ),
+                {"id": uuid.uuid4().hex if empty_db.startswith("sqlite") else str(uuid.uuid4())},
+            )
+        upgrade(empty_db)
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT sku FROM channel_product")).scalar() == "SKU-1"
+            assert conn.execute(text("SELECT count(*) FROM sync_run")).scalar() == 1
+            assert conn.execute(text("SELECT count(*) FROM sync_batch")).scalar() == 0
+    finally:
+        engine.dispose()
+    assert _diff(empty_db) == []
+    downgrade(empty_db, "base")
+    engine = create_engine(empty_db)
+    try:
+        assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
+    finally:
+        engine.dispose()
