@@ -6,7 +6,7 @@ Every value that depends on the deployment comes from ``app.config.Settings`` (P
 from __future__ import annotations
 
 from celery.schedules import crontab
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from app.config import get_settings
 
@@ -54,8 +54,18 @@ worker_hijack_root_logger = False
 QUEUE_SYNC = "sync"
 QUEUE_PUBLISH = "publish"
 EVENT_QUEUES = ("events.catalog", "events.pricing", "events.inventory", "events.media")
-task_queues = [Queue(QUEUE_SYNC), Queue(QUEUE_PUBLISH), *(Queue(q) for q in EVENT_QUEUES)]
+
+
+def _queue(name: str) -> Queue:
+    # Own exchange and routing key per queue: with defaults every queue would bind the
+    # default exchange under the same key, and each message would land in every queue.
+    return Queue(name, Exchange(name, type="direct"), routing_key=name)
+
+
+task_queues = [_queue(q) for q in (QUEUE_SYNC, QUEUE_PUBLISH, *EVENT_QUEUES)]
 task_default_queue = QUEUE_SYNC
+task_default_exchange = QUEUE_SYNC
+task_default_routing_key = QUEUE_SYNC
 task_routes = {
     "sync.*": {"queue": QUEUE_SYNC},
     "publish.*": {"queue": QUEUE_PUBLISH},

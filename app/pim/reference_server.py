@@ -193,6 +193,16 @@ class ReferenceCatalog:
         finally:
             source.close()
 
+    def replace_with(self, other: ReferenceCatalog) -> None:
+        """Serve ``other``'s data from now on (tests reset a running server this way)."""
+        with self._lock:
+            self.definitions = other.definitions
+            self._blobs, self._meta = dict(other._blobs), dict(other._meta)
+            self._uuid_by_identifier = dict(other._uuid_by_identifier)
+            self._order = list(other._order)
+            self._models, self._model_codes = dict(other._models), dict(other._model_codes)
+            self._model_order = list(other._model_order)
+
     def _normalise(self, raw: dict[str, Any], now_iso: str) -> tuple[str, str, _Meta, bytes] | None:
         product = dict(raw)
         product.pop("_links", None)

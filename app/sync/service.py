@@ -178,6 +178,20 @@ def sweep(ctx: SyncContext) -> dict[str, int]:
                 repo.release_lock(session, lock.name, lock.run_id)
                 out["abandoned"] += 1
         for run in repo.running_runs(session):
+            if run.channel is None and run.kind == "full":
+                children = repo.child_runs(session, run.id)
+                if children and all(c.status != RUNNING for c in children):
+                    # nobody left to feed: the read stops here
+                    repo.finish_run(
+                        session,
+                        run,
+                        "abandoned",
+                        now,
+                        error="every channel run of this full sync has ended",
+                    )
+                    repo.release_lock(session, f"ingest-run:{run.id}", run.id)
+                    out["abandoned"] += 1
+                    continue
             if run.channel is None and run.heartbeat_at is not None and run.heartbeat_at < stale:
                 run.heartbeat_at = now
                 after_commit(session, lambda r=run.id: ctx.dispatcher.ingest(r))

@@ -203,23 +203,44 @@ SAMPLE_SIZE = 300
 
 
 @pytest.fixture(scope="module")
-def sample_outcomes() -> dict[str, list[UnitOutcome]]:
+def sample_products() -> list[Product]:
+    return [parse_product(generator.product(i)) for i in range(SAMPLE_SIZE)]
+
+
+@pytest.fixture(scope="module")
+def sample_runtimes() -> dict[str, ChannelRuntime]:
     defs = generator.generated_definitions()
     channels = load_channels(SAMPLE_DIR / "channels.yaml")
     store = ContractStore.load(SAMPLE_DIR / "contracts")
-    products = [parse_product(generator.product(i)) for i in range(SAMPLE_SIZE)]
-    out: dict[str, list[UnitOutcome]] = {}
+    out = {}
     for code, channel in channels.items():
         assert channel.contract is not None
-        rt = ChannelRuntime(
-            channel,
-            store.get(channel.contract.id, channel.contract.version),
-            defs,
-            OwnershipTable(),
-            "generated",
-        )
-        out[code] = [evaluate(p, rt) for p in products]
+        contract = store.get(channel.contract.id, channel.contract.version)
+        out[code] = ChannelRuntime(channel, contract, defs, OwnershipTable(), "generated")
     return out
+
+
+@pytest.fixture(scope="module")
+def sample_outcomes(
+    sample_products: list[Product], sample_runtimes: dict[str, ChannelRuntime]
+) -> dict[str, list[UnitOutcome]]:
+    return {
+        code: [evaluate(p, rt) for p in sample_products] for code, rt in sample_runtimes.items()
+    }
+
+
+def test_every_sample_product_maps_on_every_sample_channel(
+    sample_products: list[Product], sample_runtimes: dict[str, ChannelRuntime]
+) -> None:
+    # Mapping alone, whatever the filters and completeness would say: no TransformError.
+    errors = []
+    for code, rt in sample_runtimes.items():
+        for p in sample_products:
+            try:
+                rt.plan.map(p)
+            except TransformError as exc:
+                errors.append((code, str(exc)))
+    assert errors == []
 
 
 def test_sample_catalog_maps_without_errors(sample_outcomes: dict[str, list[UnitOutcome]]) -> None:
