@@ -15,11 +15,19 @@ import structlog
 _configured = False
 
 
-def configure_logging(level: str = "INFO", json: bool = False, force: bool = False) -> None:
+def configure_logging(
+    level: str = "INFO", json: bool = False, force: bool = False, stdlib: bool = True
+) -> None:
+    """Configure structlog (and, unless ``stdlib`` is False, the standard library's logging).
+
+    In Celery workers ``stdlib`` is False: Celery owns the logging handlers there and
+    redirects ``sys.stderr`` into them, so structlog writes to the process's real stderr.
+    """
     global _configured
     if _configured and not force:
         return
-    logging.basicConfig(level=level.upper(), stream=sys.stderr, format="%(message)s", force=True)
+    if stdlib:
+        logging.basicConfig(level=level.upper(), stream=sys.stderr, format="%(message)s")
     processors: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -30,10 +38,8 @@ def configure_logging(level: str = "INFO", json: bool = False, force: bool = Fal
     )
     structlog.configure(
         processors=[*processors, structlog.processors.format_exc_info, renderer],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelName(level.upper()) if isinstance(level, str) else level
-        ),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.__stderr__ or sys.stderr),
         cache_logger_on_first_use=False,
     )
     _configured = True

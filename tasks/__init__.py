@@ -30,7 +30,7 @@ def _child_init(**_: Any) -> None:
     # A forked pool child must not share its parent's database connections.
     dispose_engines()
     settings = get_settings()
-    configure_logging(settings.log_level, settings.log_json)
+    configure_logging(settings.log_level, settings.log_json, force=True, stdlib=False)
 
 
 @worker_process_shutdown.connect

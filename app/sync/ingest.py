@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from app.db import after_commit, session_scope
@@ -253,16 +254,12 @@ def _commit_group(
         if run is None or run.status != RUNNING:
             return False
         children = [c for c in repo.child_runs(session, run_id) if c.status == RUNNING]
+        # Lock order everywhere: run row, then batch rows, then lease rows (publish tasks
+        # do the same); so leases are only *read* here and renewed after planning.
         for child in children:
-            if not repo.renew_lock(
-                session,
-                channel_lock(child.kind, child.channel or ""),
-                child.id,
-                ctx.lock_ttl(),
-                now,
-            ):
+            holder = repo.lock_holder(session, channel_lock(child.kind, child.channel or ""))
+            if holder is None or holder.run_id != child.id:
                 _abandon(session, ctx, child.id, "its lease was taken over by another run")
-        children = [c for c in children if c.status == RUNNING]
         if run.kind == DELTA and not repo.renew_lock(
             session, DELTA_INGEST_LOCK, run.id, ctx.lock_ttl(), now
         ):
@@ -296,6 +293,13 @@ def _commit_group(
         if run.kind == FULL:
             for child in children:
                 _plan_batches(session, ctx, child, skus, failed=len(bad))
+                repo.renew_lock(
+                    session,
+                    channel_lock(child.kind, child.channel or ""),
+                    child.id,
+                    ctx.lock_ttl(),
+                    now,
+                )
         log.info(
             "ingest_page",
             run_id=str(run_id),
@@ -357,20 +361,26 @@ def _record_violations(
 
 def _plan_batches(
     session: Session, ctx: SyncContext, child: SyncRun, skus: list[str], failed: int = 0
-) -> None:
+) -> SyncRun:
     size = ctx.settings.publish_batch_size
     chunks = [skus[i : i + size] for i in range(0, len(skus), size)]
     ids = repo.create_batches(session, child.id, child.channel or "", chunks)
-    child.planned_units += len(skus)
-    child.planned_batches += len(ids)
-    child.pending_batches += len(ids)
-    child.failed += failed
-    child.heartbeat_at = ctx.now()
-    session.flush()
+    # Counters move in SQL (x = x + n): publish tasks decrement the same row concurrently, and
+    # an ORM read-modify-write here would lose their updates.
+    child = repo.add_counts(
+        session,
+        child.id,
+        ctx.now(),
+        planned_units=len(skus),
+        planned_batches=len(ids),
+        pending_batches=len(ids),
+        failed=failed,
+    )
     released = repo.release_batches(
         session, child.id, ctx.settings.channel_inflight_batches, ctx.now()
     )
     ctx.enqueue_publish(session, released)
+    return child
 
 
 def _finish_ingest(
@@ -405,6 +415,9 @@ def _finish_ingest(
         if current is None or datetime.fromisoformat(current) < run.started_at:
             repo.set_cursor(session, INGEST_CURSOR, started, now, run.id)
     for child in children:
-        child.planning_done = True
-        session.flush()
-        finalize_if_done(session, ctx, child)
+        # Under the row lock, with the counters as committed: the last publish task may have
+        # finished before planning did (then this finalises) or finishes after (then it does).
+        session.execute(update(SyncRun).where(SyncRun.id == child.id).values(planning_done=True))
+        fresh = repo.get_run(session, child.id)
+        session.refresh(fresh)
+        finalize_if_done(session, ctx, fresh)

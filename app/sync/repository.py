@@ -304,10 +304,18 @@ def mark_batch_done(session: Session, batch_id: int, now: datetime) -> bool:
 
 
 def discard_open_batches(session: Session, run_id: uuid.UUID, now: datetime) -> int:
+    """Close a stopped run's batches. Batches a worker is processing right now are skipped
+    (not waited for: that would invert the lock order); they find the run stopped anyway."""
+    open_ids = select(SyncBatch.id).where(
+        SyncBatch.run_id == run_id, SyncBatch.status != BATCH_DONE
+    )
+    if is_postgres(session):
+        open_ids = open_ids.with_for_update(skip_locked=True)
     result = session.execute(
         update(SyncBatch)
-        .where(SyncBatch.run_id == run_id, SyncBatch.status != BATCH_DONE)
+        .where(SyncBatch.id.in_(open_ids.scalar_subquery()))
         .values(status=BATCH_DONE, done_at=now)
+        .execution_options(synchronize_session=False)
     )
     return int(result.rowcount or 0)
 

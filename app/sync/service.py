@@ -196,8 +196,12 @@ def sweep(ctx: SyncContext) -> dict[str, int]:
                 run.heartbeat_at = now
                 after_commit(session, lambda r=run.id: ctx.dispatcher.ingest(r))
                 out["ingests"] += 1
-            elif run.channel is not None and finalize_if_done(session, ctx, run):
-                out["finalized"] += 1
+            elif run.channel is not None and run.planning_done and run.pending_batches == 0:
+                locked = repo.get_run(session, run.id, for_update=True)  # decide on fresh data
+                if locked is not None:
+                    session.refresh(locked)
+                    if finalize_if_done(session, ctx, locked):
+                        out["finalized"] += 1
     if any(out.values()):
         log.info("sweep", **out)
     return out

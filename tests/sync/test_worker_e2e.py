@@ -61,7 +61,23 @@ class Stack:
             return service.start_delta(s, self.ctx(), trigger="test").id
 
     def wait(self, run_id: Any, children: int = 3, timeout: float = 240) -> dict[Any, SyncRun]:
-        wait_until(lambda: run_finished(run_id, children), timeout, what=f"run {run_id}")
+        try:
+            wait_until(lambda: run_finished(run_id, children), timeout, what=f"run {run_id}")
+        except AssertionError as exc:
+            runs = _runs(run_id)
+            states = {c: (r.status, r.pending_batches, r.error) for c, r in runs.items()}
+            from app.sync.models import SyncBatch
+
+            with session_scope() as s:
+                open_batches = [
+                    (b.id, b.channel, b.status, b.attempt, b.enqueued_at, len(b.skus))
+                    for b in s.execute(
+                        select(SyncBatch).where(SyncBatch.status != "done")
+                    ).scalars()
+                ]
+            states["open batches"] = open_batches
+            logs = "\n".join(p.read_text(errors="replace")[-2000:] for p in self.logs.glob("*.log"))
+            raise AssertionError(f"{exc}; runs: {states}\nworker logs:\n{logs}") from None
         with session_scope() as s:
             parent = repo.get_run(s, run_id)
             return {None: parent, **{c.channel: c for c in repo.child_runs(s, run_id)}}
@@ -195,7 +211,7 @@ def test_killed_worker_disables_nothing(fresh: Stack):
     assert not [r for r in fresh.rows().values() if r.status == "orphan"]
     # Its leases expire; the sweeper declares the run abandoned. Still nothing disabled.
     fresh.faults(latency_ms=0)
-    apply_env({**fresh.env, **fast_leases})
+    saved = apply_env({**fresh.env, **fast_leases})
     try:
 
         def swept() -> bool:
@@ -204,7 +220,7 @@ def test_killed_worker_disables_nothing(fresh: Stack):
 
         wait_until(swept, 60, interval=1, what="leases to expire")
     finally:
-        apply_env(fresh.env)
+        restore_env(saved)
     assert {r.status for r in _runs(run_id).values()} == {"abandoned"}
     assert not [r for r in fresh.rows().values() if r.status == "orphan"]
     # A healthy worker runs the next full sync to completion; now orphans are disabled.
