@@ -84,6 +84,9 @@ def friendly(fn: F) -> F:
 def _describe(exc: BaseException) -> str:
     from sqlalchemy.exc import OperationalError, ProgrammingError
 
+    text = str(getattr(exc, "orig", exc))
+    if "no such table" in text or "UndefinedTable" in type(getattr(exc, "orig", exc)).__name__:
+        return "the database has no pimsync schema yet; run `pimsync migrate` first"
     if isinstance(exc, OperationalError):
         url = get_settings().database_url
         safe = url.split("@")[-1] if "@" in url else url
@@ -308,10 +311,6 @@ def main() -> None:
     from app import cli_ops  # noqa: F401  (registers the operations commands)
 
     app()
-
-
-if __name__ == "__main__":
-    main()
 
 
 def _uuid(value: str) -> uuid.UUID:
