@@ -26,9 +26,9 @@ class CeleryDispatcher:
             queue="sync",
         )
 
-    def publish(self, batch_id: int, countdown: float = 0.0) -> None:
+    def publish(self, batch_ids: list[int], countdown: float = 0.0) -> None:
         celery_app.send_task(
-            "publish.units", args=[batch_id], queue="publish", countdown=countdown or None
+            "publish.units", args=[batch_ids], queue="publish", countdown=countdown or None
         )
 
 

@@ -17,8 +17,10 @@ from tasks import PimsyncTask, celery_app, context
     retry_jitter=True,
     max_retries=10,
 )
-def units(batch_id: int) -> None:
-    """Publish a batch of (sku, channel) units. The batch row holds the SKUs; the message only
-    its id. If the database stays unreachable past the retries, the batch stays enqueued and
-    the sweeper sends it again: nothing is lost."""
-    service.publish_batch(context(), batch_id)
+def units(batch_ids: list[int] | int) -> None:
+    """Publish batches of (sku, channel) units: one batch, or the batches of several channels
+    over the same SKUs. Batch rows hold the SKUs; the message only their ids. A retry skips
+    the batches already done. If the database stays unreachable past the retries, the batches
+    stay enqueued and the sweeper sends them again: nothing is lost."""
+    ids = [batch_ids] if isinstance(batch_ids, int) else list(batch_ids)
+    service.publish_batches(context(), ids)

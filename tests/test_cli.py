@@ -35,8 +35,9 @@ def test_missing_source_is_one_clear_line(runner: CliRunner):
 
 
 def test_unknown_channel_is_bad_input(runner: CliRunner):
-    result = runner.invoke(app, ["completeness", "--source", "sample", "--channel", "nope",
-                                 "--channels", "config"])
+    result = runner.invoke(
+        app, ["completeness", "--source", "sample", "--channel", "nope", "--channels", "config"]
+    )
     assert result.exit_code == 2
     assert "unknown channel(s) nope" in result.stderr
 
@@ -54,12 +55,14 @@ def test_completeness_on_the_sample_uses_the_configured_channels(runner: CliRunn
     assert "description" in de["missing_top"]
 
 
-def test_check_reports_a_broken_channels_file(runner: CliRunner, tmp_path: Path,
-                                              monkeypatch: pytest.MonkeyPatch):
+def test_check_reports_a_broken_channels_file(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     assert runner.invoke(app, ["check"]).exit_code == 0
     bad = tmp_path / "channels.yaml"
-    bad.write_text("channels:\n  web:\n    pim_scope: ecommerce\n    locales: [german]\n"
-                   "    currency: EUR\n")
+    bad.write_text(
+        "channels:\n  web:\n    pim_scope: ecommerce\n    locales: [german]\n    currency: EUR\n"
+    )
     monkeypatch.setenv("PIMSYNC_CHANNELS_FILE", str(bad))
     reset_settings_cache()
     result = runner.invoke(app, ["check"])
@@ -82,8 +85,12 @@ def test_demo_runs_on_the_embedded_default(tmp_path: Path):
     """`pimsync demo`: no servers, no settings (README's first set-up command)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIMSYNC_")}
     result = subprocess.run(
-        [sys.executable, "-m", "app", "demo"], cwd=tmp_path, env=env, capture_output=True,
-        text=True, timeout=600,
+        [sys.executable, "-m", "app", "demo"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout

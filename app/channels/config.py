@@ -12,6 +12,7 @@ import fnmatch
 import hashlib
 import re
 import tomllib
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -61,7 +62,7 @@ class LocaleConfig(_Strict):
                 raise ValueError(f"fallback {code!r} is not a locale code like de_DE")
         return v
 
-    @property
+    @cached_property
     def chain(self) -> tuple[str, ...]:
         """The locales to try, in order: the locale itself, then its fallbacks."""
         return (self.code, *(f for f in self.fallback if f != self.code))

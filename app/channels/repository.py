@@ -8,11 +8,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.channels.models import ORPHAN, REMOVED, ChannelProduct
-from app.db import dialect_insert
+from app.db import dialect_insert, is_postgres
+from app.pgbulk import execute_many
 from app.pim.models import PimProduct
 
 
@@ -67,15 +69,62 @@ def load_states(session: Session, channel: str, skus: Sequence[str]) -> dict[str
     }
 
 
+_UPSERT = """
+INSERT INTO channel_product AS t (channel, sku, doc, contract_version, input_hash, status,
+    enabled, disabled_reason, detail, completeness, sync_run_id, synced_at, source_seq, version)
+VALUES (%s, %s, %s::jsonb, %s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s, %s, 1)
+ON CONFLICT (channel, sku) DO UPDATE SET
+    doc = COALESCE(excluded.doc, t.doc),
+    contract_version = COALESCE(excluded.contract_version, t.contract_version),
+    input_hash = excluded.input_hash, status = excluded.status, enabled = excluded.enabled,
+    disabled_reason = excluded.disabled_reason, detail = excluded.detail,
+    completeness = excluded.completeness, sync_run_id = excluded.sync_run_id,
+    synced_at = excluded.synced_at, source_seq = excluded.source_seq, version = t.version + 1
+WHERE excluded.source_seq >= t.source_seq
+  AND (t.input_hash <> excluded.input_hash OR t.status <> excluded.status)
+RETURNING t.channel, t.sku, t.version, t.enabled, t.status
+"""
+
+
+def _json_text(value: Any) -> str | None:
+    return None if value is None else orjson.dumps(value).decode()
+
+
 def upsert_rows(session: Session, rows: Sequence[ChannelRow]) -> list[RowChange]:
     """Insert or update rows in one statement; returns the rows that actually changed.
 
     A row is rewritten only when its input hash or status differs, and never by a unit computed
     from an older product than the row holds (``source_seq``): two workers racing on one SKU
-    leave the newer result. A disabled row keeps its last published document.
+    leave the newer result. A disabled row keeps its last published document. On PostgreSQL
+    the statements are pipelined (see ``app.pgbulk``).
     """
     if not rows:
         return []
+    rows = list({(r.channel, r.sku): r for r in rows}.values())  # one row per key
+    if is_postgres(session):
+        result = execute_many(
+            session,
+            _UPSERT,
+            [
+                (
+                    r.channel,
+                    r.sku,
+                    _json_text(r.doc),
+                    r.contract_version,
+                    r.input_hash,
+                    r.status,
+                    r.enabled,
+                    r.disabled_reason,
+                    _json_text(r.detail),
+                    r.completeness,
+                    r.sync_run_id,
+                    r.synced_at,
+                    r.source_seq,
+                )
+                for r in rows
+            ],
+        )
+        return [RowChange(c, s, int(v), bool(e), st) for c, s, v, e, st in result]
     insert = dialect_insert(session)
     stmt = insert(ChannelProduct)
     t = ChannelProduct.__table__

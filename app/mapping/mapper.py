@@ -44,10 +44,14 @@ class _Step:
     localized: bool
     # Non-localized steps: the locale chain to read (() = the value has no locale).
     chain: tuple[str, ...] | None = None
+    # Fast path (most attributes): a defined, non-localizable attribute read at this scope
+    # (None or the channel's); _COMPLEX when the general reader is needed.
+    read_scope: Any = None
 
 
 # What to do with an attribute code, decided once per plan.
 _SKIP, _FOREIGN, _DRIFT, _MAP = 0, 1, 2, 3
+_COMPLEX = object()
 
 
 @dataclass(slots=True)
@@ -149,6 +153,7 @@ class MappingPlan:
         self.ownership = ownership
         self.source = source
         self.scope = channel.pim_scope
+        self.locales = channel.locales
         self.first_chain = channel.locales[0].chain
         self.first_locale = channel.locales[0].code
         self._plans: dict[str, _AttrPlan] = {}
@@ -190,6 +195,7 @@ class MappingPlan:
             localized = transform == "localized"
             if localized and (spec.of or "direct") == "direct" and not spec.labels:
                 fn = None  # per-locale values as they are
+            simple = not localized and adef is not None and not adef.localizable
             steps.append(
                 _Step(
                     spec,
@@ -198,6 +204,7 @@ class MappingPlan:
                     None if identity else fn,
                     localized,
                     None if localized else (self.first_chain if localizable else ()),
+                    (self.scope if adef.scopable else None) if simple and adef else _COMPLEX,
                 )
             )
         return _AttrPlan(_MAP, adef=adef, steps=steps)
@@ -234,9 +241,35 @@ class MappingPlan:
                     plans[attr] = plan
             action = plan.action
             if action == _MAP:
-                ctx.attribute = attr
                 for step in plan.steps:
-                    if step.localized:
+                    sc = step.read_scope
+                    if sc is not _COMPLEX:
+                        # inlined: the hot path for ~90 % of attributes
+                        data = MISSING
+                        for e in entries:
+                            if e.get("locale") is None and e.get("scope") == sc:
+                                data = e.get("data")
+                                break
+                        if data is MISSING or data is None:
+                            continue
+                        cls = data.__class__
+                        if cls is str:
+                            if not data or data.isspace():
+                                continue
+                        elif cls is list:
+                            if not data:
+                                continue
+                        elif cls is dict and data.get("amount") in (None, ""):
+                            continue
+                        fn = step.fn
+                        if fn is None:
+                            value = data
+                        else:
+                            ctx.attribute = attr
+                            ctx.locale = None
+                            value = fn(data, ctx, step.spec)
+                    elif step.localized:
+                        ctx.attribute = attr
                         value = self._localized(ctx, step, entries, plan.adef)
                         if value is None:
                             continue
@@ -247,10 +280,15 @@ class MappingPlan:
                         if step.fn is None:
                             value = data
                         else:
+                            ctx.attribute = attr
                             ctx.locale = first_locale if step.chain else None
                             value = step.fn(data, ctx, step.spec)
+                    parent = step.parent
+                    if not parent:
+                        doc[step.key] = value
+                        continue
                     node = doc
-                    for part in step.parent:
+                    for part in parent:
                         child = node.get(part)
                         if child is None or child.__class__ is not dict:
                             child = node[part] = {}
@@ -290,7 +328,7 @@ class MappingPlan:
         out: dict[str, Any] = {}
         missing = None
         localizable = _localizable(adef, entries)
-        for loc in self.channel.locales:
+        for loc in self.locales:
             data = _pick(entries, adef, self.scope, loc.chain if localizable else ())
             if data is MISSING or _empty(data):
                 if missing is None:

@@ -8,10 +8,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import and_, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from app.db import dialect_insert, is_postgres
+from app.pgbulk import execute_many
 from app.pim.models import MirrorClock, PimProduct, PimProductModel
 from app.pim.product import Product
 
@@ -102,6 +104,8 @@ def upsert_products(
                 "removed_at": None,
             }
         )
+    if is_postgres(session):
+        return _upsert_products_pg(session, rows, token)
     insert = dialect_insert(session)
     stmt = insert(PimProduct)
     t = PimProduct.__table__
@@ -136,6 +140,63 @@ def upsert_products(
     ).returning(t.c.identifier, t.c.change_seq)
     result = session.execute(stmt, rows)
     return {ident for ident, seq in result.all() if seq == token}
+
+
+_CHANGED = (
+    "((t.content_hash <> excluded.content_hash OR t.removed_at IS NOT NULL) AND "
+    "(t.updated IS NULL OR excluded.updated IS NULL OR excluded.updated >= t.updated))"
+)
+_PICKED = (
+    "uuid",
+    "family",
+    "parent_key",
+    "root_parent_key",
+    "enabled",
+    "updated",
+    "raw",
+    "content_hash",
+    "change_seq",
+    "ingested_at",
+    "removed_at",
+)
+# One pipelined statement per product (measured faster than COPY-to-stage-then-merge here,
+# see app/pgbulk.py); content columns change only when the content did, `seen` always.
+_UPSERT = (
+    "INSERT INTO pim_product AS t (identifier, uuid, family, parent_key, root_parent_key, "
+    "enabled, updated, raw, content_hash, change_seq, ingested_at, last_seen_at, "
+    "last_seen_run, removed_at) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s::json, %s, %s, %s, %s, %s, NULL) "
+    "ON CONFLICT (identifier) DO UPDATE SET "
+    + ", ".join(f"{c} = CASE WHEN {_CHANGED} THEN excluded.{c} ELSE t.{c} END" for c in _PICKED)
+    + ", last_seen_at = excluded.last_seen_at, last_seen_run = excluded.last_seen_run "
+    "RETURNING t.identifier, t.change_seq"
+)
+
+
+def _upsert_products_pg(session: Session, rows: list[dict[str, Any]], token: int) -> set[str]:
+    result = execute_many(
+        session,
+        _UPSERT,
+        [
+            (
+                r["identifier"],
+                r["uuid"],
+                r["family"],
+                r["parent_key"],
+                r["root_parent_key"],
+                r["enabled"],
+                r["updated"],
+                orjson.dumps(r["raw"]).decode(),
+                r["content_hash"],
+                token,
+                r["ingested_at"],
+                r["last_seen_at"],
+                r["last_seen_run"],
+            )
+            for r in rows
+        ],
+    )
+    return {ident for ident, seq in result if seq == token}
 
 
 def mark_seen(

@@ -27,7 +27,9 @@ class Dispatcher(Protocol):
 
     def catch_up(self, channel: str, parent_id: uuid.UUID | None, kind: str) -> None: ...
 
-    def publish(self, batch_id: int, countdown: float = 0.0) -> None: ...
+    def publish(self, batch_ids: list[int], countdown: float = 0.0) -> None:
+        """One message for these batches (same SKUs, different channels, or just one)."""
+        ...
 
 
 # Called inside a publish transaction with the channel rows that changed (catalog events).
@@ -41,6 +43,8 @@ class SyncContext:
     source_factory: Callable[[], PimSource]
     clock: Callable[[], datetime] = utcnow
     change_listeners: list[ChangeListener] = field(default_factory=list)
+    # When set, released batches are kept here instead of sent (see publish_batches).
+    held: list[tuple[int, datetime | None, str | None]] | None = None
 
     def now(self) -> datetime:
         return self.clock()
@@ -57,8 +61,27 @@ class SyncContext:
         cap = self.settings.retry_backoff_max_seconds
         return random.uniform(0, min(cap, base * (2 ** max(0, attempt - 1))))
 
-    def enqueue_publish(self, session: Session, batches: list[tuple[int, datetime | None]]) -> None:
+    def enqueue_publish(
+        self, session: Session, batches: list[tuple[int, datetime | None, str | None]]
+    ) -> None:
+        """Enqueue released batches once ``session`` commits, one message per group key."""
+        if not batches:
+            return
+        pending = session.info.get("publish_queue")
+        if pending is None:
+            pending = session.info["publish_queue"] = []
+            after_commit(session, lambda: self.send_grouped(pending))
+        pending.extend(batches)
+
+    def send_grouped(self, batches: list[tuple[int, datetime | None, str | None]]) -> None:
+        if self.held is not None:
+            self.held.extend(batches)
+            return
         now = self.now()
-        for batch_id, not_before in batches:
+        groups: dict[tuple[object, float], list[int]] = {}
+        for batch_id, not_before, group_key in batches:
             countdown = max(0.0, (not_before - now).total_seconds()) if not_before else 0.0
-            after_commit(session, lambda b=batch_id, c=countdown: self.dispatcher.publish(b, c))
+            key = (group_key or batch_id, round(countdown, 1))
+            groups.setdefault(key, []).append(batch_id)
+        for (_key, countdown), ids in groups.items():
+            self.dispatcher.publish(sorted(ids), countdown)

@@ -286,13 +286,15 @@ def _commit_group(
         _record_rejects(session, run_id, bad, now)
         _record_violations(session, ctx, good, now)
         skus = [p.identifier for p, _ in good]
+        # every channel's batch of this group: one message, the products decoded once
+        group_key = f"{run_id}:{run.read}"
         run.read += len(good) + len(bad)
         run.rejected += len(bad)
         run.resume_token = token
         run.heartbeat_at = now
         if run.kind == FULL:
             for child in children:
-                _plan_batches(session, ctx, child, skus, failed=len(bad))
+                _plan_batches(session, ctx, child, skus, failed=len(bad), group_key=group_key)
                 repo.renew_lock(
                     session,
                     channel_lock(child.kind, child.channel or ""),
@@ -360,11 +362,16 @@ def _record_violations(
 
 
 def _plan_batches(
-    session: Session, ctx: SyncContext, child: SyncRun, skus: list[str], failed: int = 0
+    session: Session,
+    ctx: SyncContext,
+    child: SyncRun,
+    skus: list[str],
+    failed: int = 0,
+    group_key: str | None = None,
 ) -> SyncRun:
     size = ctx.settings.publish_batch_size
     chunks = [skus[i : i + size] for i in range(0, len(skus), size)]
-    ids = repo.create_batches(session, child.id, child.channel or "", chunks)
+    ids = repo.create_batches(session, child.id, child.channel or "", chunks, group_key=group_key)
     # Counters move in SQL (x = x + n): publish tasks decrement the same row concurrently, and
     # an ORM read-modify-write here would lose their updates.
     child = repo.add_counts(

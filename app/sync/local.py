@@ -27,8 +27,8 @@ class LocalDispatcher:
     def catch_up(self, channel: str, parent_id: uuid.UUID | None, kind: str) -> None:
         self._put("catch_up", (channel, parent_id, kind))
 
-    def publish(self, batch_id: int, countdown: float = 0.0) -> None:
-        self._put("publish", (batch_id,))
+    def publish(self, batch_ids: list[int], countdown: float = 0.0) -> None:
+        self._put("publish", (batch_ids,))
 
     def _put(self, name: str, args: tuple[Any, ...]) -> None:
         self.queue.append((name, args))
@@ -46,7 +46,7 @@ def drain(ctx: SyncContext, max_steps: int = 1_000_000) -> int:
         if name == "ingest":
             service.ingest_slice(ctx, args[0])
         elif name == "publish":
-            service.publish_batch(ctx, args[0])
+            service.publish_batches(ctx, args[0])
         elif name == "catch_up":
             with session_scope() as session:
                 service.start_catchup(session, ctx, args[0], args[2], args[1])

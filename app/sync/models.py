@@ -121,6 +121,9 @@ class SyncBatch(Base):
     channel: Mapped[str] = mapped_column(String(64), nullable=False)
     skus: Mapped[list[str]] = mapped_column(JSON, nullable=False)
     status: Mapped[str] = mapped_column(String(10), nullable=False)
+    # Batches of different channels over the same SKUs (a full sync's page group) share a
+    # key: one message carries them, so the products are read and decoded once.
+    group_key: Mapped[str | None] = mapped_column(String(80))
     attempt: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
     enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     done_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

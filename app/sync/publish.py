@@ -10,7 +10,7 @@ run's finalisation (cursor, orphans) commit together with the rows.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -34,6 +34,7 @@ from app.mapping.repository import Tally
 from app.pim import repository as pim_repo
 from app.pim.models import PimProduct
 from app.pim.product import Product
+from app.pim.repository import MirrorRow
 from app.sync import repository as repo
 from app.sync.context import SyncContext
 from app.sync.ingest import INGEST_CURSOR, channel_lock
@@ -145,6 +146,7 @@ def publish_units(
     run_id: uuid.UUID,
     skus: list[str],
     attempt: int = 1,
+    cache: dict[str, MirrorRow] | None = None,
 ) -> BatchResult:
     """Decide and write units for ``skus`` in ``rt``'s channel (flushes, never commits)."""
     now = ctx.now()
@@ -180,7 +182,19 @@ def publish_units(
         )
         res.disabled += len(gone)
 
-    mirror = pim_repo.load_products(session, todo)
+    # Products decoded for another channel's batch of the same group are reused (same
+    # content hash, checked): the mirror is read once per group, not once per channel.
+    cache = {} if cache is None else cache
+    mirror = {
+        sku: cache[sku]
+        for sku in todo
+        if sku in cache and cache[sku].content_hash == heads[sku].content_hash
+    }
+    missing = [sku for sku in todo if sku not in mirror]
+    if missing:
+        loaded = pim_repo.load_products(session, missing)
+        mirror.update(loaded)
+        cache.update(loaded)
     rows: list[ChannelRow] = []
     dead: list[dict[str, Any]] = []
     retry: list[str] = []
@@ -267,8 +281,28 @@ def publish_units(
     return res
 
 
-def publish_batch(ctx: SyncContext, batch_id: int) -> None:
-    """Process one batch message (idempotent: a redelivered message finds the batch done)."""
+def publish_batches(ctx: SyncContext, batch_ids: list[int]) -> None:
+    """One message: batches of different channels over the same SKUs (or a single batch).
+
+    Each batch commits in its own transaction, so one channel's failure never touches
+    another's rows; the products are decoded once for all of them. Batches released meanwhile
+    are sent at the end, grouped again, so a full sync keeps sharing reads to its end. If this
+    process dies before that, the sweeper sends them (they are marked enqueued).
+    """
+    held: list[tuple[int, datetime | None, str | None]] = []
+    local = replace(ctx, held=held)
+    cache: dict[str, MirrorRow] = {}
+    try:
+        for batch_id in batch_ids:
+            publish_batch(local, batch_id, cache)
+    finally:
+        ctx.send_grouped(held)
+
+
+def publish_batch(
+    ctx: SyncContext, batch_id: int, cache: dict[str, MirrorRow] | None = None
+) -> None:
+    """Process one batch (idempotent: a redelivered message finds the batch done)."""
     with session_scope() as session:
         batch = repo.get_batch(session, batch_id)
         if batch is None or batch.status == "done":
@@ -285,7 +319,7 @@ def publish_batch(ctx: SyncContext, batch_id: int) -> None:
         except ChannelUnavailable as exc:
             _stop_run(session, ctx, run, FAILED, f"channel unavailable: {exc}")
             return
-        res = publish_units(session, ctx, rt, run.id, list(batch.skus), batch.attempt)
+        res = publish_units(session, ctx, rt, run.id, list(batch.skus), batch.attempt, cache)
         run = repo.add_counts(
             session,
             run.id,

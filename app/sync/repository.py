@@ -233,7 +233,10 @@ def create_batches(
     *,
     attempt: int = 1,
     not_before: datetime | None = None,
+    group_key: str | None = None,
 ) -> list[int]:
+    """Pending batches, one per SKU list; with ``group_key``, batch i is keyed ``key:i`` so
+    the same chunk of other channels (planned with the same key) travels with it."""
     if not sku_lists:
         return []
     batches = [
@@ -244,8 +247,9 @@ def create_batches(
             status=BATCH_PENDING,
             attempt=attempt,
             not_before=not_before,
+            group_key=f"{group_key}:{i}" if group_key else None,
         )
-        for skus in sku_lists
+        for i, skus in enumerate(sku_lists)
         if skus
     ]
     session.add_all(batches)
@@ -253,9 +257,10 @@ def create_batches(
     return [b.id for b in batches]
 
 
-def release_batches(
-    session: Session, run_id: uuid.UUID, cap: int, now: datetime
-) -> list[tuple[int, datetime | None]]:
+Released = tuple[int, "datetime | None", "str | None"]  # (batch id, not_before, group key)
+
+
+def release_batches(session: Session, run_id: uuid.UUID, cap: int, now: datetime) -> list[Released]:
     """Move pending batches to enqueued while fewer than ``cap`` are in flight.
 
     The caller holds the run row lock, so two transactions cannot both see room for the same
@@ -270,7 +275,7 @@ def release_batches(
     if room <= 0:
         return []
     q = (
-        select(SyncBatch.id, SyncBatch.not_before)
+        select(SyncBatch.id, SyncBatch.not_before, SyncBatch.group_key)
         .where(SyncBatch.run_id == run_id, SyncBatch.status == BATCH_PENDING)
         .order_by(SyncBatch.id)
         .limit(room)
@@ -286,7 +291,7 @@ def release_batches(
         .where(SyncBatch.id.in_(ids))
         .values(status=BATCH_ENQUEUED, enqueued_at=now)
     )
-    return [(r.id, r.not_before) for r in rows]
+    return [(r.id, r.not_before, r.group_key) for r in rows]
 
 
 def get_batch(session: Session, batch_id: int) -> SyncBatch | None:

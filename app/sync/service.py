@@ -25,7 +25,7 @@ from app.sync.models import (
     RUNNING,
     SyncRun,
 )
-from app.sync.publish import finalize_if_done, publish_batch, start_catchup
+from app.sync.publish import finalize_if_done, publish_batch, publish_batches, start_catchup
 
 log = get_logger("pimsync.sync")
 
@@ -34,6 +34,7 @@ __all__ = [
     "fail_ingest",
     "ingest_slice",
     "publish_batch",
+    "publish_batches",
     "replay_dead_letters",
     "republish",
     "start_catchup",
@@ -170,7 +171,7 @@ def sweep(ctx: SyncContext) -> dict[str, int]:
         ids = repo.stale_enqueued_batches(session, stale)
         repo.touch_batches(session, ids, now)
         for batch_id in ids:
-            after_commit(session, lambda b=batch_id: ctx.dispatcher.publish(b))
+            after_commit(session, lambda b=batch_id: ctx.dispatcher.publish([b]))
         out["batches"] = len(ids)
         for lock in repo.expired_locks(session, now):
             if not lock.name.startswith("ingest-run:"):

@@ -94,8 +94,9 @@ def test_icecat_completeness_matches_an_independent_count(icecat_dir: Path):
     products = [parse_product(item) for page in source.iter_pages() for item in page.items]
     assert len(products) == 1239
     report = completeness_report(products, channels, defs)
-    ours = {c: {loc: st.complete for loc, st in locs.items()} for c, locs in
-            report.channels.items()}
+    ours = {
+        c: {loc: st.complete for loc, st in locs.items()} for c, locs in report.channels.items()
+    }
     assert ours == independent_complete_counts(icecat_dir)
     assert ours == EXPECTED_COMPLETE
     for locs in report.channels.values():

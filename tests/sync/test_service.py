@@ -179,7 +179,7 @@ def test_killed_run_disables_nothing(harness, monkeypatch):
     # queue is lost with it.
     for _ in range(3):
         name, args = harness.dispatcher.queue.popleft()
-        getattr(service, {"ingest": "ingest_slice", "publish": "publish_batch"}[name])(
+        getattr(service, {"ingest": "ingest_slice", "publish": "publish_batches"}[name])(
             harness.ctx, args[0]
         )
     harness.dispatcher.queue.clear()
@@ -460,3 +460,26 @@ def test_engine_runs_on_sqlite_too(sqlite_harness):
     sqlite_harness.source.remove(sku)
     run_id = sqlite_harness.full()
     assert {s for (c, s), r in sqlite_harness.rows().items() if r.status == "orphan"} == {sku}
+
+
+def test_full_sync_reads_each_product_once_for_all_channels(harness, monkeypatch):
+    """One message per page group carries every channel's batch: the mirror is decoded once."""
+    import app.pim.repository as pim_repo
+    from app.config import reset_settings_cache
+
+    monkeypatch.setenv("PIMSYNC_PUBLISH_BATCH_SIZE", "20")
+    reset_settings_cache()
+    harness.reload_settings()
+    loaded = Counter()
+    real = pim_repo.load_products
+
+    def counting(session, identifiers):
+        loaded.update(identifiers)
+        return real(session, identifiers)
+
+    monkeypatch.setattr(pim_repo, "load_products", counting)
+    harness.full()
+    publishes = [args[0] for name, args in harness.dispatcher.sent if name == "publish"]
+    assert publishes and all(len(ids) == 4 for ids in publishes)  # 4 channels per message
+    assert set(loaded) == set(harness.source.products)
+    assert max(loaded.values()) == 1  # decoded once, whatever the number of channels

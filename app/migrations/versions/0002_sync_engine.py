@@ -25,6 +25,7 @@ def upgrade() -> None:
         sa.Column("channel", sa.String(64), nullable=False),
         sa.Column("skus", sa.JSON(), nullable=False),
         sa.Column("status", sa.String(10), nullable=False),
+        sa.Column("group_key", sa.String(80)),
         sa.Column("attempt", sa.Integer(), nullable=False),
         sa.Column("enqueued_at", UTCDateTime()),
         sa.Column("done_at", UTCDateTime()),
