@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from app.pim.catalog import IDENTIFIER_TYPE, MEDIA_TYPES, PRICE_TYPE, CatalogDefinitions
+from app.yamlio import load_yaml
 
 DOMAINS = (
     "identity",
@@ -166,17 +167,26 @@ def load_ownership(path: Path | str | None) -> OwnershipTable:
         return OwnershipTable()
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = load_yaml(path.read_text(encoding="utf-8")) or {}
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise OwnershipConfigError(f"cannot read ownership table {path}: {exc}") from None
     if not isinstance(data, dict):
         raise OwnershipConfigError(
             f"{path}: expected a mapping with `owners:` and `attribute_domains:`"
         )
+    unknown = set(data) - {"owners", "attribute_domains", "sources"}
+    if unknown:
+        raise OwnershipConfigError(
+            f"{path}: unknown key(s) {', '.join(sorted(map(str, unknown)))} "
+            "(expected owners, attribute_domains, sources)"
+        )
     for section, what in (("owners", "its source"), ("attribute_domains", "code patterns")):
         if not isinstance(data.get(section) or {}, dict):
             raise OwnershipConfigError(f"{path}: `{section}` must map each domain to {what}")
     owners = dict(DEFAULT_OWNERS)
+    # Systems of record beyond the usual ones must be declared: a typo (`pimm`) would
+    # otherwise make every PIM attribute foreign.
+    known_sources = set(SOURCES) | {str(x) for x in _as_list(data.get("sources"))}
     for domain, source in (data.get("owners") or {}).items():
         if domain not in DOMAINS:
             raise OwnershipConfigError(
@@ -184,6 +194,11 @@ def load_ownership(path: Path | str | None) -> OwnershipTable:
             )
         if not isinstance(source, str) or not source:
             raise OwnershipConfigError(f"{path}: domain {domain!r} needs one owning source")
+        if source not in known_sources:
+            raise OwnershipConfigError(
+                f"{path}: domain {domain!r} owned by unknown source {source!r} (known: "
+                f"{', '.join(sorted(known_sources))}; declare others under `sources:`)"
+            )
         owners[domain] = source
     attr_domains = dict(DEFAULT_ATTRIBUTE_DOMAINS)
     for domain, patterns in (data.get("attribute_domains") or {}).items():

@@ -1121,7 +1121,8 @@ def main() -> None:
     def interrupted(signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
-    signal.signal(signal.SIGTERM, interrupted)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, interrupted)
     # the engine's structured logs (start_full, ...) go to stderr: stdout is the report
     from app.logging import configure_logging
 

@@ -80,7 +80,9 @@ def _price_complete(data: object, currencies: tuple[str, ...]) -> bool:
     if not isinstance(data, list):
         return False
     have = {
-        p.get("currency") for p in data if isinstance(p, dict) and p.get("amount") not in (None, "")
+        p.get("currency")
+        for p in data
+        if isinstance(p, dict) and not is_empty({"amount": p.get("amount")})
     }
     return all(c in have for c in currencies)
 

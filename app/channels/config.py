@@ -29,6 +29,7 @@ from pydantic import (
 )
 
 from app.pim.catalog import CatalogDefinitions
+from app.yamlio import load_yaml
 
 CODE_RE = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 LOCALE_RE = re.compile(r"^[a-z]{2,3}(_[A-Za-z0-9]{2,8})*$")
@@ -179,7 +180,8 @@ class ChannelConfig(_Strict):
         return hit
 
     def _match_scope(self, attribute: str) -> bool:
-        included = False
+        # Only exclusions (["!price"]) means everything but those.
+        included = all(p.startswith("!") for p in self.attribute_scope)
         for pat in self.attribute_scope:
             if pat.startswith("!"):
                 if fnmatch.fnmatchcase(attribute, pat[1:]):
@@ -281,25 +283,6 @@ def parse_channels(data: Any, source: str = "<config>") -> dict[str, ChannelConf
     return channels
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """``yaml.safe_load`` that refuses a key given twice (a channel defined twice, two
-    ``currency:`` lines...) instead of silently keeping the last one, as TOML does."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _value in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue  # `<<: *defaults` may be overridden on purpose
-            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
-            if isinstance(key, (str, int, float, bool)) or key is None:
-                if key in seen:
-                    raise yaml.constructor.ConstructorError(
-                        None, None, f"{key!r} is defined twice", key_node.start_mark
-                    )
-                seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
 def load_channels(path: Path | str) -> dict[str, ChannelConfig]:
     path = Path(path)
     try:
@@ -311,7 +294,7 @@ def load_channels(path: Path | str) -> dict[str, ChannelConfig]:
     except UnicodeDecodeError as exc:
         raise ChannelConfigError(f"cannot read channel configuration {path}: {exc}") from None
     try:
-        data = tomllib.loads(text) if path.suffix == ".toml" else yaml.load(text, _UniqueKeyLoader)
+        data = tomllib.loads(text) if path.suffix == ".toml" else load_yaml(text)
     except (yaml.YAMLError, tomllib.TOMLDecodeError) as exc:
         raise ChannelConfigError(
             f"{path}: not valid {path.suffix.lstrip('.').upper()}: {exc}"
@@ -323,13 +306,19 @@ def channels_from_pim(defs: CatalogDefinitions) -> dict[str, ChannelConfig]:
     """Akeneo's own channels as pimsync channels: its locales, currencies, tree, family rules."""
     out: dict[str, ChannelConfig] = {}
     for pim in defs.channels.values():
-        out[pim.code] = ChannelConfig(
-            code=pim.code,
-            label=pim.labels.get("en_US", pim.code),
-            pim_scope=pim.code,
-            locales=tuple(LocaleConfig(code=loc) for loc in pim.locales),
-            currencies=pim.currencies,
-            completeness=CompletenessConfig(family_requirements=True),
-            category_tree=None,
-        )
+        try:
+            out[pim.code] = ChannelConfig(
+                code=pim.code,
+                label=pim.labels.get("en_US", pim.code),
+                pim_scope=pim.code,
+                locales=tuple(LocaleConfig(code=loc) for loc in pim.locales),
+                currencies=pim.currencies,
+                completeness=CompletenessConfig(family_requirements=True),
+                category_tree=None,
+            )
+        except ValidationError as exc:
+            raise ChannelConfigError(
+                f"the PIM's channel {pim.code!r} cannot be used: "
+                f"{_format_validation(pim.code, exc)}"
+            ) from None
     return out

@@ -49,9 +49,19 @@ def _attribute_value(
     for locale in locales:
         for sc in (scope,) if adef is not None else (None, channel.pim_scope):
             data = product.value(f.attribute, locale, sc)
-            if data is not MISSING:
+            if not is_empty(data):  # an empty de_AT value falls back to de_DE, as in mapping
                 return data
     return MISSING
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equality as a catalog means it: "12.5000" equals 12.5, but 1 is not True."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b if isinstance(a, bool) and isinstance(b, bool) else False
+    if a == b:
+        return True
+    left, right = _number(a), _number(b)
+    return left is not None and right is not None and left == right
 
 
 def _attribute_passes(data: Any, f: AttributeFilter) -> bool:
@@ -66,7 +76,7 @@ def _attribute_passes(data: Any, f: AttributeFilter) -> bool:
     if op in ("eq", "ne", "in", "not_in"):
         values = f.value if op in ("in", "not_in") else [f.value]
         candidates = data if isinstance(data, list) else [data]
-        hit = any(c in values for c in candidates)
+        hit = any(_same(c, v) for c in candidates for v in values)
         return hit if op in ("eq", "in") else not hit
     left, right = _number(data), _number(f.value)
     if left is None or right is None:

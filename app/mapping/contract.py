@@ -20,13 +20,27 @@ from typing import Any, Literal
 
 import orjson
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from app.mapping.errors import ContractError
+from app.yamlio import load_yaml
 
 UnmappedStrategy = Literal["skip", "warn", "fail"]
 _TARGET_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_{][A-Za-z0-9_{}]*)*$|^\{attribute\}$")
 _FILE_RE = re.compile(r"^v(\d+)\.(ya?ml|toml)$")
+
+
+def _code(key: Any) -> str:
+    if isinstance(key, bool):
+        return "true" if key else "false"
+    return str(key)
 
 
 class MappingSpec(BaseModel):
@@ -65,6 +79,17 @@ class Contract(BaseModel):
     @property
     def key(self) -> str:
         return f"{self.id}@{self.version}"
+
+    @field_validator("lookups", mode="before")
+    @classmethod
+    def _string_keys(cls, value: Any) -> Any:
+        # Option codes are strings; YAML turns `yes`, `no`, `1` into booleans and numbers.
+        if isinstance(value, dict):
+            return {
+                name: {_code(k): v for k, v in table.items()} if isinstance(table, dict) else table
+                for name, table in value.items()
+            }
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> Contract:
@@ -105,6 +130,11 @@ class Contract(BaseModel):
                     raise ValueError(f"{where}: localized lookup needs a known `table`")
             if "{attribute}" in m.target and not m.is_glob:
                 raise ValueError(f"{where}: {{attribute}} in a target needs a glob `pim`")
+            if m.is_glob and "{attribute}" not in m.target:
+                raise ValueError(
+                    f"{where}: a glob mapping needs {{attribute}} in its target, or every "
+                    "matching attribute would overwrite the same field"
+                )
             if m.is_glob and m.required:
                 raise ValueError(f"{where}: a glob mapping cannot be required")
             if not m.is_glob:
@@ -217,7 +247,7 @@ def parse_contract(data: Any, source: str = "<contract>") -> Contract:
 def load_contract_file(path: Path) -> Contract:
     try:
         text = path.read_text(encoding="utf-8")
-        data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+        data = tomllib.loads(text) if path.suffix == ".toml" else load_yaml(text)
     except (OSError, UnicodeDecodeError, yaml.YAMLError, tomllib.TOMLDecodeError) as exc:
         raise ContractError(f"cannot read contract {path}: {exc}") from None
     contract = parse_contract(data, str(path))
@@ -247,7 +277,9 @@ class ContractStore:
             raise ContractError(f"contracts folder {root} not found")
         found: dict[tuple[str, int], Contract] = {}
         for path in sorted(root.rglob("*")):
-            if path.suffix not in (".yaml", ".yml", ".toml") or not path.is_file():
+            # Only <id>/v<N>.yaml (or .toml) are contract versions; a README.yaml or an
+            # editor's backup file beside them is not read.
+            if not path.is_file() or not _FILE_RE.match(path.name):
                 continue
             contract = load_contract_file(path)
             key = (contract.id, contract.version)

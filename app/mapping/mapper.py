@@ -71,7 +71,8 @@ def _empty(data: Any) -> bool:
     if cls is list:
         return not data
     if cls is dict:
-        return data.get("amount") in (None, "")
+        amount = data.get("amount")
+        return amount is None or (amount.__class__ is str and not amount.strip())
     return False
 
 
@@ -105,7 +106,7 @@ def _pick(
     for sc in (scope, None):
         for loc in (*chain, None):
             data = _find(entries, loc, sc)
-            if data is not MISSING:
+            if data is not MISSING and not _empty(data):
                 return data
     return MISSING
 
@@ -168,8 +169,8 @@ class MappingPlan:
         adef = self.defs.attributes.get(attr)
         if not self.channel.in_attribute_scope(attr):
             return _AttrPlan(_SKIP)
-        if adef is not None and adef.type == IDENTIFIER_TYPE:
-            return _AttrPlan(_SKIP)  # the SKU is the document's key, not a value to map
+        if adef is not None and adef.type == IDENTIFIER_TYPE and not self.contract.exact.get(attr):
+            return _AttrPlan(_SKIP)  # the SKU is the document's key: mapped only if asked
         if self.ownership is not None:
             sample = entries[0].get("data") if entries else None
             domain = self.ownership.attribute_domain(attr, adef.type if adef else None, sample)
@@ -259,7 +260,7 @@ class MappingPlan:
                         elif cls is list:
                             if not data:
                                 continue
-                        elif cls is dict and data.get("amount") in (None, ""):
+                        elif cls is dict and _empty(data):
                             continue
                         fn = step.fn
                         if fn is None:
@@ -313,7 +314,7 @@ class MappingPlan:
             raise DriftError(product.identifier, self.contract.key, sorted(unmapped))
         return MapResult(
             doc=doc,
-            drift=unmapped if strategy == "warn" else [],
+            drift=sorted(unmapped) if strategy == "warn" else [],
             missing_required=missing_required,
             violations=violations,
         )

@@ -73,6 +73,8 @@ def register_computed(name: str) -> Callable[[ComputedFn], ComputedFn]:
 def _decimal(value: Any) -> Decimal | None:
     if isinstance(value, bool):
         return None
+    if isinstance(value, str) and ("_" in value or not value.strip().isascii()):
+        return None  # Decimal accepts "1_000" and "١٢"; a catalog value with them is an error
     if isinstance(value, (int, float, str)):
         try:
             d = Decimal(str(value).strip())
@@ -215,7 +217,13 @@ def number(data: Any, ctx: TransformContext, spec: MappingSpec) -> int | float:
     q = _quantize(d, precision)
     if q is None:
         ctx.fail(data, f"number too large for {precision} decimal places")
+    # JSON consumers (and orjson) stop at 64-bit integers; a float keeps ~15 digits.
+    if abs(q) >= _INT64:
+        ctx.fail(data, "number out of range (beyond 64-bit)")
     return int(q) if precision == 0 else float(q)
+
+
+_INT64 = Decimal(2**63)
 
 
 @register_transform("price")
@@ -272,7 +280,29 @@ def auto_transform_name(adef: AttributeDef | None, data: Any) -> str:
 _SLUG_STRIP = re.compile(r"[^a-z0-9]+")
 
 
+# Letters NFKD does not decompose into ASCII (German, Nordic, Polish, Croatian, Icelandic).
+_TRANSLITERATE = str.maketrans(
+    {
+        "ß": "ss",
+        "ẞ": "SS",
+        "æ": "ae",
+        "Æ": "AE",
+        "ø": "o",
+        "Ø": "O",
+        "ł": "l",
+        "Ł": "L",
+        "đ": "d",
+        "Đ": "D",
+        "þ": "th",
+        "Þ": "Th",
+        "œ": "oe",
+        "Œ": "OE",
+    }
+)
+
+
 def slugify(text: str) -> str:
+    text = text.translate(_TRANSLITERATE)
     ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
     return _SLUG_STRIP.sub("-", ascii_text.lower()).strip("-")
 

@@ -27,8 +27,8 @@ class PimProduct(Base):
     # json (not jsonb) on PostgreSQL: stored verbatim, cheaper to write and read back whole.
     raw: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
     content_hash: Mapped[str] = mapped_column(String(32), nullable=False)
-    # Position in the mirror's change log: the transaction id that last changed the content
-    # (PostgreSQL) or a counter (SQLite). Channels catch up from it.
+    # Position in the mirror's change log (see pim.repository.change_token): channels catch
+    # up from it, each on its own marker.
     change_seq: Mapped[int] = mapped_column(BigInteger, nullable=False)
     ingested_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
@@ -58,7 +58,7 @@ class PimProductModel(Base):
 
 
 class MirrorClock(Base):
-    """SQLite only: the change counter PostgreSQL gets from transaction ids."""
+    """The mirror's change counter: positions handed out in commit order (one row)."""
 
     __tablename__ = "mirror_clock"
 

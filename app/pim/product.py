@@ -54,6 +54,8 @@ class Product:
     values: dict[str, list[dict[str, Any]]]
     root_parent: str | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    # ``raw`` as JSON, when the ingest already encoded it (the mirror stores it as is)
+    encoded: bytes | None = field(default=None, repr=False)
 
     @classmethod
     def trusted(cls, raw: dict[str, Any], identifier: str) -> Product:
@@ -102,7 +104,8 @@ def is_empty(data: Any) -> bool:
     if isinstance(data, list):
         return len(data) == 0
     if isinstance(data, dict):
-        return data.get("amount") in (None, "")
+        amount = data.get("amount")
+        return amount is None or (isinstance(amount, str) and not amount.strip())
     return False
 
 
@@ -210,6 +213,10 @@ def parse_product(raw: Any, identifier_attribute: str = "sku") -> Product:
         raise ProductParseError(ref, "values", f"more than {MAX_ATTRIBUTES} attributes")
     _SCALARS = _SCALAR_TYPES
     for attribute, entries in values.items():
+        if attribute.__class__ is not str or not attribute or len(attribute) > 255:
+            raise ProductParseError(
+                ref, f"values.{attribute!r}", "attribute codes are 1-255 characters"
+            )
         if entries.__class__ is not list:
             raise ProductParseError(ref, f"values.{attribute}", "must be a list of values")
         for i, entry in enumerate(entries):

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, func, or_, select, text, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.db import dialect_insert, is_postgres
@@ -30,12 +30,14 @@ class MirrorRow:
 def change_token(session: Session) -> int:
     """This transaction's position in the mirror's change log.
 
-    PostgreSQL: the transaction id (xid8). A reader that stops below the oldest transaction
-    still in progress (``high_watermark``) never skips a change committed later with a smaller
-    number, which a plain sequence cannot promise. SQLite (one writer at a time): a counter.
+    Taken from a one-row counter that the transaction keeps locked until it commits, so
+    positions are handed out in commit order: a reader that stops at the counter's committed
+    value never skips a change that commits later with a smaller number. (PostgreSQL's
+    transaction ids would avoid the lock but need the cluster-wide oldest running
+    transaction as the reader's limit: one long transaction in any database of the cluster
+    would then hold every channel's delta back.) Mirror writers are short and few (the PIM
+    read, events, replays), so queueing on the counter costs little.
     """
-    if is_postgres(session):
-        return int(session.execute(text("SELECT pg_current_xact_id()::text::bigint")).scalar_one())
     token = session.info.get("mirror_change_token")
     if token is None:
         updated = session.execute(
@@ -45,22 +47,21 @@ def change_token(session: Session) -> int:
             .returning(MirrorClock.value)
         ).scalar_one_or_none()
         if updated is None:
-            session.add(MirrorClock(id=1, value=1))
-            session.flush()
-            updated = 1
+            insert = dialect_insert(session)
+            session.execute(insert(MirrorClock).values(id=1, value=0).on_conflict_do_nothing())
+            updated = session.execute(
+                update(MirrorClock)
+                .where(MirrorClock.id == 1)
+                .values(value=MirrorClock.value + 1)
+                .returning(MirrorClock.value)
+            ).scalar_one()
         token = int(updated)
         session.info["mirror_change_token"] = token
     return token
 
 
 def high_watermark(session: Session) -> int:
-    """Every change with a token below this is committed or rolled back: safe to read up to it."""
-    if is_postgres(session):
-        return int(
-            session.execute(
-                text("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
-            ).scalar_one()
-        )
+    """Every change with a position below this has committed: safe to read up to it."""
     value = session.execute(select(MirrorClock.value).where(MirrorClock.id == 1)).scalar()
     return int(value or 0) + 1
 
@@ -96,6 +97,7 @@ def upsert_products(
                 "enabled": product.enabled,
                 "updated": product.updated,
                 "raw": product.raw,
+                "encoded": product.encoded,
                 "content_hash": digest,
                 "change_seq": token,
                 "ingested_at": now,
@@ -138,6 +140,8 @@ def upsert_products(
             "last_seen_run": ex.last_seen_run,
         },
     ).returning(t.c.identifier, t.c.change_seq)
+    for r in rows:
+        del r["encoded"]  # SQLite: SQLAlchemy's JSON type encodes `raw` itself
     result = session.execute(stmt, rows)
     return {ident for ident, seq in result.all() if seq == token}
 
@@ -186,7 +190,7 @@ def _upsert_products_pg(session: Session, rows: list[dict[str, Any]], token: int
                 r["root_parent_key"],
                 r["enabled"],
                 r["updated"],
-                orjson.dumps(r["raw"]).decode(),
+                (r["encoded"] or orjson.dumps(r["raw"])).decode(),
                 r["content_hash"],
                 token,
                 r["ingested_at"],

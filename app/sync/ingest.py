@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
@@ -22,7 +23,13 @@ from app.logging import get_logger
 from app.mapping import repository as mapping_repo
 from app.mapping.repository import Tally
 from app.pim import repository as pim_repo
-from app.pim.product import Product, ProductParseError, content_hash, parse_product
+from app.pim.product import (
+    MAX_PRODUCT_BYTES,
+    Product,
+    ProductParseError,
+    content_hash,
+    parse_product,
+)
 from app.pim.source import Page
 from app.sync import repository as repo
 from app.sync.context import SyncContext
@@ -156,10 +163,26 @@ def _parse_page(
     for item in page.items:
         try:
             product = parse_product(item, identifier_attribute)
+            product.encoded = orjson.dumps(product.raw)
+            if len(product.encoded) > MAX_PRODUCT_BYTES:
+                raise ProductParseError(
+                    product.identifier,
+                    "<root>",
+                    f"{len(product.encoded):,} bytes, more than {MAX_PRODUCT_BYTES:,}",
+                )
+            digest = content_hash(product.raw)
         except ProductParseError as exc:
             bad.append((exc.product_ref, str(exc)))
             continue
-        good.append((product, content_hash(product.raw)))
+        except (TypeError, ValueError) as exc:  # orjson: integers beyond 64 bits and the like
+            bad.append(
+                (
+                    item.get("identifier") or "?" if isinstance(item, dict) else "?",
+                    f"cannot be stored as JSON: {exc}",
+                )
+            )
+            continue
+        good.append((product, digest))
     for err in page.errors:
         bad.append(("?", err))
     return good, bad

@@ -208,10 +208,11 @@ def test_required_attribute_outside_the_attribute_scope_is_not_missing() -> None
 
 
 def test_required_identifier_mapping() -> None:
-    # The identifier is never mapped as a value (the document's key is added by the unit),
-    # so a contract that requires it reports it missing on every product.
+    # The identifier is not drift when unmapped, but a contract may map it explicitly.
     result = mapped({"sku": [v(SKU)]}, [{"pim": "sku", "target": "number", "required": True}])
-    assert result.doc == {} and result.missing_required == ["sku"]
+    assert result.doc == {"number": SKU} and result.missing_required == []
+    unmapped = mapped({"sku": [v(SKU)]}, [{"pim": "name", "target": "title"}], unmapped="warn")
+    assert unmapped.drift == [] and unmapped.doc == {}
 
 
 # --- drift ---------------------------------------------------------------------------------------
@@ -235,7 +236,7 @@ def test_drift_skip_records_nothing() -> None:
 
 def test_drift_warn_returns_the_unmapped_attributes() -> None:
     result = mapped(DRIFT_VALUES, DRIFT_MAPPINGS, unmapped="warn")
-    assert result.drift == ["ean", "rating", "internal_note", "internal_code"]
+    assert result.drift == ["ean", "internal_code", "internal_note", "rating"]  # sorted
     assert result.doc == {"title": {"de_DE": "Fernseher"}}
 
 
