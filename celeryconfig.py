@@ -53,7 +53,14 @@ worker_hijack_root_logger = False
 
 QUEUE_SYNC = "sync"
 QUEUE_PUBLISH = "publish"
-EVENT_QUEUES = ("events.catalog", "events.pricing", "events.inventory", "events.media")
+EVENT_QUEUES = (
+    "events.pim",
+    "events.catalog",
+    "events.pricing",
+    "events.inventory",
+    "events.media",
+)
+ALL_QUEUES = (QUEUE_SYNC, QUEUE_PUBLISH, *EVENT_QUEUES)
 
 
 def _queue(name: str) -> Queue:
@@ -69,6 +76,8 @@ task_default_routing_key = QUEUE_SYNC
 task_routes = {
     "sync.*": {"queue": QUEUE_SYNC},
     "publish.*": {"queue": QUEUE_PUBLISH},
+    "pages.*": {"queue": QUEUE_SYNC},
+    "events.pim.*": {"queue": "events.pim"},
     "events.catalog.*": {"queue": "events.catalog"},
     "events.pricing.*": {"queue": "events.pricing"},
     "events.inventory.*": {"queue": "events.inventory"},
@@ -99,4 +108,9 @@ beat_schedule = {
         "kwargs": {"trigger": "beat"},
     },
     "sweep": {"task": "sync.sweep", "schedule": 60.0},
+    "reconcile": {
+        "task": "pages.reconcile",
+        "schedule": _cron(_settings.reconcile_cron),
+        "kwargs": {"trigger": "beat"},
+    },
 }

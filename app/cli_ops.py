@@ -295,7 +295,10 @@ def drift(limit: int = typer.Option(50, min=1)) -> None:
 @app.command()
 @friendly
 def worker(
-    queues: str = typer.Option("sync,publish", help="Comma-separated queues to consume."),
+    queues: str = typer.Option(
+        "sync,publish,events.pim,events.catalog,events.pricing,events.inventory,events.media",
+        help="Comma-separated queues to consume (split them across worker groups to scale).",
+    ),
     concurrency: int = typer.Option(2, min=1, help="Worker processes."),
     loglevel: str = typer.Option("info"),
 ) -> None:
@@ -333,3 +336,48 @@ def demo() -> None:
     from app.cli_demo import run_demo
 
     run_demo(console)
+
+
+@app.command()
+@friendly
+def web(
+    host: str = typer.Option("127.0.0.1"),
+    port: int = typer.Option(8000),
+    workers: int = typer.Option(1, min=1, help="uvicorn worker processes."),
+) -> None:
+    """Serve the HTTP app: webhooks, event intake, product page reads, health, metrics."""
+    import uvicorn
+
+    uvicorn.run(
+        "app.web.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="info",
+        access_log=False,
+    )
+
+
+@app.command()
+@friendly
+def reconcile(
+    domain: list[str] = typer.Option(
+        None,
+        "--domain",
+        "-d",
+        help="catalog, pricing, inventory or media (default: all with a snapshot, and catalog).",
+    ),
+) -> None:
+    """Rebuild product pages from each domain's snapshot; print what was corrected."""
+    from app.pages.service import reconcile as run_reconcile
+    from app.sync.runtime import REGISTRY
+
+    settings = _context().settings
+    REGISTRY.channels(settings)
+    run = run_reconcile(settings, domain or None)
+    corrected = (run.details or {}).get("corrected", {})
+    t = Table("domain", "documents corrected", title=f"reconcile {run.id}")
+    for d, n in corrected.items():
+        t.add_row(d, str(n))
+    console.print(t)

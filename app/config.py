@@ -83,8 +83,16 @@ class Settings(BaseSettings):
     webhook_secret_secondary: SecretStr = SecretStr("")
     webhook_max_age_seconds: int = Field(300, ge=1)
     webhook_max_body_bytes: int = Field(1_048_576, ge=1024)
+    # Events of one product within this window are applied once, with the newest state.
+    event_coalesce_seconds: float = Field(1.0, ge=0, le=300)
+    # Event Platform deliveries get 429 (they slow down) past this much pending work.
+    event_backlog_limit: int = Field(10_000, ge=1)
     api_token: SecretStr = SecretStr("")
-    event_source_tokens: dict[str, str] = Field(default_factory=dict)
+    # POST /events/{domain}: {source: token}; the token says which system is speaking.
+    event_source_tokens: dict[str, SecretStr] = Field(default_factory=dict)
+    # Reconciliation snapshots per domain: a JSON lines file or an HTTP URL.
+    snapshot_sources: dict[str, str] = Field(default_factory=dict)
+    snapshot_token: SecretStr = SecretStr("")
 
     # --- operations ---------------------------------------------------------------------------
     log_level: str = "INFO"

@@ -3,6 +3,7 @@
 from app.channels.models import ChannelProduct
 from app.db import Base
 from app.mapping.models import DriftEvent, OwnershipViolation
+from app.pages.models import PendingSku, ProductPage, WebhookEvent
 from app.pim.models import MirrorClock, PimDefinitions, PimProduct, PimProductModel
 from app.sync.models import DeadLetter, SyncBatch, SyncCursor, SyncLock, SyncRun
 
@@ -13,11 +14,14 @@ __all__ = [
     "DriftEvent",
     "MirrorClock",
     "OwnershipViolation",
+    "PendingSku",
     "PimDefinitions",
     "PimProduct",
     "PimProductModel",
+    "ProductPage",
     "SyncBatch",
     "SyncCursor",
     "SyncLock",
     "SyncRun",
+    "WebhookEvent",
 ]

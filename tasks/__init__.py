@@ -12,7 +12,7 @@ from app.config import get_settings
 from app.db import dispose_engines
 from app.logging import configure_logging
 
-celery_app = Celery("pimsync", include=["tasks.sync", "tasks.publish"])
+celery_app = Celery("pimsync", include=["tasks.sync", "tasks.publish", "tasks.events"])
 celery_app.config_from_object("celeryconfig")
 celery = celery_app  # `celery -A tasks` looks for this name
 

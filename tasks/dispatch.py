@@ -31,6 +31,14 @@ class CeleryDispatcher:
             "publish.units", args=[batch_ids], queue="publish", countdown=countdown or None
         )
 
+    def catalog_changed(self, channel: str, skus: list[str]) -> None:
+        celery_app.send_task("events.catalog.apply", args=[channel, skus], queue="events.catalog")
+
+    def pim_product(self, key: str, countdown: float = 0.0) -> None:
+        celery_app.send_task(
+            "events.pim.product", args=[key], queue="events.pim", countdown=countdown or None
+        )
+
 
 _lock = threading.Lock()
 _context: SyncContext | None = None
@@ -50,7 +58,6 @@ def process_context() -> SyncContext:
     with _lock:
         if _context is None:
             _context = SyncContext(get_settings(), CeleryDispatcher(), _source_factory)
-            _install_listeners(_context)
         return _context
 
 
@@ -63,13 +70,13 @@ def reset_process_context() -> None:
         _context, _source = None, None
 
 
-def _install_listeners(ctx: SyncContext) -> None:
-    """Hooks fed with every committed channel row change (catalog events)."""
-    try:
-        from app.pages.catalog import catalog_change_listener
-    except ImportError:  # the Product Page Service is optional at this stage
-        return
-    ctx.change_listeners.append(catalog_change_listener)
+def send_domain_events(domain: str, source: str, events: list[Any]) -> None:
+    """Domain events onto their own queue (events.pricing, events.inventory, events.media)."""
+    from app.web.events import serialise
+
+    celery_app.send_task(
+        f"events.{domain}.apply", args=[serialise(events), source], queue=f"events.{domain}"
+    )
 
 
 def send(name: str, *args: Any, **kwargs: Any) -> None:

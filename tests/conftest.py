@@ -36,6 +36,8 @@ def _unavailable(reason: str) -> None:
 def icecat_dir() -> Path:
     path = Path(os.environ.get("PIMSYNC_ICECAT_DIR", str(DEFAULT_ICECAT_DIR)))
     if not (path / "products.csv").exists():
+        if os.environ.get("PIMSYNC_REQUIRE_ICECAT") == "1":
+            pytest.fail(f"Akeneo icecat demo catalog not found at {path} (PIMSYNC_REQUIRE_ICECAT=1)")
         pytest.skip(
             f"Akeneo icecat demo catalog not found at {path}; set PIMSYNC_ICECAT_DIR to a copy "
             "of shared/data/akeneo-icecat to run these tests"
@@ -145,6 +147,9 @@ APP_TABLES = (
     "drift_event",
     "ownership_violation",
     "mirror_clock",
+    "product_page",
+    "webhook_event",
+    "pending_sku",
 )
 
 

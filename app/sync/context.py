@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -31,9 +31,17 @@ class Dispatcher(Protocol):
         """One message for these batches (same SKUs, different channels, or just one)."""
         ...
 
+    def catalog_changed(self, channel: str, skus: list[str]) -> None:
+        """Catalog events: these channel rows changed; project them onto product pages."""
+        ...
 
-# Called inside a publish transaction with the channel rows that changed (catalog events).
-ChangeListener = Callable[[Session, list[RowChange]], None]
+    def pim_product(self, key: str, countdown: float = 0.0) -> None:
+        """Apply a product's pending PIM events (after the coalescing window)."""
+        ...
+
+
+# Catalog events travel per channel in messages of at most this many SKUs.
+CATALOG_EVENT_CHUNK = 500
 
 
 @dataclass
@@ -42,7 +50,6 @@ class SyncContext:
     dispatcher: Dispatcher
     source_factory: Callable[[], PimSource]
     clock: Callable[[], datetime] = utcnow
-    change_listeners: list[ChangeListener] = field(default_factory=list)
     # When set, released batches are kept here instead of sent (see publish_batches).
     held: list[tuple[int, datetime | None, str | None]] | None = None
 
@@ -60,6 +67,23 @@ class SyncContext:
         base = self.settings.retry_backoff_base_seconds
         cap = self.settings.retry_backoff_max_seconds
         return random.uniform(0, min(cap, base * (2 ** max(0, attempt - 1))))
+
+    def notify_changes(self, session: Session, changes: list[RowChange]) -> None:
+        """Every committed channel_product change emits a catalog event, sent after commit."""
+        if not changes:
+            return
+        pending = session.info.get("catalog_changes")
+        if pending is None:
+            pending = session.info["catalog_changes"] = {}
+            after_commit(session, lambda: self._send_catalog(pending))
+        for change in changes:
+            pending.setdefault(change.channel, set()).add(change.sku)
+
+    def _send_catalog(self, pending: dict[str, set[str]]) -> None:
+        for channel, skus in sorted(pending.items()):
+            ordered = sorted(skus)
+            for i in range(0, len(ordered), CATALOG_EVENT_CHUNK):
+                self.dispatcher.catalog_changed(channel, ordered[i : i + CATALOG_EVENT_CHUNK])
 
     def enqueue_publish(
         self, session: Session, batches: list[tuple[int, datetime | None, str | None]]

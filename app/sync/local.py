@@ -30,6 +30,12 @@ class LocalDispatcher:
     def publish(self, batch_ids: list[int], countdown: float = 0.0) -> None:
         self._put("publish", (batch_ids,))
 
+    def pim_product(self, key: str, countdown: float = 0.0) -> None:
+        self._put("pim", (key,))
+
+    def catalog_changed(self, channel: str, skus: list[str]) -> None:
+        self._put("catalog", (channel, skus))
+
     def _put(self, name: str, args: tuple[Any, ...]) -> None:
         self.queue.append((name, args))
         self.sent.append((name, args))
@@ -47,6 +53,16 @@ def drain(ctx: SyncContext, max_steps: int = 1_000_000) -> int:
             service.ingest_slice(ctx, args[0])
         elif name == "publish":
             service.publish_batches(ctx, args[0])
+        elif name == "catalog":
+            from app.db import utcnow
+            from app.pages.service import apply_catalog
+
+            with session_scope() as session:
+                apply_catalog(session, args[0], args[1], utcnow())
+        elif name == "pim":
+            from app.sync.pim_events import process
+
+            process(ctx, args[0])
         elif name == "catch_up":
             with session_scope() as session:
                 service.start_catchup(session, ctx, args[0], args[2], args[1])

@@ -276,8 +276,7 @@ def publish_units(
             not_before=not_before,
         )
         res.retry_batches = ids
-    for listener in ctx.change_listeners:
-        listener(session, res.changes)
+    ctx.notify_changes(session, res.changes)
     return res
 
 
@@ -397,8 +396,7 @@ def finalize_if_done(session: Session, ctx: SyncContext, run: SyncRun) -> bool:
             session, run.channel or "", run.id, run.started_at, now
         )
         run.orphans_disabled = len(orphans)
-        for listener in ctx.change_listeners:
-            listener(session, orphans)
+        ctx.notify_changes(session, orphans)
         # Everything the mirror held before this run began is now published: the channel's
         # delta marker may skip it, unless a product failed (then the delta retries it).
         if run.failed == 0 and run.cursor_to:

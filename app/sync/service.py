@@ -178,6 +178,11 @@ def sweep(ctx: SyncContext) -> dict[str, int]:
                 _abandon(session, ctx, lock.run_id, f"its lease {lock.name!r} expired")
                 repo.release_lock(session, lock.name, lock.run_id)
                 out["abandoned"] += 1
+        from app.sync.pim_events import stale_pending
+
+        for key in stale_pending(session, stale):
+            after_commit(session, lambda k=key: ctx.dispatcher.pim_product(k))
+            out["pim_events"] = out.get("pim_events", 0) + 1
         for run in repo.running_runs(session):
             if run.channel is None and run.kind == "full":
                 children = repo.child_runs(session, run.id)

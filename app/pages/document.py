@@ -1,0 +1,59 @@
+"""The document the storefront reads, composed from one product_page row (pure)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.pages.models import DOMAINS, ProductPage
+
+
+def readiness(page: ProductPage) -> dict[str, bool]:
+    """Which domains have projected: a new SKU's catalog usually arrives before its price and
+    stock, and the storefront shows "contact for pricing" instead of a broken page."""
+    return {d: getattr(page, f"{d}_version") > 0 for d in DOMAINS}
+
+
+def in_stock(inventory: dict[str, Any] | None) -> bool:
+    if not inventory:
+        return False
+    if inventory.get("in_stock") is False or inventory.get("available") is False:
+        return False
+    quantity = inventory.get("quantity")
+    return not (isinstance(quantity, (int, float)) and quantity <= 0)
+
+
+def purchasable(page: ProductPage) -> bool:
+    ready = readiness(page)
+    return bool(
+        page.catalog_enabled
+        and ready["pricing"]
+        and ready["inventory"]
+        and in_stock(page.inventory)
+    )
+
+
+def versions(page: ProductPage) -> dict[str, int]:
+    return {d: int(getattr(page, f"{d}_version")) for d in DOMAINS}
+
+
+def etag(page: ProductPage) -> str:
+    """Changes exactly when the document does: every change bumps a domain's version."""
+    v = versions(page)
+    return '"' + ".".join(str(v[d]) for d in DOMAINS) + '"'
+
+
+def compose(page: ProductPage) -> dict[str, Any]:
+    return {
+        "sku": page.sku,
+        "channel": page.channel,
+        "catalog": page.catalog,
+        "pricing": page.pricing,
+        "inventory": page.inventory,
+        "media": page.media,
+        "readiness": readiness(page),
+        "purchasable": purchasable(page),
+        "enabled": page.catalog_enabled,
+        "status": page.catalog_status,
+        "versions": versions(page),
+        "updated_at": page.updated_at.isoformat(),
+    }

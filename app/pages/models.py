@@ -1,0 +1,66 @@
+"""``product_page``: one row per (channel, sku), a projection per domain with its version."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, Boolean, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.db import Base, JSONDoc, UTCDateTime
+
+DOMAINS = ("catalog", "pricing", "inventory", "media")
+
+
+class ProductPage(Base):
+    __tablename__ = "product_page"
+
+    channel: Mapped[str] = mapped_column(String(64), primary_key=True)
+    sku: Mapped[str] = mapped_column(String(255), primary_key=True)
+    # Each domain: its projection and the source version it was built from (0: none yet, so
+    # "ready" is version > 0). An event applies only if it is newer than what is stored.
+    catalog: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc)
+    catalog_version: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    catalog_enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    catalog_status: Mapped[str | None] = mapped_column(String(20))
+    pricing: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc)
+    pricing_version: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    inventory: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc)
+    inventory_version: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    media: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc)
+    media_version: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+
+
+class WebhookEvent(Base):
+    """Every PIM event id accepted once: a redelivered event is acknowledged and ignored."""
+
+    __tablename__ = "webhook_event"
+
+    event_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(60), nullable=False)
+    subject: Mapped[str | None] = mapped_column(String(255))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+
+
+class PendingSku(Base):
+    """Work for one product, coalesced: a burst of events leaves one row and one task.
+
+    ``key`` is the SKU, or ``uuid:<uuid>`` when the event carries only the product's uuid.
+    """
+
+    __tablename__ = "pending_sku"
+
+    key: Mapped[str] = mapped_column(String(300), primary_key=True)
+    action: Mapped[str] = mapped_column(String(20), nullable=False)  # upsert | remove
+    # The newest product payload the events carried (None: fetch it from the PIM).
+    product: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc)
+    event_time: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    events: Mapped[int] = mapped_column(BigInteger, nullable=False, default=1)
+    first_event_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    # Set when a task takes the work; the row goes only when that task commits (a task that
+    # dies leaves it for the sweeper), and only if no event arrived meanwhile.
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    claimed_events: Mapped[int | None] = mapped_column(BigInteger)
+    note: Mapped[str | None] = mapped_column(Text)

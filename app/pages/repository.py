@@ -1,0 +1,141 @@
+"""All SQL of the Product Page Service. Applying an event is one statement guarded by the
+stored version of its domain: out-of-order, duplicate and replayed events are no-ops, and
+concurrent writers of different domains never overwrite each other's columns."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.orm import Session
+
+from app.db import dialect_insert
+from app.pages.models import DOMAINS, ProductPage
+
+
+@dataclass(slots=True)
+class Projection:
+    """One domain's new state for one page."""
+
+    channel: str
+    sku: str
+    version: int
+    payload: dict[str, Any] | None
+    enabled: bool | None = None  # catalog only
+    status: str | None = None  # catalog only
+
+
+def apply_projections(
+    session: Session,
+    domain: str,
+    rows: Sequence[Projection],
+    now: datetime,
+    *,
+    repair: bool = False,
+) -> list[tuple[str, str]]:
+    """Write projections where they are newer than what is stored; returns the pages written.
+
+    With ``repair`` (reconciliation), a projection of the *same* version whose content
+    differs is written too: same version, same truth, so a corrupted document is corrected,
+    while a newer event that arrived meanwhile still wins.
+    """
+    if domain not in DOMAINS:
+        raise ValueError(f"unknown domain {domain!r}")
+    if not rows:
+        return []
+    # one row per page, the newest version
+    best: dict[tuple[str, str], Projection] = {}
+    for r in rows:
+        key = (r.channel, r.sku)
+        if key not in best or r.version > best[key].version:
+            best[key] = r
+    t = ProductPage.__table__
+    insert = dialect_insert(session)
+    stmt = insert(ProductPage)
+    ex = stmt.excluded
+    stored_version = t.c[f"{domain}_version"]
+    newer = stored_version < ex[f"{domain}_version"]
+    guard = newer
+    if repair:
+        same = stored_version == ex[f"{domain}_version"]
+        differs = t.c[domain].is_distinct_from(ex[domain])
+        if domain == "catalog":
+            differs = or_(differs, t.c.catalog_enabled != ex.catalog_enabled)
+        guard = or_(newer, and_(same, differs))
+    updates: dict[str, Any] = {
+        domain: ex[domain],
+        f"{domain}_version": ex[f"{domain}_version"],
+        "updated_at": ex.updated_at,
+    }
+    if domain == "catalog":
+        updates.update(catalog_enabled=ex.catalog_enabled, catalog_status=ex.catalog_status)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[t.c.channel, t.c.sku], set_=updates, where=guard
+    ).returning(t.c.channel, t.c.sku)
+    params = []
+    for r in sorted(best.values(), key=lambda r: (r.channel, r.sku)):  # one lock order
+        row = {
+            "channel": r.channel,
+            "sku": r.sku,
+            "updated_at": now,
+            "catalog_version": 0,
+            "catalog_enabled": False,
+            "pricing_version": 0,
+            "inventory_version": 0,
+            "media_version": 0,
+        }
+        row[domain] = r.payload
+        row[f"{domain}_version"] = r.version
+        if domain == "catalog":
+            row["catalog_enabled"] = bool(r.enabled)
+            row["catalog_status"] = r.status
+        params.append(row)
+    return [(c, s) for c, s in session.execute(stmt, params).all()]
+
+
+def get_page(session: Session, channel: str, sku: str) -> ProductPage | None:
+    """The storefront's read: one primary-key lookup of one row."""
+    return session.execute(
+        select(ProductPage).where(ProductPage.channel == channel, ProductPage.sku == sku)
+    ).scalar_one_or_none()
+
+
+def list_pages(session: Session, channel: str, after: str | None, limit: int) -> list[ProductPage]:
+    q = select(ProductPage).where(ProductPage.channel == channel, ProductPage.catalog_version > 0)
+    if after is not None:
+        q = q.where(ProductPage.sku > after)
+    return list(session.execute(q.order_by(ProductPage.sku).limit(limit)).scalars())
+
+
+def readiness_counts(session: Session) -> dict[str, dict[str, int]]:
+    """Per channel: pages, and how many lack each domain (the dashboard's readiness view)."""
+    p = ProductPage
+    rows = session.execute(
+        select(
+            p.channel,
+            func.count(),
+            func.sum((p.catalog_version == 0).cast(int_type())),
+            func.sum((p.pricing_version == 0).cast(int_type())),
+            func.sum((p.inventory_version == 0).cast(int_type())),
+            func.sum((p.media_version == 0).cast(int_type())),
+        ).group_by(p.channel)
+    ).all()
+    return {
+        ch: {
+            "pages": int(n or 0),
+            "no_catalog": int(a or 0),
+            "no_pricing": int(b or 0),
+            "no_inventory": int(c or 0),
+            "no_media": int(d or 0),
+        }
+        for ch, n, a, b, c, d in rows
+    }
+
+
+def int_type() -> Any:
+    from sqlalchemy import Integer
+
+    return Integer()

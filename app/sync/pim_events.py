@@ -1,0 +1,381 @@
+"""Event-driven sync: Akeneo's change events, accepted once, coalesced per product, applied.
+
+Both formats Akeneo delivers are understood: the Events API (``{"events": [...]}`` carrying
+the product) and the Event Platform (CloudEvents carrying the product's uuid). Accepting an
+event records its id (a redelivery does nothing) and adds to the product's pending work; a
+burst of events for one product leaves one pending row and one task, which takes the newest
+payload (or fetches the product once) and publishes it to every channel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from app.channels import repository as channel_repo
+from app.channels.models import REMOVED
+from app.db import after_commit, dialect_insert, session_scope
+from app.logging import get_logger
+from app.pages.models import PendingSku, WebhookEvent
+from app.pim import repository as pim_repo
+from app.pim.models import PimProduct
+from app.pim.product import ProductParseError, content_hash, parse_datetime, parse_product
+from app.sync import repository as repo
+from app.sync.context import SyncContext
+from app.sync.runtime import REGISTRY, ChannelUnavailable
+
+log = get_logger("pimsync.events")
+
+UPSERT, REMOVE = "upsert", "remove"
+
+
+class EventFormatError(ValueError):
+    """A webhook body that is JSON but not an Akeneo event payload."""
+
+
+@dataclass(slots=True)
+class PimEvent:
+    event_id: str
+    kind: str  # product.upsert | product.remove | model.upsert | model.remove
+    key: str  # SKU, "uuid:<uuid>" or a product model code
+    product: dict[str, Any] | None = None
+    event_time: datetime | None = None
+
+
+def _time(value: Any) -> datetime | None:
+    if isinstance(value, str) and value:
+        try:
+            return parse_datetime(value)
+        except ValueError:
+            return None
+    return None
+
+
+def parse_events_api(body: Any) -> list[PimEvent]:
+    """The Events API: ``{"events": [{action, event_id, event_datetime, data: {resource}}]}``."""
+    if not isinstance(body, dict) or not isinstance(body.get("events"), list):
+        raise EventFormatError('expected {"events": [...]}')
+    out = []
+    for i, e in enumerate(body["events"]):
+        if not isinstance(e, dict):
+            raise EventFormatError(f"events[{i}] is not an object")
+        action, event_id = e.get("action"), e.get("event_id")
+        resource = (
+            (e.get("data") or {}).get("resource") if isinstance(e.get("data"), dict) else None
+        )
+        if not isinstance(action, str) or not isinstance(event_id, str) or not event_id:
+            raise EventFormatError(f"events[{i}] needs `action` and `event_id`")
+        if not isinstance(resource, dict):
+            raise EventFormatError(f"events[{i}] has no data.resource")
+        subject, _, verb = action.partition(".")
+        when = _time(resource.get("updated")) or _time(e.get("event_datetime"))
+        if subject == "product":
+            ident = resource.get("identifier")
+            key = ident if isinstance(ident, str) and ident else _uuid_key(resource.get("uuid"), i)
+            if verb == "removed":
+                out.append(PimEvent(event_id, "product.remove", key, None, when))
+            elif verb in ("created", "updated"):
+                out.append(PimEvent(event_id, "product.upsert", key, resource, when))
+            else:
+                raise EventFormatError(f"events[{i}]: unknown action {action!r}")
+        elif subject == "product_model":
+            code = resource.get("code")
+            if not isinstance(code, str) or not code:
+                raise EventFormatError(
+                    f"events[{i}]: a product model event needs data.resource.code"
+                )
+            out.append(
+                PimEvent(
+                    event_id,
+                    "model.remove" if verb == "removed" else "model.upsert",
+                    code,
+                    None,
+                    when,
+                )
+            )
+        else:
+            raise EventFormatError(f"events[{i}]: unknown action {action!r}")
+    return out
+
+
+def _uuid_key(value: Any, i: int) -> str:
+    if not isinstance(value, str) or not value:
+        raise EventFormatError(f"events[{i}]: the product has neither identifier nor uuid")
+    return f"uuid:{value}"
+
+
+def parse_cloudevents(body: Any) -> list[PimEvent]:
+    """The Event Platform: one CloudEvent (structured mode) or a list of them."""
+    items = body if isinstance(body, list) else [body]
+    out = []
+    for i, e in enumerate(items):
+        if not isinstance(e, dict):
+            raise EventFormatError(f"event {i} is not an object")
+        event_id, kind = e.get("id"), e.get("type")
+        if not isinstance(event_id, str) or not event_id or not isinstance(kind, str):
+            raise EventFormatError(f"event {i} needs `id` and `type` (CloudEvents)")
+        data = e.get("data") if isinstance(e.get("data"), dict) else {}
+        when = _time(e.get("time"))
+        name = kind.removeprefix("com.akeneo.pim.v1.")
+        if name.endswith(".delta"):
+            name = name.removesuffix(".delta")
+        subject, _, verb = name.partition(".")
+        if subject == "product":
+            product = data.get("product") if isinstance(data.get("product"), dict) else {}
+            ident = product.get("identifier")
+            key = ident if isinstance(ident, str) and ident else _uuid_key(product.get("uuid"), i)
+            remove = verb in ("deleted", "removed")
+            out.append(
+                PimEvent(
+                    event_id, "product.remove" if remove else "product.upsert", key, None, when
+                )
+            )
+        elif subject in ("product-model", "product_model"):
+            model = data.get("product_model") or data.get("product-model") or {}
+            code = model.get("code") if isinstance(model, dict) else None
+            if not isinstance(code, str) or not code:
+                raise EventFormatError(f"event {i}: a product model event needs its code")
+            remove = verb in ("deleted", "removed")
+            out.append(
+                PimEvent(event_id, "model.remove" if remove else "model.upsert", code, None, when)
+            )
+        elif subject == "product" or "became" in verb:
+            continue
+        else:
+            # completeness notifications and other types: acknowledged, nothing to do
+            continue
+    return out
+
+
+# --- intake ----------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Intake:
+    accepted: int = 0
+    duplicates: int = 0
+    new_keys: list[str] | None = None
+
+
+def accept(session: Session, events: list[PimEvent], now: datetime) -> Intake:
+    """Record events once and add them to per-product pending work (flushes, no commit).
+
+    Returns the keys whose pending work is new: one task each, enqueued after commit.
+    """
+    result = Intake(new_keys=[])
+    if not events:
+        return result
+    insert = dialect_insert(session)
+    ids = list(dict.fromkeys(e.event_id for e in events))
+    stmt = (
+        insert(WebhookEvent)
+        .values(
+            [
+                {
+                    "event_id": e.event_id[:100],
+                    "kind": e.kind,
+                    "subject": e.key[:255],
+                    "received_at": now,
+                }
+                for e in {e.event_id: e for e in events}.values()
+            ]
+        )
+        .on_conflict_do_nothing(index_elements=["event_id"])
+        .returning(WebhookEvent.event_id)
+    )
+    fresh = set(session.execute(stmt).scalars())
+    result.accepted = len(fresh)
+    result.duplicates = len(ids) - len(fresh)
+    work: dict[str, PimEvent] = {}
+    for e in events:
+        if e.event_id not in fresh:
+            continue
+        for item in _expand(session, e):
+            prev = work.get(item.key)
+            if prev is None or _newer(item.event_time, prev.event_time):
+                work[item.key] = item
+    if work:
+        result.new_keys = _add_pending(session, list(work.values()), now)
+    return result
+
+
+def _expand(session: Session, e: PimEvent) -> list[PimEvent]:
+    """A product model event becomes work for every variant under the model."""
+    if not e.kind.startswith("model."):
+        return [e]
+    kind = "product.remove" if e.kind == "model.remove" else "product.upsert"
+    variants = pim_repo.variants_of_model(session, e.key)
+    return [PimEvent(e.event_id, kind, sku, None, e.event_time) for sku in variants]
+
+
+def _newer(a: datetime | None, b: datetime | None) -> bool:
+    return a is None or b is None or a >= b
+
+
+def _add_pending(session: Session, items: list[PimEvent], now: datetime) -> list[str]:
+    insert = dialect_insert(session)
+    rows = [
+        {
+            "key": e.key,
+            "action": REMOVE if e.kind == "product.remove" else UPSERT,
+            "product": e.product,
+            "event_time": e.event_time,
+            "events": 1,
+            "first_event_at": now,
+        }
+        for e in sorted(items, key=lambda e: e.key)
+    ]
+    created = set(
+        session.execute(
+            insert(PendingSku)
+            .values(rows)
+            .on_conflict_do_nothing(index_elements=["key"])
+            .returning(PendingSku.key)
+        ).scalars()
+    )
+    for row in rows:
+        if row["key"] in created:
+            continue
+        current = session.execute(
+            select(PendingSku.event_time).where(PendingSku.key == row["key"])
+        ).scalar()
+        values: dict[str, Any] = {"events": PendingSku.events + 1}
+        if _newer(row["event_time"], current):  # the newest state wins the coalesced work
+            values.update(
+                action=row["action"], product=row["product"], event_time=row["event_time"]
+            )
+        session.execute(update(PendingSku).where(PendingSku.key == row["key"]).values(**values))
+    return sorted(created)
+
+
+# --- processing ------------------------------------------------------------------------------
+
+
+def process(ctx: SyncContext, key: str) -> str:
+    """Apply the pending work of one product: mirror, then every channel. Returns what it did.
+
+    Nothing is lost if this dies midway: the pending row stays until the transaction that
+    applied it commits, and a sweep sends it again.
+    """
+    now = ctx.now()
+    with session_scope() as session:
+        row = session.execute(
+            update(PendingSku)
+            .where(PendingSku.key == key)
+            .values(claimed_at=now, claimed_events=PendingSku.events)
+            .returning(PendingSku.action, PendingSku.product, PendingSku.events)
+        ).first()
+    if row is None:
+        return "nothing pending"
+    action, product, claimed = row.action, row.product, row.events
+    if action == UPSERT and product is None:
+        product = _fetch(ctx, key)  # once, however many events were coalesced
+        if product is None:
+            action = REMOVE
+    with session_scope() as session:
+        outcome = (
+            _remove(session, ctx, key, now)
+            if action == REMOVE
+            else _upsert(session, ctx, key, product, now)
+        )
+        done = session.execute(
+            delete(PendingSku).where(PendingSku.key == key, PendingSku.events == claimed)
+        ).rowcount
+        if not done:  # events arrived while this ran: go again, with the newest state
+            after_commit(session, lambda: ctx.dispatcher.pim_product(key))
+    return outcome
+
+
+def _fetch(ctx: SyncContext, key: str) -> dict[str, Any] | None:
+    source = ctx.source()
+    if key.startswith("uuid:"):
+        get_by_uuid = getattr(source, "get_by_uuid", None)
+        if get_by_uuid is None:
+            raise RuntimeError(f"the PIM source {source.name} cannot fetch by uuid")
+        return get_by_uuid(key[5:])  # type: ignore[no-any-return]
+    return source.get(key)
+
+
+def _identifier(session: Session, key: str) -> str | None:
+    if not key.startswith("uuid:"):
+        return key
+    return session.execute(select(PimProduct.identifier).where(PimProduct.uuid == key[5:])).scalar()
+
+
+def _remove(session: Session, ctx: SyncContext, key: str, now: datetime) -> str:
+    sku = _identifier(session, key)
+    if sku is None:
+        return "removed (unknown product)"
+    pim_repo.mark_removed(session, [sku], now)
+    changes = channel_repo.disable_skus(session, [sku], REMOVED, REMOVED, None, now)
+    ctx.notify_changes(session, changes)
+    log.info("product_removed", sku=sku, channels=len(changes))
+    return "removed"
+
+
+def _upsert(
+    session: Session, ctx: SyncContext, key: str, raw: dict[str, Any] | None, now: datetime
+) -> str:
+    from app.sync.publish import publish_units
+
+    try:
+        product = parse_product(raw, ctx.settings.identifier_attribute)
+    except ProductParseError as exc:
+        repo.upsert_dead_letters(
+            session,
+            [
+                {
+                    "channel": "*",
+                    "sku": exc.product_ref,
+                    "run_id": None,
+                    "kind": "ingest",
+                    "error_type": "ProductParseError",
+                    "error": str(exc)[:4000],
+                    "permanent": True,
+                    "attempts": 1,
+                    "status": "open",
+                    "first_failed_at": now,
+                    "last_failed_at": now,
+                }
+            ],
+        )
+        log.warning("product_rejected", key=key, error=str(exc))
+        return "rejected"
+    changed = pim_repo.upsert_products(session, [(product, content_hash(product.raw))], None, now)
+    if not changed:
+        # Same content, or older than what the mirror holds (by the PIM's `updated`).
+        return "unchanged"
+    published = 0
+    for channel in sorted(REGISTRY.channels(ctx.settings)):
+        try:
+            rt = REGISTRY.runtime(session, ctx.settings, channel)
+        except ChannelUnavailable as exc:
+            log.warning("channel_unavailable", channel=channel, error=str(exc))
+            continue
+        # One attempt: an unexpected error dead-letters the unit (replayable) at once.
+        res = publish_units(
+            session, ctx, rt, None, [product.identifier], attempt=ctx.settings.publish_max_attempts
+        )
+        published += res.synced
+    return f"published to {published} channel(s)"
+
+
+def stale_pending(session: Session, older_than: datetime, limit: int = 1000) -> list[str]:
+    """Pending work nobody finished: its task was lost, or died."""
+    q = (
+        select(PendingSku.key)
+        .where(
+            ((PendingSku.claimed_at.is_(None)) & (PendingSku.first_event_at < older_than))
+            | (PendingSku.claimed_at < older_than)
+        )
+        .limit(limit)
+    )
+    return list(session.execute(q).scalars())
+
+
+def coalesce_window(ctx: SyncContext) -> timedelta:
+    return timedelta(seconds=ctx.settings.event_coalesce_seconds)

@@ -1,0 +1,1 @@
+"""The HTTP surface (FastAPI): webhooks, domain event intake, product page reads, operations."""

@@ -1,0 +1,70 @@
+"""The FastAPI application (``pimsync web``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from app import __version__
+from app.db import session_scope
+from app.web import events, pages, webhooks
+from app.web.security import Refused
+
+
+def create_app(
+    dispatcher: Any | None = None,
+    events_sender: Callable[[str, str, list[Any]], None] | None = None,
+) -> FastAPI:
+    """The app; ``dispatcher``/``events_sender`` default to Celery (tests may pass their own)."""
+    api = FastAPI(title="pimsync", version=__version__, docs_url="/docs", redoc_url=None)
+    if dispatcher is None:
+        from tasks.dispatch import CeleryDispatcher
+
+        dispatcher = CeleryDispatcher()
+    if events_sender is None:
+        from tasks.dispatch import send_domain_events
+
+        events_sender = send_domain_events
+    api.state.dispatcher = dispatcher
+    api.state.events_sender = events_sender
+
+    @api.exception_handler(Refused)
+    async def _refused(_: Request, exc: Refused) -> JSONResponse:
+        return JSONResponse(
+            {"detail": exc.detail, "reason": exc.reason},
+            status_code=exc.status_code,
+            headers=exc.headers,
+        )
+
+    @api.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return JSONResponse(
+            {"detail": f"{where}: {first.get('msg', 'invalid request')}"}, status_code=422
+        )
+
+    @api.get("/healthz", tags=["operations"])
+    def healthz() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "ok"}
+
+    @api.get("/readyz", tags=["operations"])
+    def readyz() -> JSONResponse:
+        """Readiness: the database answers."""
+        try:
+            with session_scope() as session:
+                session.execute(text("SELECT 1"))
+        except Exception as exc:
+            return JSONResponse({"status": "unavailable", "database": str(exc)[:200]}, 503)
+        return JSONResponse({"status": "ok"})
+
+    api.include_router(webhooks.router)
+    api.include_router(events.router)
+    api.include_router(pages.router)
+    return api

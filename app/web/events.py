@@ -1,0 +1,83 @@
+"""``POST /events/{domain}``: pricing, inventory and media events from their systems of record.
+
+Each source authenticates with its own bearer token; a source may only send the domains it
+owns (the ownership table). Bodies are one event or ``{"events": [...]}`` (up to 1,000).
+Accepted events go to their domain's queue: a backlog in one domain never delays another.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from pydantic import ValidationError
+
+from app.config import get_settings
+from app.db import session_scope, utcnow
+from app.logging import get_logger
+from app.mapping import repository as mapping_repo
+from app.mapping.repository import Tally
+from app.ownership import OwnershipError
+from app.pages.schemas import DomainEvent, EventBatch
+from app.sync.runtime import REGISTRY
+from app.web.security import Refused, bearer, read_body, token_owner
+
+router = APIRouter(tags=["events"])
+log = get_logger("pimsync.web.events")
+EXTERNAL_DOMAINS = ("pricing", "inventory", "media")
+
+
+def record_refusal(source: str, domain: str, count: int) -> None:
+    with session_scope() as session:
+        mapping_repo.record_violations(
+            session, {(source, domain, "<domain events>"): Tally(count, None)}, utcnow()
+        )
+
+
+@router.post("/events/{domain}", status_code=202)
+async def post_events(domain: str, request: Request) -> dict[str, Any]:
+    settings = get_settings()
+    tokens = {k: v.get_secret_value() for k, v in settings.event_source_tokens.items()}
+    source = token_owner(bearer(request), tokens)
+    if source is None:
+        raise Refused(401, "bad_token", "unknown or missing bearer token for event sources")
+    if domain == "catalog":
+        raise Refused(403, "not_owner", "catalog events come from publishing the PIM's products")
+    if domain not in EXTERNAL_DOMAINS:
+        raise Refused(404, "unknown_domain", f"unknown domain {domain!r}")
+    try:
+        REGISTRY.ownership(settings).check(source, domain)
+    except OwnershipError as exc:
+        record_refusal(source, domain, 1)
+        log.warning("event_refused", source=source, domain=domain, reason=str(exc))
+        raise Refused(403, "not_owner", str(exc)) from None
+    body = await read_body(request, settings.webhook_max_body_bytes)
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise Refused(400, "malformed_json", f"body is not JSON: {exc}") from None
+    items = data.get("events") if isinstance(data, dict) and "events" in data else [data]
+    if isinstance(items, list):
+        items = [dict(e, type=e.get("type", domain)) if isinstance(e, dict) else e for e in items]
+    try:
+        batch = EventBatch(events=items)
+    except ValidationError as exc:
+        raise Refused(422, "invalid_event", _errors(exc)) from None
+    wrong = sorted({e.type for e in batch.events} - {domain})
+    if wrong:
+        raise Refused(422, "invalid_event", f"events of {', '.join(wrong)} sent to /{domain}")
+    request.app.state.events_sender(domain, source, batch.events)
+    return {"accepted": len(batch.events), "domain": domain, "source": source}
+
+
+def _errors(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:10]:
+        loc = ".".join(str(p) for p in err["loc"])
+        parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def serialise(events: list[DomainEvent]) -> list[dict[str, Any]]:
+    return [e.model_dump(mode="json") for e in events]

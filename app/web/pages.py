@@ -1,0 +1,47 @@
+"""Product page reads: the storefront's one read, and paging through a channel."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import JSONResponse
+
+from app.db import session_scope
+from app.pages import document
+from app.pages import repository as pages_repo
+from app.web.security import Refused
+
+router = APIRouter(tags=["product pages"])
+
+
+@router.get("/channels/{channel}/products/{sku}")
+def read_page(channel: str, sku: str, request: Request) -> Response:
+    """One primary-key lookup of one row; 304 when the client's ETag is current."""
+    with session_scope() as session:
+        page = pages_repo.get_page(session, channel, sku)
+        if page is None or page.catalog_version == 0:
+            return JSONResponse(
+                {"detail": f"no product {sku!r} in channel {channel!r}"}, status_code=404
+            )
+        tag = document.etag(page)
+        if request.headers.get("if-none-match") in (tag, f"W/{tag}"):
+            return Response(status_code=304, headers={"ETag": tag})
+        body = document.compose(page)
+    return JSONResponse(body, headers={"ETag": tag, "Cache-Control": "no-cache"})
+
+
+@router.get("/channels/{channel}/products")
+def list_pages(
+    channel: str,
+    after: str | None = Query(None, max_length=255, description="Cursor: the last SKU seen."),
+    limit: int = Query(100, ge=1, le=1000),
+) -> dict[str, Any]:
+    """A channel's product pages in SKU order, ``limit`` at a time; follow ``next``."""
+    if len(channel) > 64:
+        raise Refused(400, "bad_request", "channel codes are at most 64 characters")
+    with session_scope() as session:
+        pages = pages_repo.list_pages(session, channel, after, limit)
+        items = [document.compose(p) for p in pages]
+    next_cursor = items[-1]["sku"] if len(items) == limit else None
+    return {"items": items, "next": next_cursor}

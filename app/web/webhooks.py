@@ -1,0 +1,115 @@
+"""PIM webhooks: Akeneo's Events API and Event Platform.
+
+Authenticated (constant time) before the body is parsed; refused requests enqueue nothing.
+An accepted request records its events and adds per-product work in one transaction, and
+the tasks go out after it commits. Nothing is published in the request: Akeneo gives the
+Events API 0.5 s and the Event Platform 5 s to answer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from sqlalchemy import func, select
+
+from app.config import get_settings
+from app.db import after_commit, session_scope, utcnow
+from app.metrics import WEBHOOK_ACCEPTED
+from app.pages.models import PendingSku
+from app.sync.pim_events import (
+    EventFormatError,
+    PimEvent,
+    accept,
+    parse_cloudevents,
+    parse_events_api,
+)
+from app.web.security import Refused, check_timestamp, matches, read_body
+
+router = APIRouter(tags=["webhooks"])
+
+
+def _secrets() -> list[str]:
+    s = get_settings()
+    return [s.webhook_secret.get_secret_value(), s.webhook_secret_secondary.get_secret_value()]
+
+
+def _require_secret() -> None:
+    if not any(_secrets()):
+        raise Refused(
+            503, "not_configured", "webhook secret not configured (PIMSYNC_WEBHOOK_SECRET)"
+        )
+
+
+def _json(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise Refused(400, "malformed_json", f"body is not JSON: {exc}") from None
+
+
+def _intake(events: list[PimEvent], dispatcher: Any) -> dict[str, int]:
+    settings = get_settings()
+    with session_scope() as session:
+        result = accept(session, events, utcnow())
+        keys = result.new_keys or []
+        window = settings.event_coalesce_seconds
+        after_commit(session, lambda: [dispatcher.pim_product(k, window) for k in keys])
+    WEBHOOK_ACCEPTED.labels("new").inc(result.accepted)
+    WEBHOOK_ACCEPTED.labels("duplicate").inc(result.duplicates)
+    return {"accepted": result.accepted, "duplicates": result.duplicates, "products": len(keys)}
+
+
+@router.post("/webhooks/akeneo")
+async def events_api(request: Request) -> dict[str, int]:
+    """Akeneo Events API: HMAC-SHA256 over ``timestamp + "." + body``, hex."""
+    settings = get_settings()
+    _require_secret()
+    body = await read_body(request, settings.webhook_max_body_bytes)
+    raw_ts = request.headers.get("x-akeneo-request-timestamp")
+    signature = request.headers.get("x-akeneo-request-signature")
+    if not signature:
+        raise Refused(401, "missing_signature", "missing X-Akeneo-Request-Signature")
+    ts = check_timestamp(raw_ts, settings.webhook_max_age_seconds)
+    if not matches([signature], _secrets(), f"{ts}.".encode() + body):
+        raise Refused(401, "bad_signature", "signature does not match")
+    if not body.strip():
+        return {"accepted": 0, "duplicates": 0, "products": 0}  # Akeneo's connection test
+    try:
+        events = parse_events_api(_json(body))
+    except EventFormatError as exc:
+        raise Refused(400, "bad_payload", f"not an Akeneo Events API payload: {exc}") from None
+    return _intake(events, request.app.state.dispatcher)
+
+
+@router.post("/webhooks/akeneo/event-platform")
+async def event_platform(request: Request) -> dict[str, int]:
+    """Akeneo Event Platform: HMAC-SHA256 over the body with the primary and, during a
+    rotation, the secondary secret; either signature with either of our secrets passes."""
+    settings = get_settings()
+    _require_secret()
+    body = await read_body(request, settings.webhook_max_body_bytes)
+    signatures = [
+        request.headers.get("x-akeneo-signature-primary"),
+        request.headers.get("x-akeneo-signature-secondary"),
+    ]
+    if not any(signatures):
+        raise Refused(401, "missing_signature", "missing X-AKENEO-SIGNATURE-PRIMARY")
+    algorithm = request.headers.get("x-akeneo-signature-algorithm", "HmacSHA256")
+    if algorithm.lower() != "hmacsha256":
+        raise Refused(401, "bad_signature", f"unsupported signature algorithm {algorithm}")
+    if not matches(signatures, _secrets(), body):
+        raise Refused(401, "bad_signature", "signature does not match")
+    with session_scope() as session:
+        backlog = session.execute(select(func.count()).select_from(PendingSku)).scalar_one()
+    if backlog > settings.event_backlog_limit:
+        # The Event Platform slows down on 429: better than queueing without end.
+        raise Refused(
+            429, "backlog", f"{backlog} products waiting; slow down", headers={"Retry-After": "30"}
+        )
+    try:
+        events = parse_cloudevents(_json(body))
+    except EventFormatError as exc:
+        raise Refused(400, "bad_payload", f"not a CloudEvents payload: {exc}") from None
+    return _intake(events, request.app.state.dispatcher)
