@@ -301,9 +301,23 @@ def worker(
     ),
     concurrency: int = typer.Option(2, min=1, help="Worker processes."),
     loglevel: str = typer.Option("info"),
+    metrics_port: int = typer.Option(
+        0, help="Serve this worker's Prometheus metrics on this port (0: off)."
+    ),
+    hostname: str = typer.Option("", help="Worker name (default: celery@<host>)."),
 ) -> None:
     """Start a Celery worker with the project's settings."""
+    if metrics_port:
+        _multiprocess_metrics_dir()
     from tasks import celery_app
+
+    if metrics_port:
+        from prometheus_client import start_http_server
+
+        from app.metrics import registry
+
+        start_http_server(metrics_port, registry=registry(with_state=False))
+    extra = [f"--hostname={hostname}"] if hostname else []
 
     celery_app.worker_main(
         [
@@ -313,6 +327,7 @@ def worker(
             f"--loglevel={loglevel}",
             "--without-gossip",
             "--without-mingle",
+            *extra,
         ]
     )
 
@@ -381,3 +396,50 @@ def reconcile(
     for d, n in corrected.items():
         t.add_row(d, str(n))
     console.print(t)
+
+
+def _multiprocess_metrics_dir() -> str:
+    """Worker processes share samples through a folder (prometheus-client multiprocess mode);
+    it must be set before prometheus-client is imported, and emptied at start-up."""
+    import os
+    import shutil
+    import tempfile
+
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.path.join(
+        tempfile.gettempdir(), f"pimsync-metrics-{os.getpid()}"
+    )
+    shutil.rmtree(path, ignore_errors=True)
+    os.makedirs(path, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    return path
+
+
+@app.command()
+@friendly
+def flower(
+    port: int = typer.Option(0, help="Port (default PIMSYNC_FLOWER_PORT, 5555)."),
+    address: str = typer.Option("127.0.0.1", help="Interface to listen on."),
+) -> None:
+    """Start Flower on the project's broker, behind basic auth (PIMSYNC_FLOWER_USER/PASSWORD)."""
+    from app.config import get_settings
+
+    settings = get_settings()
+    password = settings.flower_password.get_secret_value()
+    if not password:
+        raise CliError(
+            "set PIMSYNC_FLOWER_PASSWORD: Flower shows task arguments and can stop "
+            "workers, it never runs without authentication",
+            2,
+        )
+    from tasks import celery_app
+
+    celery_app.start(
+        [
+            "flower",
+            f"--port={port or settings.flower_port}",
+            f"--address={address}",
+            f"--basic-auth={settings.flower_user}:{password}",
+            "--persistent=False",
+            "--purge_offline_workers=300",
+        ]
+    )

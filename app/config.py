@@ -99,6 +99,11 @@ class Settings(BaseSettings):
     log_json: bool = False
     flower_user: str = "admin"
     flower_password: SecretStr = SecretStr("")
+    flower_port: int = Field(5555, ge=1, le=65535)
+    # The sync-health dashboard (HTTP Basic); /metrics and the dashboard also take
+    # `Authorization: Bearer <PIMSYNC_API_TOKEN>`.
+    dashboard_user: str = "operator"
+    dashboard_password: SecretStr = SecretStr("")
 
     # --- test data --------------------------------------------------------------------------
     icecat_dir: Path = DEFAULT_ICECAT_DIR

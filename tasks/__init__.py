@@ -3,6 +3,7 @@ retry or dead letter. Run a worker with ``pimsync worker`` (or ``celery -A tasks
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from celery import Celery, Task
@@ -36,6 +37,10 @@ def _child_init(**_: Any) -> None:
 @worker_process_shutdown.connect
 def _child_shutdown(**_: Any) -> None:
     dispose_engines()
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(os.getpid())
 
 
 def context() -> Any:

@@ -26,9 +26,15 @@ class CeleryDispatcher:
             queue="sync",
         )
 
-    def publish(self, batch_ids: list[int], countdown: float = 0.0) -> None:
+    def publish(
+        self, batch_ids: list[int], countdown: float = 0.0, summary: dict[str, Any] | None = None
+    ) -> None:
         celery_app.send_task(
-            "publish.units", args=[batch_ids], queue="publish", countdown=countdown or None
+            "publish.units",
+            args=[batch_ids],
+            kwargs=summary or {},
+            queue="publish",
+            countdown=countdown or None,
         )
 
     def catalog_changed(self, channel: str, skus: list[str]) -> None:

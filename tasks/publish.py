@@ -17,10 +17,13 @@ from tasks import PimsyncTask, celery_app, context
     retry_jitter=True,
     max_retries=10,
 )
-def units(batch_ids: list[int] | int) -> None:
+def units(
+    batch_ids: list[int] | int, channels: list[str] | None = None, units: int | None = None
+) -> None:
     """Publish batches of (sku, channel) units: one batch, or the batches of several channels
     over the same SKUs. Batch rows hold the SKUs; the message only their ids. A retry skips
     the batches already done. If the database stays unreachable past the retries, the batches
-    stay enqueued and the sweeper sends them again: nothing is lost."""
+    stay enqueued and the sweeper sends them again: nothing is lost. ``channels`` and
+    ``units`` are there for people reading Flower, not for the task."""
     ids = [batch_ids] if isinstance(batch_ids, int) else list(batch_ids)
     service.publish_batches(context(), ids)

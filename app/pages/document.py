@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from app.pages.models import DOMAINS, ProductPage
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def readiness(page: ProductPage) -> dict[str, bool]:
@@ -37,9 +40,11 @@ def versions(page: ProductPage) -> dict[str, int]:
 
 
 def etag(page: ProductPage) -> str:
-    """Changes exactly when the document does: every change bumps a domain's version."""
+    """Changes exactly when the document does: every change bumps a domain's version, except
+    a reconciliation repair (same version, corrected content), which still sets updated_at."""
     v = versions(page)
-    return '"' + ".".join(str(v[d]) for d in DOMAINS) + '"'
+    written = (page.updated_at - _EPOCH) // timedelta(microseconds=1)
+    return '"' + ".".join(str(v[d]) for d in DOMAINS) + f"-{written}" + '"'
 
 
 def compose(page: ProductPage) -> dict[str, Any]:

@@ -63,7 +63,11 @@ def apply_projections(
         same = stored_version == ex[f"{domain}_version"]
         differs = t.c[domain].is_distinct_from(ex[domain])
         if domain == "catalog":
-            differs = or_(differs, t.c.catalog_enabled != ex.catalog_enabled)
+            differs = or_(
+                differs,
+                t.c.catalog_enabled != ex.catalog_enabled,
+                t.c.catalog_status.is_distinct_from(ex.catalog_status),
+            )
         guard = or_(newer, and_(same, differs))
     updates: dict[str, Any] = {
         domain: ex[domain],

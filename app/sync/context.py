@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
 
@@ -20,6 +20,7 @@ from app.channels.repository import RowChange
 from app.config import Settings
 from app.db import after_commit, utcnow
 from app.pim.source import PimSource
+from app.sync.repository import Released
 
 
 class Dispatcher(Protocol):
@@ -27,7 +28,9 @@ class Dispatcher(Protocol):
 
     def catch_up(self, channel: str, parent_id: uuid.UUID | None, kind: str) -> None: ...
 
-    def publish(self, batch_ids: list[int], countdown: float = 0.0) -> None:
+    def publish(
+        self, batch_ids: list[int], countdown: float = 0.0, summary: dict[str, Any] | None = None
+    ) -> None:
         """One message for these batches (same SKUs, different channels, or just one)."""
         ...
 
@@ -51,7 +54,7 @@ class SyncContext:
     source_factory: Callable[[], PimSource]
     clock: Callable[[], datetime] = utcnow
     # When set, released batches are kept here instead of sent (see publish_batches).
-    held: list[tuple[int, datetime | None, str | None]] | None = None
+    held: list[Released] | None = None
 
     def now(self) -> datetime:
         return self.clock()
@@ -85,9 +88,7 @@ class SyncContext:
             for i in range(0, len(ordered), CATALOG_EVENT_CHUNK):
                 self.dispatcher.catalog_changed(channel, ordered[i : i + CATALOG_EVENT_CHUNK])
 
-    def enqueue_publish(
-        self, session: Session, batches: list[tuple[int, datetime | None, str | None]]
-    ) -> None:
+    def enqueue_publish(self, session: Session, batches: list[Released]) -> None:
         """Enqueue released batches once ``session`` commits, one message per group key."""
         if not batches:
             return
@@ -97,15 +98,17 @@ class SyncContext:
             after_commit(session, lambda: self.send_grouped(pending))
         pending.extend(batches)
 
-    def send_grouped(self, batches: list[tuple[int, datetime | None, str | None]]) -> None:
+    def send_grouped(self, batches: list[Released]) -> None:
         if self.held is not None:
             self.held.extend(batches)
             return
         now = self.now()
-        groups: dict[tuple[object, float], list[int]] = {}
-        for batch_id, not_before, group_key in batches:
+        groups: dict[tuple[object, float], list[Released]] = {}
+        for batch in batches:
+            batch_id, not_before, group_key = batch[0], batch[1], batch[2]
             countdown = max(0.0, (not_before - now).total_seconds()) if not_before else 0.0
-            key = (group_key or batch_id, round(countdown, 1))
-            groups.setdefault(key, []).append(batch_id)
-        for (_key, countdown), ids in groups.items():
-            self.dispatcher.publish(sorted(ids), countdown)
+            groups.setdefault((group_key or batch_id, round(countdown, 1)), []).append(batch)
+        for (_key, countdown), items in groups.items():
+            # channels and unit count ride along for operators (Flower shows them)
+            summary = {"channels": sorted({b[3] for b in items}), "units": sum(b[4] for b in items)}
+            self.dispatcher.publish(sorted(b[0] for b in items), countdown, summary)

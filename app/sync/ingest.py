@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
+import structlog
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
@@ -208,6 +209,11 @@ def _groups(pages: Iterator[Page], size: int) -> Iterator[tuple[list[Page], str 
 
 def ingest_slice(ctx: SyncContext, run_id: uuid.UUID) -> bool:
     """Read the PIM for one time slice; True when the run needs no more slices."""
+    with structlog.contextvars.bound_contextvars(run_id=str(run_id), channel=None):
+        return _ingest_slice(ctx, run_id)
+
+
+def _ingest_slice(ctx: SyncContext, run_id: uuid.UUID) -> bool:
     settings = ctx.settings
     with session_scope() as session:
         run = repo.get_run(session, run_id)

@@ -27,7 +27,9 @@ class LocalDispatcher:
     def catch_up(self, channel: str, parent_id: uuid.UUID | None, kind: str) -> None:
         self._put("catch_up", (channel, parent_id, kind))
 
-    def publish(self, batch_ids: list[int], countdown: float = 0.0) -> None:
+    def publish(
+        self, batch_ids: list[int], countdown: float = 0.0, summary: dict[str, Any] | None = None
+    ) -> None:
         self._put("publish", (batch_ids,))
 
     def pim_product(self, key: str, countdown: float = 0.0) -> None:

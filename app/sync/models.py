@@ -120,6 +120,7 @@ class SyncBatch(Base):
     run_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
     channel: Mapped[str] = mapped_column(String(64), nullable=False)
     skus: Mapped[list[str]] = mapped_column(JSON, nullable=False)
+    units: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     status: Mapped[str] = mapped_column(String(10), nullable=False)
     # Batches of different channels over the same SKUs (a full sync's page group) share a
     # key: one message carries them, so the products are read and decoded once.

@@ -170,7 +170,8 @@ def accept(session: Session, events: list[PimEvent], now: datetime) -> Intake:
     if not events:
         return result
     insert = dialect_insert(session)
-    ids = list(dict.fromkeys(e.event_id for e in events))
+    # Ids are stored cut to the column's 100 characters: compare them cut, too.
+    ids = list(dict.fromkeys(e.event_id[:100] for e in events))
     stmt = (
         insert(WebhookEvent)
         .values(
@@ -181,7 +182,7 @@ def accept(session: Session, events: list[PimEvent], now: datetime) -> Intake:
                     "subject": e.key[:255],
                     "received_at": now,
                 }
-                for e in {e.event_id: e for e in events}.values()
+                for e in {e.event_id[:100]: e for e in events}.values()
             ]
         )
         .on_conflict_do_nothing(index_elements=["event_id"])
@@ -192,7 +193,7 @@ def accept(session: Session, events: list[PimEvent], now: datetime) -> Intake:
     result.duplicates = len(ids) - len(fresh)
     work: dict[str, PimEvent] = {}
     for e in events:
-        if e.event_id not in fresh:
+        if e.event_id[:100] not in fresh:
             continue
         for item in _expand(session, e):
             prev = work.get(item.key)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+import structlog
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
@@ -39,6 +40,7 @@ from app.sync import repository as repo
 from app.sync.context import SyncContext
 from app.sync.ingest import INGEST_CURSOR, channel_lock
 from app.sync.models import ABORTED, COMPLETED, DELTA, FAILED, FULL, RUNNING, SKIPPED, SyncRun
+from app.sync.repository import Released
 from app.sync.runtime import REGISTRY, ChannelUnavailable
 from app.sync.units import FAILED as UNIT_FAILED
 from app.sync.units import ChannelRuntime, UnitOutcome, evaluate
@@ -288,12 +290,15 @@ def publish_batches(ctx: SyncContext, batch_ids: list[int]) -> None:
     are sent at the end, grouped again, so a full sync keeps sharing reads to its end. If this
     process dies before that, the sweeper sends them (they are marked enqueued).
     """
-    held: list[tuple[int, datetime | None, str | None]] = []
+    held: list[Released] = []
     local = replace(ctx, held=held)
     cache: dict[str, MirrorRow] = {}
     try:
         for batch_id in batch_ids:
-            publish_batch(local, batch_id, cache)
+            try:
+                publish_batch(local, batch_id, cache)
+            finally:
+                structlog.contextvars.unbind_contextvars("run_id", "channel")
     finally:
         ctx.send_grouped(held)
 
@@ -313,6 +318,8 @@ def publish_batch(
         run = repo.get_run(session, batch.run_id)
         if run is None or run.status != RUNNING:
             return  # the run stopped (aborted, cancelled, abandoned): discard
+        # every log line of the run says which run and channel it belongs to
+        structlog.contextvars.bind_contextvars(run_id=str(run.id), channel=run.channel)
         try:
             rt = REGISTRY.runtime(session, ctx.settings, batch.channel)
         except ChannelUnavailable as exc:

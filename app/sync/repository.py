@@ -244,6 +244,7 @@ def create_batches(
             run_id=run_id,
             channel=channel,
             skus=list(skus),
+            units=len(skus),
             status=BATCH_PENDING,
             attempt=attempt,
             not_before=not_before,
@@ -257,7 +258,8 @@ def create_batches(
     return [b.id for b in batches]
 
 
-Released = tuple[int, "datetime | None", "str | None"]  # (batch id, not_before, group key)
+# (batch id, not_before, group key, channel, units)
+Released = tuple[int, "datetime | None", "str | None", str, int]
 
 
 def release_batches(session: Session, run_id: uuid.UUID, cap: int, now: datetime) -> list[Released]:
@@ -275,7 +277,13 @@ def release_batches(session: Session, run_id: uuid.UUID, cap: int, now: datetime
     if room <= 0:
         return []
     q = (
-        select(SyncBatch.id, SyncBatch.not_before, SyncBatch.group_key)
+        select(
+            SyncBatch.id,
+            SyncBatch.not_before,
+            SyncBatch.group_key,
+            SyncBatch.channel,
+            SyncBatch.units,
+        )
         .where(SyncBatch.run_id == run_id, SyncBatch.status == BATCH_PENDING)
         .order_by(SyncBatch.id)
         .limit(room)
@@ -291,7 +299,7 @@ def release_batches(session: Session, run_id: uuid.UUID, cap: int, now: datetime
         .where(SyncBatch.id.in_(ids))
         .values(status=BATCH_ENQUEUED, enqueued_at=now)
     )
-    return [(r.id, r.not_before, r.group_key) for r in rows]
+    return [(r.id, r.not_before, r.group_key, r.channel, r.units) for r in rows]
 
 
 def get_batch(session: Session, batch_id: int) -> SyncBatch | None:

@@ -12,7 +12,7 @@ from sqlalchemy import text
 
 from app import __version__
 from app.db import session_scope
-from app.web import events, pages, webhooks
+from app.web import dashboard, events, pages, webhooks
 from app.web.security import Refused
 
 
@@ -67,4 +67,5 @@ def create_app(
     api.include_router(webhooks.router)
     api.include_router(events.router)
     api.include_router(pages.router)
+    api.include_router(dashboard.router)
     return api

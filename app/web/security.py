@@ -42,12 +42,15 @@ def matches(candidates: Iterable[str | None], secrets: Iterable[str], message: b
             continue
         value = presented.strip().lower()
         for exp in expected:
-            ok |= hmac.compare_digest(value, exp)
+            # bytes: compare_digest raises TypeError on non-ASCII str (any header byte >= 0x80)
+            ok |= hmac.compare_digest(value.encode(), exp.encode())
     return ok
 
 
 def check_timestamp(raw: str | None, max_age: int, now: float | None = None) -> int:
-    if raw is None or not raw.strip().isdigit():
+    # ASCII digits only, and few of them: str.isdigit() accepts "²" (int() does not) and
+    # int() refuses more than 4300 digits; either would be a 500 instead of a 401.
+    if raw is None or not (raw.strip().isascii() and raw.strip().isdigit()) or len(raw) > 20:
         raise Refused(401, "missing_timestamp", "missing or malformed X-Akeneo-Request-Timestamp")
     ts = int(raw.strip())
     now = time.time() if now is None else now

@@ -24,6 +24,7 @@ def upgrade() -> None:
         sa.Column("run_id", sa.Uuid(), nullable=False),
         sa.Column("channel", sa.String(64), nullable=False),
         sa.Column("skus", sa.JSON(), nullable=False),
+        sa.Column("units", sa.Integer(), nullable=False, server_default="0"),
         sa.Column("status", sa.String(10), nullable=False),
         sa.Column("group_key", sa.String(80)),
         sa.Column("attempt", sa.Integer(), nullable=False),
