@@ -37,7 +37,9 @@ def icecat_dir() -> Path:
     path = Path(os.environ.get("PIMSYNC_ICECAT_DIR", str(DEFAULT_ICECAT_DIR)))
     if not (path / "products.csv").exists():
         if os.environ.get("PIMSYNC_REQUIRE_ICECAT") == "1":
-            pytest.fail(f"Akeneo icecat demo catalog not found at {path} (PIMSYNC_REQUIRE_ICECAT=1)")
+            pytest.fail(
+                f"Akeneo icecat demo catalog not found at {path} (PIMSYNC_REQUIRE_ICECAT=1)"
+            )
         pytest.skip(
             f"Akeneo icecat demo catalog not found at {path}; set PIMSYNC_ICECAT_DIR to a copy "
             "of shared/data/akeneo-icecat to run these tests"
