@@ -73,8 +73,10 @@ class Worker:
         concurrency: int = 2,
         queues: str = "sync,publish",
         name: str = "e2e",
+        heartbeat: bool = False,
     ) -> None:
         self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+        self.heartbeat = heartbeat  # Flower needs the worker's heartbeats
         self.log = log
         self.concurrency = concurrency
         self.queues = queues
@@ -97,7 +99,7 @@ class Worker:
                 "--pool=prefork",
                 "--without-gossip",
                 "--without-mingle",
-                "--without-heartbeat",
+                *([] if self.heartbeat else ["--without-heartbeat"]),
                 f"--hostname={self.name}@%h",
                 "--loglevel=INFO",
             ],
