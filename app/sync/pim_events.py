@@ -143,11 +143,7 @@ def parse_cloudevents(body: Any) -> list[PimEvent]:
             out.append(
                 PimEvent(event_id, "model.remove" if remove else "model.upsert", code, None, when)
             )
-        elif subject == "product" or "became" in verb:
-            continue
-        else:
-            # completeness notifications and other types: acknowledged, nothing to do
-            continue
+        # other types (completeness notifications...): acknowledged, nothing to do
     return out
 
 

@@ -25,7 +25,12 @@ def read_page(channel: str, sku: str, request: Request) -> Response:
                 {"detail": f"no product {sku!r} in channel {channel!r}"}, status_code=404
             )
         tag = document.etag(page)
-        if request.headers.get("if-none-match") in (tag, f"W/{tag}"):
+        presented = {
+            t.strip().removeprefix("W/")
+            for t in request.headers.get("if-none-match", "").split(",")
+            if t.strip()
+        }
+        if tag in presented or "*" in presented:
             return Response(status_code=304, headers={"ETag": tag})
         body = document.compose(page)
     return JSONResponse(body, headers={"ETag": tag, "Cache-Control": "no-cache"})

@@ -76,6 +76,8 @@ async def events_api(request: Request) -> dict[str, int]:
         raise Refused(401, "bad_signature", "signature does not match")
     if not body.strip():
         return {"accepted": 0, "duplicates": 0, "products": 0}  # Akeneo's connection test
+    # No 429 here, unlike the Event Platform: the Events API never retries, so refusing a
+    # delivery would lose it; the delta sync is its safety net anyway.
     try:
         events = parse_events_api(_json(body))
     except EventFormatError as exc:

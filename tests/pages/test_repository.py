@@ -1,0 +1,185 @@
+"""``apply_projections`` on real PostgreSQL: one version-guarded statement per call."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from app.db import session_scope
+from app.pages.models import ProductPage
+from app.pages.repository import Projection, apply_projections, get_page
+
+CH = "de_storefront"
+T0 = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
+
+
+def apply(
+    domain: str, *rows: Projection, now: datetime = T0, repair: bool = False
+) -> list[tuple[str, str]]:
+    with session_scope() as s:
+        return apply_projections(s, domain, list(rows), now, repair=repair)
+
+
+def page(sku: str = "A", channel: str = CH) -> ProductPage:
+    with session_scope() as s:
+        found = get_page(s, channel, sku)
+    assert found is not None, f"no page ({channel}, {sku})"
+    return found
+
+
+def corrupt(column: str, value: Any, sku: str = "A") -> None:
+    with session_scope() as s:
+        s.execute(
+            text(f"UPDATE product_page SET {column} = :v WHERE channel = :c AND sku = :s"),
+            {"v": value, "c": CH, "s": sku},
+        )
+
+
+def cat(
+    version: int, doc: dict[str, Any] | None, enabled: bool = True, status: str = "published"
+) -> Projection:
+    return Projection(CH, "A", version, doc, enabled, status)
+
+
+def test_first_projection_creates_the_page_with_only_its_domain(pg_db: str) -> None:
+    assert apply("pricing", Projection(CH, "A", 5, {"amount": "1"})) == [(CH, "A")]
+    p = page()
+    assert (p.pricing, p.pricing_version) == ({"amount": "1"}, 5)
+    assert (p.catalog, p.catalog_version, p.catalog_enabled, p.catalog_status) == (
+        None,
+        0,
+        False,
+        None,
+    )
+    assert (p.inventory_version, p.media_version) == (0, 0)
+    assert p.updated_at == T0
+
+
+def test_older_and_duplicate_versions_are_no_ops_newer_wins(pg_db: str) -> None:
+    assert apply("pricing", Projection(CH, "A", 5, {"amount": "5"})) == [(CH, "A")]
+    later = T0 + timedelta(minutes=1)
+    assert apply("pricing", Projection(CH, "A", 4, {"amount": "4"}), now=later) == []
+    assert apply("pricing", Projection(CH, "A", 5, {"amount": "other"}), now=later) == []
+    p = page()
+    assert (p.pricing, p.pricing_version, p.updated_at) == ({"amount": "5"}, 5, T0)
+    assert apply("pricing", Projection(CH, "A", 6, {"amount": "6"}), now=later) == [(CH, "A")]
+    p = page()
+    assert (p.pricing, p.pricing_version, p.updated_at) == ({"amount": "6"}, 6, later)
+
+
+def test_newest_of_one_call_wins_whatever_the_order(pg_db: str) -> None:
+    rows = [
+        Projection(CH, "A", 2, {"v": 2}),
+        Projection(CH, "A", 9, {"v": 9}),
+        Projection(CH, "A", 4, {"v": 4}),
+        Projection("at_storefront", "A", 1, {"v": 1}),
+    ]
+    assert sorted(apply("inventory", *rows)) == [("at_storefront", "A"), (CH, "A")]
+    assert (page().inventory, page().inventory_version) == ({"v": 9}, 9)
+    assert page(channel="at_storefront").inventory == {"v": 1}
+
+
+def test_domains_never_overwrite_each_other(pg_db: str) -> None:
+    apply("catalog", cat(3, {"title": "x"}, True, "published"))
+    apply("pricing", Projection(CH, "A", 100, {"amount": "1"}))
+    apply("inventory", Projection(CH, "A", 1, {"quantity": 2}))
+    apply("media", Projection(CH, "A", 8, {"images": ["a.jpg"]}))
+    p = page()
+    assert (p.catalog, p.catalog_version, p.catalog_enabled, p.catalog_status) == (
+        {"title": "x"},
+        3,
+        True,
+        "published",
+    )
+    assert (p.pricing_version, p.inventory_version, p.media_version) == (100, 1, 8)
+    assert p.media == {"images": ["a.jpg"]}
+    # a catalog update keeps the other domains
+    apply("catalog", cat(4, {"title": "y"}, True, "published"))
+    p = page()
+    assert (p.catalog, p.pricing, p.inventory) == (
+        {"title": "y"},
+        {"amount": "1"},
+        {"quantity": 2},
+    )
+
+
+def test_catalog_enabled_and_status_follow_the_newest_catalog(pg_db: str) -> None:
+    apply("catalog", cat(3, {"title": "x"}, True, "published"))
+    assert (page().catalog_enabled, page().catalog_status) == (True, "published")
+    assert apply("catalog", cat(4, None, False, "incomplete")) == [(CH, "A")]
+    p = page()
+    assert (p.catalog, p.catalog_enabled, p.catalog_status) == (None, False, "incomplete")
+    assert apply("catalog", cat(3, {"title": "x"}, True, "published")) == []  # older
+    assert (page().catalog_enabled, page().catalog_status) == (False, "incomplete")
+    # a catalog projection without a flag is a disabled page
+    assert apply("catalog", Projection(CH, "B", 1, {"t": 1})) == [(CH, "B")]
+    assert (page("B").catalog_enabled, page("B").catalog_status) == (False, None)
+
+
+def test_non_catalog_domains_ignore_enabled_and_status(pg_db: str) -> None:
+    apply("catalog", cat(3, {"title": "x"}, True, "published"))
+    apply("pricing", Projection(CH, "A", 1, {"amount": "1"}, enabled=False, status="removed"))
+    assert (page().catalog_enabled, page().catalog_status) == (True, "published")
+
+
+def test_repair_rewrites_a_corrupted_document_of_the_same_version(pg_db: str) -> None:
+    apply("pricing", Projection(CH, "A", 5, {"amount": "5"}))
+    corrupt("pricing", '{"amount": "0.01"}')
+    later = T0 + timedelta(hours=1)
+    same = Projection(CH, "A", 5, {"amount": "5"})
+    assert apply("pricing", same, now=later) == []  # events never rewrite the same version
+    assert page().pricing == {"amount": "0.01"}
+    assert apply("pricing", same, now=later, repair=True) == [(CH, "A")]
+    p = page()
+    assert (p.pricing, p.pricing_version, p.updated_at) == ({"amount": "5"}, 5, later)
+    # nothing left to repair: not written again
+    assert apply("pricing", same, now=later + timedelta(hours=1), repair=True) == []
+    assert page().updated_at == later
+
+
+def test_repair_rewrites_a_lost_document(pg_db: str) -> None:
+    apply("catalog", cat(2, {"title": "x"}))
+    corrupt("catalog", None)
+    assert apply("catalog", cat(2, {"title": "x"}), repair=True) == [(CH, "A")]
+    assert page().catalog == {"title": "x"}
+
+
+def test_repair_never_overwrites_a_newer_version(pg_db: str) -> None:
+    apply("inventory", Projection(CH, "A", 9, {"quantity": 9}))
+    old_snapshot = Projection(CH, "A", 8, {"quantity": 1})
+    assert apply("inventory", old_snapshot, repair=True) == []
+    assert (page().inventory, page().inventory_version) == ({"quantity": 9}, 9)
+    # and a repair carrying a newer version is an ordinary newer write
+    assert apply("inventory", Projection(CH, "A", 10, {"quantity": 3}), repair=True) == [(CH, "A")]
+    assert page().inventory_version == 10
+
+
+def test_repair_creates_missing_pages(pg_db: str) -> None:
+    assert apply("media", Projection(CH, "NEW", 1, {"images": []}), repair=True) == [(CH, "NEW")]
+    assert page("NEW").media_version == 1
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [("catalog_enabled", False), ("catalog_status", "filtered")],
+)
+def test_repair_corrects_the_catalog_flags_of_the_same_version(
+    pg_db: str, column: str, value: Any
+) -> None:
+    apply("catalog", cat(2, {"title": "x"}, True, "published"))
+    corrupt(column, value)
+    assert apply("catalog", cat(2, {"title": "x"}, True, "published")) == []
+    assert apply("catalog", cat(2, {"title": "x"}, True, "published"), repair=True) == [(CH, "A")]
+    p = page()
+    assert (p.catalog, p.catalog_enabled, p.catalog_status) == ({"title": "x"}, True, "published")
+
+
+def test_unknown_domain_and_empty_input(pg_db: str) -> None:
+    with pytest.raises(ValueError, match="unknown domain 'stock'"):
+        apply("stock", Projection(CH, "A", 1, {}))
+    assert apply("pricing") == []
+    with session_scope() as s:
+        assert s.execute(text("SELECT count(*) FROM product_page")).scalar_one() == 0
