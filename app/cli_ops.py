@@ -31,10 +31,6 @@ def _family(session: Any, run_id: uuid.UUID) -> tuple[Any, list[Any]]:
     return run, repo.child_runs(session, run_id)
 
 
-def _processed(r: Any) -> int:
-    return r.synced + r.unchanged + r.skipped_incomplete + r.filtered + r.disabled + r.failed
-
-
 def wait_for(run_id: uuid.UUID, expected_children: int, timeout: float) -> list[Any]:
     """Follow a run and its channel runs with a progress bar until every one has ended."""
     deadline = time.monotonic() + timeout
@@ -56,7 +52,7 @@ def wait_for(run_id: uuid.UUID, expected_children: int, timeout: float) -> list[
                     and all(c.status in TERMINAL for c in children)
                 )
                 total = sum(c.planned_units for c in children) or None
-                completed = sum(_processed(c) for c in children)
+                completed = sum(c.processed for c in children)
                 read = run.read
             desc = f"read {read:,} products" if run.channel is None else run.kind
             units = f"{completed:,}/{total:,} units" if total else f"{completed:,} units"

@@ -18,6 +18,23 @@ ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
+def stack_env(db: str, redis_url: str, pim_url: str, **extra: str) -> dict[str, str]:
+    """Settings for a process of the test stack: its database, broker, reference PIM."""
+    return {
+        "PIMSYNC_DATABASE_URL": db,
+        "PIMSYNC_BROKER_URL": redis_url,
+        "PIMSYNC_REDIS_URL": redis_url,
+        "PIMSYNC_PIM_SOURCE": pim_url,
+        # the reference PIM's default connection
+        "PIMSYNC_AKENEO_CLIENT_ID": "pimsync",
+        "PIMSYNC_AKENEO_SECRET": "pimsync-secret",
+        "PIMSYNC_AKENEO_USERNAME": "pimsync",
+        "PIMSYNC_AKENEO_PASSWORD": "pimsync",
+        "PIMSYNC_LOG_JSON": "true",
+        **extra,
+    }
+
+
 def apply_env(env: dict[str, str]) -> dict[str, str | None]:
     """Point this process at the test services; returns what to restore."""
     from app.config import reset_settings_cache

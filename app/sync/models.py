@@ -75,6 +75,18 @@ class SyncRun(Base):
     )
 
     @property
+    def processed(self) -> int:
+        """Units decided so far, whatever the outcome."""
+        return (
+            self.synced
+            + self.unchanged
+            + self.skipped_incomplete
+            + self.filtered
+            + self.disabled
+            + self.failed
+        )
+
+    @property
     def duration_seconds(self) -> float | None:
         if self.finished_at is None:
             return None

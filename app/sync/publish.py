@@ -348,7 +348,7 @@ def publish_batch(
                 ctx,
                 run,
                 ABORTED,
-                f"error budget exceeded: {run.failed} failed of {_processed(run)} units "
+                f"error budget exceeded: {run.failed} failed of {run.processed} units "
                 f"(limit {ctx.settings.error_budget_max_failed} or "
                 f"{ctx.settings.error_budget_max_failed_ratio:.0%})",
             )
@@ -360,24 +360,13 @@ def publish_batch(
         finalize_if_done(session, ctx, run)
 
 
-def _processed(run: SyncRun) -> int:
-    return (
-        run.synced
-        + run.unchanged
-        + run.skipped_incomplete
-        + run.filtered
-        + run.disabled
-        + run.failed
-    )
-
-
 def _over_budget(ctx: SyncContext, run: SyncRun) -> bool:
     s = ctx.settings
     if run.failed == 0:
         return False
     if run.failed > s.error_budget_max_failed:
         return True
-    processed = _processed(run)
+    processed = run.processed
     # The ratio is judged only on a meaningful sample: two failures out of the first three
     # units must not abort a 200,000-unit run.
     return processed >= 100 and run.failed / processed > s.error_budget_max_failed_ratio

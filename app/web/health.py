@@ -100,10 +100,7 @@ def gather(session: Session, channels: dict[str, ChannelConfig], now: datetime) 
             :RECENT_RUNS
         ][::-1]
         recent = [r for r in mine if r.started_at >= day_ago]
-        processed = sum(
-            r.synced + r.unchanged + r.skipped_incomplete + r.filtered + r.disabled + r.failed
-            for r in recent
-        )
+        processed = sum(r.processed for r in recent)
         failed = sum(r.failed for r in recent)
         h.error_rate = failed / processed if processed else 0.0
         h.cursor_age = _age(now, cursors.get(f"channel:{code}"))
@@ -159,17 +156,6 @@ def humanize(seconds: float | None) -> str:
     if seconds < 172800:
         return f"{seconds / 3600:.1f} h"
     return f"{seconds / 86400:.1f} days"
-
-
-def processed(run: SyncRun) -> int:
-    return (
-        run.synced
-        + run.unchanged
-        + run.skipped_incomplete
-        + run.filtered
-        + run.disabled
-        + run.failed
-    )
 
 
 def as_dict(run: SyncRun | None) -> dict[str, Any] | None:

@@ -28,6 +28,7 @@ from tests.e2e_support import (
     reference_pim,
     restore_env,
     run_finished,
+    stack_env,
     wait_until,
 )
 
@@ -94,21 +95,15 @@ def stack(redis_url: str, pg_url: str, tmp_path_factory) -> Iterator[Stack]:
 
     db = create_pg_database("pimsync_events")
     with reference_pim("generated:60:7") as (base, _catalog):
-        env = {
-            "PIMSYNC_DATABASE_URL": db,
-            "PIMSYNC_BROKER_URL": redis_url,
-            "PIMSYNC_REDIS_URL": redis_url,
-            "PIMSYNC_PIM_SOURCE": base,
-            "PIMSYNC_AKENEO_CLIENT_ID": "pimsync",
-            "PIMSYNC_AKENEO_SECRET": "pimsync-secret",
-            "PIMSYNC_AKENEO_USERNAME": "pimsync",
-            "PIMSYNC_AKENEO_PASSWORD": "pimsync",
-            "PIMSYNC_WEBHOOK_SECRET": SECRET,
-            "PIMSYNC_WEBHOOK_MAX_BODY_BYTES": "65536",
-            "PIMSYNC_EVENT_COALESCE_SECONDS": "0.2",
-            "PIMSYNC_EVENT_SOURCE_TOKENS": '{"erp": "erp-token", "wms": "wms-token"}',
-            "PIMSYNC_LOG_JSON": "true",
-        }
+        env = stack_env(
+            db,
+            redis_url,
+            base,
+            PIMSYNC_WEBHOOK_SECRET=SECRET,
+            PIMSYNC_WEBHOOK_MAX_BODY_BYTES="65536",
+            PIMSYNC_EVENT_COALESCE_SECONDS="0.2",
+            PIMSYNC_EVENT_SOURCE_TOKENS='{"erp": "erp-token", "wms": "wms-token"}',
+        )
         old = apply_env(env)
         try:
             with serve_in_thread(create_app()) as web:

@@ -28,6 +28,7 @@ from tests.e2e_support import (
     reference_pim,
     restore_env,
     run_finished,
+    stack_env,
     wait_until,
 )
 
@@ -107,23 +108,17 @@ def stack(icecat_dir: Path, redis_url: str, pg_url: str, tmp_path_factory) -> It
     db = create_pg_database("pimsync_e2e")
     pristine = ReferenceCatalog.load(str(icecat_dir))
     with reference_pim(str(icecat_dir)) as (base, catalog):
-        env = {
-            "PIMSYNC_DATABASE_URL": db,
-            "PIMSYNC_BROKER_URL": redis_url,
-            "PIMSYNC_REDIS_URL": redis_url,
-            "PIMSYNC_PIM_SOURCE": base,
-            "PIMSYNC_AKENEO_CLIENT_ID": "pimsync",
-            "PIMSYNC_AKENEO_SECRET": "pimsync-secret",
-            "PIMSYNC_AKENEO_USERNAME": "pimsync",
-            "PIMSYNC_AKENEO_PASSWORD": "pimsync",
-            "PIMSYNC_AKENEO_BACKOFF_BASE_SECONDS": "0.05",
-            "PIMSYNC_AKENEO_BACKOFF_MAX_SECONDS": "1",
-            "PIMSYNC_AKENEO_MAX_RETRIES": "10",
-            "PIMSYNC_RETRY_BACKOFF_BASE_SECONDS": "0.2",
-            "PIMSYNC_CHANNELS_FILE": str(FIXTURES / "icecat" / "channels.yaml"),
-            "PIMSYNC_CONTRACTS_DIR": str(FIXTURES / "icecat" / "contracts"),
-            "PIMSYNC_LOG_JSON": "true",
-        }
+        env = stack_env(
+            db,
+            redis_url,
+            base,
+            PIMSYNC_AKENEO_BACKOFF_BASE_SECONDS="0.05",
+            PIMSYNC_AKENEO_BACKOFF_MAX_SECONDS="1",
+            PIMSYNC_AKENEO_MAX_RETRIES="10",
+            PIMSYNC_RETRY_BACKOFF_BASE_SECONDS="0.2",
+            PIMSYNC_CHANNELS_FILE=str(FIXTURES / "icecat" / "channels.yaml"),
+            PIMSYNC_CONTRACTS_DIR=str(FIXTURES / "icecat" / "contracts"),
+        )
         old = apply_env(env)
         try:
             yield Stack(env, base, catalog, pristine, tmp_path_factory.mktemp("worker-logs"))

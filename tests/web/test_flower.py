@@ -23,6 +23,7 @@ from tests.e2e_support import (
     reference_pim,
     restore_env,
     run_finished,
+    stack_env,
     wait_until,
 )
 
@@ -40,18 +41,9 @@ def test_flower_lists_the_worker_and_a_syncs_tasks(redis_url: str, pg_url: str, 
     db = create_pg_database("pimsync_flower")
     port = free_port()
     with reference_pim("generated:40:7") as (base, _):
-        env = {
-            "PIMSYNC_DATABASE_URL": db,
-            "PIMSYNC_BROKER_URL": redis_url,
-            "PIMSYNC_REDIS_URL": redis_url,
-            "PIMSYNC_PIM_SOURCE": base,
-            "PIMSYNC_AKENEO_CLIENT_ID": "pimsync",
-            "PIMSYNC_AKENEO_SECRET": "pimsync-secret",
-            "PIMSYNC_AKENEO_USERNAME": "pimsync",
-            "PIMSYNC_AKENEO_PASSWORD": "pimsync",
-            "PIMSYNC_FLOWER_USER": AUTH[0],
-            "PIMSYNC_FLOWER_PASSWORD": AUTH[1],
-        }
+        env = stack_env(
+            db, redis_url, base, PIMSYNC_FLOWER_USER=AUTH[0], PIMSYNC_FLOWER_PASSWORD=AUTH[1]
+        )
         old = apply_env(env)
         flower = subprocess.Popen(
             [sys.executable, "-m", "app", "flower", "--port", str(port)],
