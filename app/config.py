@@ -108,6 +108,12 @@ class Settings(BaseSettings):
     # --- test data --------------------------------------------------------------------------
     icecat_dir: Path = DEFAULT_ICECAT_DIR
 
+    @field_validator("event_source_tokens", "snapshot_sources", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        # An unset variable passed through docker compose arrives as "": means "none".
+        return {} if isinstance(value, str) and not value.strip() else value
+
     @field_validator("database_url")
     @classmethod
     def _normalise_pg_driver(cls, value: str) -> str:

@@ -2,7 +2,7 @@
 
 There is no Docker engine where the tests run, so the stack must be right by construction:
 these tests read docker/compose.yml, the Dockerfile, the Prometheus and Grafana files and the
-README's promises, and check them against the code they start (every command the stack runs
+README's section on them, and check them against the code they start (every command the stack runs
 is run here with ``--help``; every setting it passes is a field of ``Settings``; every metric
 the dashboard plots is one pimsync exports; every health check asks an endpoint that exists).
 ``docker compose config`` and ``promtool`` add their own checks where they are installed.
@@ -608,7 +608,12 @@ def test_prometheus_scrapes_web_with_the_api_token(
     secret_file = auth["credentials_file"]
     assert secret_file.startswith("/run/secrets/")
     secret = secret_file.rsplit("/", 1)[1]
-    assert secret in services["prometheus"]["secrets"]
+    granted = {
+        (ref, None) if isinstance(ref, str) else (ref["source"], ref.get("mode"))
+        for ref in services["prometheus"]["secrets"]
+    }
+    # Prometheus runs as nobody: the token file must be readable by others
+    assert (secret, 0o444) in granted
     assert COMPOSE["secrets"][secret] == {"environment": "PIMSYNC_API_TOKEN"}
     mounts = {m.split(":")[1]: m.split(":")[0] for m in services["prometheus"]["volumes"]}
     assert mounts["/etc/prometheus/prometheus.yml"] == "./prometheus/prometheus.yml"
@@ -852,6 +857,40 @@ def test_dockerignore_keeps_local_state_out() -> None:
         assert ignored(path), f"{path} would be sent to the build"
     for path in ("pyproject.toml", "README.md", "celeryconfig.py", "app", "tasks", "docker"):
         assert not ignored(path), f"{path} is needed by the build"
+
+
+# --- the README ---------------------------------------------------------------------------
+
+
+def _readme_section() -> str:
+    text = (ROOT / "README.md").read_text()
+    start = text.index("## Running the full stack (docker/)")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end != -1 else None]
+
+
+def test_readme_documents_the_stack(services: dict[str, dict[str, Any]]) -> None:
+    section = _readme_section()
+    for command in (
+        "cp docker/.env.example docker/.env",
+        "docker compose -f docker/compose.yml up -d",
+        "docker compose -f docker/compose.yml exec web pimsync sync full --wait",
+    ):
+        assert command in section, command
+    for name in services:
+        assert f"| `{name}` |" in section, f"service {name} missing from the README's table"
+    for url in ("localhost:8000", "localhost:5555", "localhost:9090", "localhost:3000"):
+        assert url in section, url
+    assert "### Scaling workers across hosts" in section
+    # the first-sync command the README gives is a real command line
+    done = subprocess.run(
+        [sys.executable, "-m", "app", "sync", "full", "--wait", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
 
 
 # --- docker compose itself, where it exists -----------------------------------------------
