@@ -21,7 +21,12 @@ DEFAULT_ICECAT_DIR = PACKAGE_DIR.parent.parent / "shared" / "data" / "akeneo-ice
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="PIMSYNC_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+        env_prefix="PIMSYNC_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        # An empty variable (docker compose passes unset ones as "") means "the default".
+        env_ignore_empty=True,
     )
 
     # --- storage -------------------------------------------------------------------------
@@ -107,12 +112,6 @@ class Settings(BaseSettings):
 
     # --- test data --------------------------------------------------------------------------
     icecat_dir: Path = DEFAULT_ICECAT_DIR
-
-    @field_validator("event_source_tokens", "snapshot_sources", mode="before")
-    @classmethod
-    def _empty_is_none(cls, value: object) -> object:
-        # An unset variable passed through docker compose arrives as "": means "none".
-        return {} if isinstance(value, str) and not value.strip() else value
 
     @field_validator("database_url")
     @classmethod
