@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from app.db import after_commit, session_scope
 from app.logging import get_logger
+from app.maintenance import HOT_PATH_SHARE, analyze_if_stale
 from app.mapping import repository as mapping_repo
 from app.mapping.repository import Tally
 from app.pim import repository as pim_repo
@@ -341,6 +342,11 @@ def _commit_group(
         )
         if exhausted:
             _finish_ingest(session, ctx, run, children)
+    with session_scope() as session:
+        # the tables this read is filling up
+        analyze_if_stale(
+            session, ("pim_product", "channel_product", "sync_batch"), share=HOT_PATH_SHARE
+        )
     return True
 
 

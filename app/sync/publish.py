@@ -30,6 +30,7 @@ from app.channels.models import (
 from app.channels.repository import ChannelRow, RowChange
 from app.db import session_scope
 from app.logging import get_logger
+from app.maintenance import HOT_PATH_SHARE, analyze_if_stale
 from app.mapping import repository as mapping_repo
 from app.mapping.repository import Tally
 from app.pim import repository as pim_repo
@@ -357,7 +358,8 @@ def publish_batch(
             session, run.id, ctx.settings.channel_inflight_batches, ctx.now()
         )
         ctx.enqueue_publish(session, released)
-        finalize_if_done(session, ctx, run)
+        if finalize_if_done(session, ctx, run) or batch_id % 8 == 0:
+            analyze_if_stale(session, ("channel_product", "product_page"), share=HOT_PATH_SHARE)
 
 
 def _over_budget(ctx: SyncContext, run: SyncRun) -> bool:

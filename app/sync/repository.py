@@ -333,6 +333,15 @@ def discard_open_batches(session: Session, run_id: uuid.UUID, now: datetime) -> 
     return int(result.rowcount or 0)
 
 
+def delete_finished_batches(session: Session, finished_before: datetime) -> int:
+    """Batches are the plan of a run; once the run is long over they are only history."""
+    finished = select(SyncRun.id).where(
+        SyncRun.status != RUNNING, SyncRun.finished_at < finished_before
+    )
+    result = session.execute(delete(SyncBatch).where(SyncBatch.run_id.in_(finished)))
+    return int(result.rowcount or 0)
+
+
 def stale_enqueued_batches(session: Session, older_than: datetime, limit: int = 500) -> list[int]:
     """Enqueued batches of running runs that nobody processed: their message may be lost."""
     q = (

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from app.db import after_commit, session_scope
 from app.logging import get_logger
+from app.maintenance import analyze_if_stale
 from app.pim import repository as pim_repo
 from app.pim.product import ProductParseError, content_hash, parse_product
 from app.pim.source import SourceError
@@ -208,6 +209,11 @@ def sweep(ctx: SyncContext) -> dict[str, int]:
                     session.refresh(locked)
                     if finalize_if_done(session, ctx, locked):
                         out["finalized"] += 1
+    with session_scope() as session:
+        out["batches_deleted"] = repo.delete_finished_batches(
+            session, now - timedelta(days=ctx.settings.batch_retention_days)
+        )
+        out["tables_analyzed"] = len(analyze_if_stale(session))
     if any(out.values()):
         log.info("sweep", **out)
     return out
