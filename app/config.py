@@ -36,6 +36,7 @@ class Settings(BaseSettings):
 
     # --- broker, locks, shared limits (separate Redis databases, see STYLE rule 10) ---------
     broker_url: str = "redis://127.0.0.1:6379/0"
+    # "none": no Redis (one process only; the PIM's call cap is then per process)
     redis_url: str = "redis://127.0.0.1:6379/1"
 
     # --- the PIM ----------------------------------------------------------------------------

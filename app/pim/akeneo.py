@@ -16,6 +16,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -57,6 +58,8 @@ def _retryable(status: int) -> bool:
 # (so two sources on one connection do not each get the full limit).
 _local_limiters: dict[str, LocalSemaphore] = {}
 _local_limiters_lock = threading.Lock()
+# Parallel readers of attribute options; the concurrency limiter still caps the calls.
+OPTION_READERS = 4
 
 
 def _message(response: httpx.Response) -> str:
@@ -113,7 +116,7 @@ def format_pim_datetime(moment: datetime, timezone: ZoneInfo) -> str:
 def _default_limiter(base_url: str, client_id: str, lease_seconds: float) -> Limiter:
     settings = get_settings()
     name = f"akeneo:{base_url}|{client_id}"
-    if settings.redis_url:
+    if settings.redis_url and settings.redis_url.lower() not in ("none", "local"):
         return RedisSemaphore(
             settings.redis_url, name, settings.akeneo_max_concurrency, lease_seconds=lease_seconds
         )
@@ -284,12 +287,20 @@ class AkeneoRestSource:
         """Attributes, families, channels, categories and select options (read once)."""
         if self._definitions is None:
             attributes = self._read_all("attributes")
-            options: list[dict[str, Any]] = []
-            for attribute in attributes:
-                if attribute.get("type") in SELECT_TYPES and isinstance(attribute.get("code"), str):
-                    code = attribute["code"]
-                    for option in self._read_all(f"attributes/{quote(code, safe='')}/options"):
-                        options.append({**option, "attribute": code})
+            selects = [
+                a["code"]
+                for a in attributes
+                if a.get("type") in SELECT_TYPES and isinstance(a.get("code"), str)
+            ]
+
+            def options_of(code: str) -> list[dict[str, Any]]:
+                path = f"attributes/{quote(code, safe='')}/options"
+                return [{**option, "attribute": code} for option in self._read_all(path)]
+
+            # One list call per select attribute (hundreds in a large catalog): read them in
+            # parallel, as many at once as the PIM allows this connection (the limiter).
+            with ThreadPoolExecutor(max_workers=OPTION_READERS) as pool:
+                options = [o for chunk in pool.map(options_of, selects) for o in chunk]
             families = self._read_all("families")
             channels = self._read_all("channels")
             categories = self._read_all("categories")
@@ -306,6 +317,10 @@ class AkeneoRestSource:
                     f"Akeneo at {self.base_url}: unusable definition: {exc}"
                 ) from None
         return self._definitions
+
+    def invalidate_definitions(self) -> None:
+        """Read the definitions again on next use (they change: new attributes, options)."""
+        self._definitions = None
 
     # --- pagination ---------------------------------------------------------------------
 

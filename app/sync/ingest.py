@@ -260,6 +260,9 @@ def _refresh_definitions(ctx: SyncContext, source: Any, force: bool) -> None:
             age = (now - row.fetched_at).total_seconds() if row else None
             if age is not None and age < ctx.settings.definitions_refresh_seconds:
                 return
+    invalidate = getattr(source, "invalidate_definitions", None)
+    if callable(invalidate):
+        invalidate()  # a long-lived worker's PIM client must not keep stale definitions
     data = source.definitions().to_dict()
     with session_scope() as session:
         digest = pim_repo.save_definitions(session, data, source.name, now)

@@ -434,7 +434,7 @@ def test_from_settings_and_open_source(pim: RunningPim, monkeypatch: pytest.Monk
         key = "PIMSYNC_AKENEO_" + ("CLIENT_ID" if name == "client_id" else name.upper())
         monkeypatch.setenv(key, setting)
     monkeypatch.setenv("PIMSYNC_AKENEO_TIMEZONE", "Europe/Paris")
-    monkeypatch.setenv("PIMSYNC_REDIS_URL", "")
+    monkeypatch.setenv("PIMSYNC_REDIS_URL", "none")  # no Redis: an in-process limiter
     reset_settings_cache()
     try:
         source = open_source(pim.url + "/", max_retries=1)
