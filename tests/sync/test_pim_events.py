@@ -16,14 +16,23 @@ CHANNELS = ["at_storefront", "b2b_portal", "de_storefront", "uk_marketplace"]
 
 
 def legacy(event_id: str, action: str, resource: dict, when: datetime | None = None) -> dict:
-    return {"events": [{"action": action, "event_id": event_id,
-                        "event_datetime": (when or utcnow()).isoformat(), "author": "peter",
-                        "data": {"resource": resource}}]}
+    return {
+        "events": [
+            {
+                "action": action,
+                "event_id": event_id,
+                "event_datetime": (when or utcnow()).isoformat(),
+                "author": "peter",
+                "data": {"resource": resource},
+            }
+        ]
+    }
 
 
 def published(harness) -> str:
-    return sorted(k[1] for k, r in harness.rows("de_storefront").items()
-                  if r.status == "published")[0]
+    return sorted(
+        k[1] for k, r in harness.rows("de_storefront").items() if r.status == "published"
+    )[0]
 
 
 def test_product_event_updates_every_channel_and_its_pages(harness):
@@ -43,8 +52,10 @@ def test_product_event_updates_every_channel_and_its_pages(harness):
     rows = harness.rows()
     assert rows[("de_storefront", sku)].doc["title"]["de_DE"] == "Renamed by webhook"
     with session_scope() as s:
-        pages = {p.channel: p for p in s.execute(
-            select(ProductPage).where(ProductPage.sku == sku)).scalars()}
+        pages = {
+            p.channel: p
+            for p in s.execute(select(ProductPage).where(ProductPage.sku == sku)).scalars()
+        }
         assert s.execute(select(func.count()).select_from(PendingSku)).scalar_one() == 0
     published_in = [c for c in CHANNELS if rows[(c, sku)].status == "published"]
     assert published_in and set(published_in) <= set(pages)
@@ -73,15 +84,21 @@ def test_a_burst_for_one_product_is_one_fetch_and_one_publish(harness, monkeypat
     sku = published(harness)
     uuid = harness.source.products[sku]["uuid"]
     fetches = []
-    harness.source.get_by_uuid = lambda u: fetches.append(u) or copy.deepcopy(
-        next(p for p in harness.source.products.values() if p["uuid"] == u))
+    harness.source.get_by_uuid = lambda u: (
+        fetches.append(u)
+        or copy.deepcopy(next(p for p in harness.source.products.values() if p["uuid"] == u))
+    )
     base = datetime.now(UTC)
     keys = []
     for i in range(10):  # ten Event Platform updates within a second
-        body = {"specversion": "1.0", "id": f"ce-{i}", "source": "pim",
-                "type": "com.akeneo.pim.v1.product.updated",
-                "time": (base + timedelta(milliseconds=90 * i)).isoformat(),
-                "data": {"product": {"uuid": uuid}}}
+        body = {
+            "specversion": "1.0",
+            "id": f"ce-{i}",
+            "source": "pim",
+            "type": "com.akeneo.pim.v1.product.updated",
+            "time": (base + timedelta(milliseconds=90 * i)).isoformat(),
+            "data": {"product": {"uuid": uuid}},
+        }
         with session_scope() as s:
             keys += accept(s, parse_cloudevents(body), utcnow()).new_keys
     assert keys == [f"uuid:{uuid}"]  # one pending row, one task
@@ -90,8 +107,11 @@ def test_a_burst_for_one_product_is_one_fetch_and_one_publish(harness, monkeypat
     sent_before = len(harness.dispatcher.sent)
     harness.drain()
     assert fetches == [uuid]  # fetched once, the newest state
-    assert harness.rows("de_storefront")[("de_storefront", sku)].doc["title"]["de_DE"].endswith(
-        "(latest)")
+    assert (
+        harness.rows("de_storefront")[("de_storefront", sku)]
+        .doc["title"]["de_DE"]
+        .endswith("(latest)")
+    )
     publishes = [m for m in harness.dispatcher.sent[sent_before:] if m[0] == "pim"]
     assert publishes == []  # no second round: nothing arrived while it ran
 
@@ -104,8 +124,9 @@ def test_older_event_changes_nothing_and_removal_disables_everywhere(harness):
     for entry in stale["values"]["name"]:
         entry["data"] = "stale"
     with session_scope() as s:
-        keys = accept(s, parse_events_api(legacy("ev-old", "product.updated", stale)),
-                      utcnow()).new_keys
+        keys = accept(
+            s, parse_events_api(legacy("ev-old", "product.updated", stale)), utcnow()
+        ).new_keys
     for k in keys:
         harness.dispatcher.pim_product(k)
     harness.drain()
@@ -114,8 +135,9 @@ def test_older_event_changes_nothing_and_removal_disables_everywhere(harness):
     assert all(e["data"] != "stale" for e in raw["values"]["name"])
     removal = {"identifier": sku, "uuid": harness.source.products[sku]["uuid"]}
     with session_scope() as s:
-        keys = accept(s, parse_events_api(legacy("ev-rm", "product.removed", removal)),
-                      utcnow()).new_keys
+        keys = accept(
+            s, parse_events_api(legacy("ev-rm", "product.removed", removal)), utcnow()
+        ).new_keys
     for k in keys:
         harness.dispatcher.pim_product(k)
     harness.drain()
