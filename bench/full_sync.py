@@ -33,11 +33,15 @@ catalog.
 
 Measured per phase: wall seconds, units/s, the runs' counters per channel, rows written
 (``channel_product`` inserts and version bumps, rows tagged with the phase's runs;
-``pim_product`` rows whose change position moved), peak RSS/PSS of the worker processes
-(sampled every 0.2 s), CPU seconds per process group (reference PIM, worker parent and
-children, PostgreSQL backends of the scratch database, other PostgreSQL processes, Redis, this
-process, everything else), the reference PIM's request statistics and what the worker log and
-the database say went wrong (errors, retries, deadlocks, dead letters, retried batches).
+``pim_product`` rows whose change position moved; WAL bytes and checkpoints), peak RSS/PSS of
+the worker processes (sampled every 0.2 s), CPU seconds per process group (reference PIM,
+worker parent and children, PostgreSQL backends of the scratch database, other PostgreSQL
+processes, Redis, this process, everything else: the top "noise" processes are named), what
+the scratch database's backends were doing (``pg_stat_activity`` sampled every 0.2 s: share of
+active samples per statement and wait event), Celery task durations from the worker log, the
+reference PIM's request statistics and what went wrong (log errors and warnings, retries,
+deadlocks, dead letters, retried batches). The report also names the commit and the
+uncommitted files of the code under test, and the PostgreSQL settings.
 
 Output: the JSON report on stdout; progress and a short table on stderr. Worker and PIM logs
 go to a temporary folder, kept with ``--keep-logs`` (or when a phase fails).
@@ -48,6 +52,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -90,6 +95,7 @@ PROGRESS_INTERVAL = 5.0
 # A phase whose counters do not move for this long is declared stuck.
 STALL_SECONDS = 600.0
 MIB = 2**20
+TASK_DONE = re.compile(r"Task (\S+)\[[^\]]+\] succeeded in ([\d.]+)s")
 # Process groups that are not part of the system under test (their top processes are named).
 NOISE_GROUPS = ("other", "postgres_other_databases")
 
@@ -320,6 +326,69 @@ class _Seen:
     last: float
 
 
+class PgActivity:
+    """Samples what the scratch database's backends are doing (``pg_stat_activity``), from a
+    connection to another database so the sampler is not one of the backends it counts."""
+
+    def __init__(self, url: str, database: str) -> None:
+        import psycopg
+
+        admin = url.replace("postgresql+psycopg://", "postgresql://").rsplit("/", 1)[0]
+        self.conn = psycopg.connect(f"{admin}/postgres", autocommit=True)
+        self.database = database
+        self.samples = 0
+        self.states: dict[str, int] = {}
+        self.waits: dict[str, int] = {}
+        self.queries: dict[str, int] = {}
+
+    def sample(self) -> None:
+        try:
+            rows = self.conn.execute(
+                "SELECT state, wait_event_type, wait_event, left(query, 400) "
+                "FROM pg_stat_activity WHERE datname = %s AND backend_type = 'client backend'",
+                (self.database,),
+            ).fetchall()
+        except Exception:  # a sample lost is no reason to stop the bench
+            return
+        self.samples += 1
+        for state, wait_type, wait, query in rows:
+            self.states[state or "?"] = self.states.get(state or "?", 0) + 1
+            if state != "active":
+                continue
+            key = f"{wait_type}:{wait}" if wait_type else "running (CPU)"
+            self.waits[key] = self.waits.get(key, 0) + 1
+            q = _normalise_sql(query or "")
+            self.queries[q] = self.queries.get(q, 0) + 1
+
+    def close(self) -> None:
+        with suppress(Exception):
+            self.conn.close()
+
+    def report(self) -> dict[str, Any]:
+        n = self.samples or 1
+        active = sum(self.queries.values()) or 1
+
+        def top(counts: dict[str, int], k: int) -> list[dict[str, Any]]:
+            ranked = sorted(counts.items(), key=lambda kv: -kv[1])[:k]
+            return [{"share": round(c / active, 3), "what": q} for q, c in ranked]
+
+        return {
+            "samples": self.samples,
+            "avg_backends_by_state": {s: round(c / n, 2) for s, c in sorted(self.states.items())},
+            "active_by_wait": top(self.waits, 8),
+            "active_by_query": top(self.queries, 12),
+        }
+
+
+def _normalise_sql(query: str) -> str:
+    q = " ".join(query.split())
+    q = re.sub(r"'(?:[^']|'')*'", "?", q)
+    q = re.sub(r"\$\d+|%s|%\(\w+\)s|\b\d+\b", "?", q)
+    cast = r"(?:::(?:TIMESTAMP WITH TIME ZONE|[A-Z]+))?"
+    q = re.sub(rf"\?{cast}(?:\s*,\s*\?{cast})+", "?...", q)
+    return q[:240]
+
+
 @dataclass
 class ProcessSampler:
     """Peak memory of the worker tree (every 0.2 s) and CPU seconds per process group."""
@@ -334,6 +403,7 @@ class ProcessSampler:
     cpu: dict[tuple[int, float], _Seen] = field(default_factory=dict)
     _groups: dict[tuple[int, float], str] = field(default_factory=dict)
     _procs: dict[int, psutil.Process] = field(default_factory=dict)
+    activity: PgActivity | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     _started: float = 0.0
@@ -351,6 +421,8 @@ class ProcessSampler:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(10)
+        if self.activity is not None:
+            self.activity.close()
         self._sample_cpu(baseline=False)
         self._system_end = psutil.cpu_times()
 
@@ -359,6 +431,8 @@ class ProcessSampler:
         while not self._stop.wait(MEMORY_INTERVAL):
             full = time.monotonic() >= next_cpu
             self._sample_memory(pss=full)
+            if self.activity is not None:
+                self.activity.sample()
             if full:
                 self._sample_cpu(baseline=False)
                 next_cpu += CPU_INTERVAL
@@ -477,6 +551,7 @@ class ProcessSampler:
             for g, v in sorted(groups.items(), key=lambda kv: -kv[1])
         }
         return {
+            "postgres_activity": self.activity.report() if self.activity else None,
             "worker_memory": {
                 "per_process": per_process,
                 "max_rss_mib": max((e["max_rss_mib"] for e in per_process.values()), default=0),
@@ -551,12 +626,58 @@ def table_snapshot(url: str) -> dict[str, int]:
                 text("SELECT count(*), coalesce(sum(version), 0) FROM channel_product")
             ).one()
             mirror = conn.execute(text("SELECT count(*) FROM pim_product")).scalar_one()
-            clock = conn.execute(
-                text("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
-            ).scalar_one()
+            wal, checkpoints = wal_position(conn)
     finally:
         engine.dispose()
-    return {"rows": int(rows), "versions": int(versions), "mirror": mirror, "clock": int(clock)}
+    from app.db import session_scope
+    from app.pim.repository import high_watermark
+
+    with session_scope() as session:  # the mirror's change log position, as the engine sees it
+        clock = high_watermark(session)
+    return {
+        "rows": int(rows),
+        "versions": int(versions),
+        "mirror": mirror,
+        "clock": int(clock),
+        "wal": wal,
+        "checkpoints": checkpoints,
+    }
+
+
+def wal_position(conn: Any) -> tuple[int, int]:
+    """Bytes of WAL written so far and checkpoints done (cluster-wide: noise included)."""
+    row = conn.execute(
+        text(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint, "
+            "(SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter)"
+        )
+    ).one()
+    return int(row[0]), int(row[1])
+
+
+def postgres_settings(url: str) -> dict[str, str]:
+    names = (
+        "server_version",
+        "shared_buffers",
+        "max_wal_size",
+        "checkpoint_timeout",
+        "synchronous_commit",
+        "wal_level",
+        "wal_compression",
+        "default_toast_compression",
+        "autovacuum",
+        "plan_cache_mode",
+        "work_mem",
+    )
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return {
+                n: str(conn.execute(text("SELECT current_setting(:n)"), {"n": n}).scalar_one())
+                for n in names
+            }
+    finally:
+        engine.dispose()
 
 
 def rows_written(
@@ -584,6 +705,8 @@ def rows_written(
     finally:
         engine.dispose()
     return {
+        "postgres_wal_mib": _mib(after["wal"] - before["wal"]),
+        "postgres_checkpoints": after["checkpoints"] - before["checkpoints"],
         "channel_product": {
             "inserted": inserted,
             "updated": bumped,
@@ -650,7 +773,11 @@ def log_findings(log: Path, offset: int) -> tuple[dict[str, Any], int]:
         )
     }
     samples: list[str] = []
+    durations: dict[str, list[float]] = {}
     for raw in data.decode(errors="replace").splitlines():
+        done = TASK_DONE.search(raw)
+        if done:
+            durations.setdefault(done.group(1), []).append(float(done.group(2)))
         line = raw.lower()
         level = None
         if raw.startswith("{"):
@@ -677,7 +804,16 @@ def log_findings(log: Path, offset: int) -> tuple[dict[str, Any], int]:
             counts["aborted_or_failed_runs"] += 1
         if "akeneo" in line and ("retry" in line or "429" in line or "backoff" in line):
             counts["pim_retries"] += 1
-    return {**counts, "samples": samples}, offset + len(data)
+    tasks = {
+        name: {
+            "count": len(d),
+            "total_s": round(sum(d), 1),
+            "median_s": round(statistics.median(d), 3),
+            "max_s": round(max(d), 3),
+        }
+        for name, d in sorted(durations.items())
+    }
+    return {**counts, "task_seconds": tasks, "samples": samples}, offset + len(data)
 
 
 # --- bare COPY ----------------------------------------------------------------------------
@@ -714,6 +850,7 @@ def bare_copy(url: str, table: str, repeats: int, work: Path) -> dict[str, Any]:
         rows = int(cur.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
         raw.commit()
         seconds: list[float] = []
+        wal: list[int] = []
         for i in range(repeats):
             cur.execute(f"DROP TABLE IF EXISTS {twin}")
             cur.execute(f"CREATE TABLE {twin} (LIKE {table} INCLUDING ALL)")
@@ -722,12 +859,16 @@ def bare_copy(url: str, table: str, repeats: int, work: Path) -> dict[str, Any]:
                 cur.execute(f"ALTER TABLE {twin} ALTER COLUMN {column} SET COMPRESSION {kind}")
             raw.commit()
             checkpoint(url)
+            wal0 = int(cur.execute("SELECT pg_current_wal_lsn() - '0/0'").fetchone()[0])
+            raw.commit()
             started = time.perf_counter()
             with cur.copy(f"COPY {twin} ({cols}) FROM STDIN") as cp, export.open("rb") as fh:
                 while chunk := fh.read(1 << 20):
                     cp.write(chunk)
             raw.commit()
             seconds.append(time.perf_counter() - started)
+            wal.append(int(cur.execute("SELECT pg_current_wal_lsn() - '0/0'").fetchone()[0]) - wal0)
+            raw.commit()
             say(f"bare COPY {table}: {rows} rows in {seconds[-1]:.1f}s ({i + 1}/{repeats})")
         size = int(cur.execute(f"SELECT pg_total_relation_size('{twin}')").fetchone()[0])
         cur.execute(f"DROP TABLE IF EXISTS {twin}")
@@ -742,6 +883,7 @@ def bare_copy(url: str, table: str, repeats: int, work: Path) -> dict[str, Any]:
         "table_bytes": size,
         "seconds": _median_range(seconds),
         "rows_per_s": round(rows / median) if median else None,
+        "postgres_wal_mib": _mib(statistics.median(wal)),
         "compression": {c: m for c, m in compression},
     }
     export.unlink()
@@ -749,6 +891,43 @@ def bare_copy(url: str, table: str, repeats: int, work: Path) -> dict[str, Any]:
 
 
 # --- phases -------------------------------------------------------------------------------
+
+
+class Autoanalyze:
+    """``ANALYZE`` every ``every`` seconds during a phase: what autovacuum's autoanalyze does
+    on a server where it is on (it is off on this machine's CI configuration). Off when 0."""
+
+    def __init__(self, url: str, every: float) -> None:
+        self.url, self.every = url, every
+        self.runs, self.seconds = 0, 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="autoanalyze", daemon=True)
+
+    def start(self) -> None:
+        if self.every > 0:
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(60)
+
+    def _loop(self) -> None:
+        engine = create_engine(self.url, isolation_level="AUTOCOMMIT")
+        try:
+            while not self._stop.wait(self.every):
+                started = time.perf_counter()
+                with engine.connect() as conn:
+                    conn.execute(text("ANALYZE"))
+                self.runs += 1
+                self.seconds += time.perf_counter() - started
+        finally:
+            engine.dispose()
+
+    def report(self) -> dict[str, Any] | None:
+        if self.every <= 0:
+            return None
+        return {"every_s": self.every, "runs": self.runs, "seconds": round(self.seconds, 1)}
 
 
 @dataclass
@@ -761,6 +940,8 @@ class Stack:
     pim: ReferencePim
     worker: Worker
     channels: list[str]
+    logs: Path
+    analyze_every: float = 0.0
     log_offset: int = 0
 
     def context(self) -> Any:
@@ -777,8 +958,15 @@ def run_phase(stack: Stack, name: str, units: int) -> dict[str, Any]:
     checkpoint(stack.url)
     stack.pim.reset_stats()
     before = table_snapshot(stack.url)
-    sampler = ProcessSampler(stack.worker.pid, stack.pim.pid, stack.database)
+    sampler = ProcessSampler(
+        stack.worker.pid,
+        stack.pim.pid,
+        stack.database,
+        activity=PgActivity(stack.url, stack.database),
+    )
     sampler.start()
+    analyzer = Autoanalyze(stack.url, stack.analyze_every)
+    analyzer.start()
     say(f"phase {name}: started ({units} units)")
     t0 = datetime.now(UTC)
     p0 = time.perf_counter()
@@ -790,8 +978,9 @@ def run_phase(stack: Stack, name: str, units: int) -> dict[str, Any]:
             if started is None:
                 raise RuntimeError("start_full refused: every channel is already syncing")
             run_id = started.id
-    parent, children = wait_for_run(stack, name, run_id, units)
+    parent, children = wait_for_run(stack, name, run_id, units, sampler)
     observed = time.perf_counter() - p0
+    analyzer.stop()
     sampler.stop()
     finished = [c["finished_at"] for c in children if c["finished_at"]]
     if parent and parent["finished_at"]:
@@ -841,11 +1030,15 @@ def run_phase(stack: Stack, name: str, units: int) -> dict[str, Any]:
         "rows_written": written,
         **sampler.report(wall),
         "reference_pim": stack.pim.stats(),
+        "emulated_autoanalyze": analyzer.report(),
         "worker_log": findings,
         "database": health(stack.url),
         "problems": problems,
     }
     cw = written["channel_product"]
+    saved = stack.logs / f"phase-{stack.skus}-{name}.json"
+    saved.write_text(json.dumps(result, indent=2, default=str))
+    say(f"phase {name}: result saved to {saved}")
     say(
         f"phase {name}: finished in {wall:.1f}s ({result['units_per_s']} units/s), "
         f"channel rows written {cw['written']}, problems: {len(problems)}"
@@ -854,7 +1047,7 @@ def run_phase(stack: Stack, name: str, units: int) -> dict[str, Any]:
 
 
 def wait_for_run(
-    stack: Stack, name: str, run_id: uuid.UUID, units: int
+    stack: Stack, name: str, run_id: uuid.UUID, units: int, sampler: ProcessSampler
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     expected = len(stack.channels)
     started = time.monotonic()
@@ -891,7 +1084,8 @@ def wait_for_run(
             say(
                 f"phase {name}: {elapsed:6.0f}s  read {parent['read']}/{stack.skus}  "
                 f"units {done_units}/{units} ({done_units / elapsed:.0f}/s)  "
-                f"channel runs done {sum(c['status'] in TERMINAL for c in children)}/{expected}"
+                f"channel runs done {sum(c['status'] in TERMINAL for c in children)}/{expected}  "
+                f"worker RSS peak {_mib(sampler.max_rss_sum):.0f} MiB"
             )
 
 
@@ -915,7 +1109,7 @@ def rename_products(pim: ReferencePim, skus: int, count: int) -> list[str]:
 
 @contextmanager
 def stack_for(
-    skus: int, seed: int, redis_url: str, logs: Path, concurrency: int
+    skus: int, seed: int, redis_url: str, logs: Path, args: argparse.Namespace
 ) -> Iterator[Stack]:
     from app.channels.config import load_channels
     from app.config import SAMPLE_DIR
@@ -944,12 +1138,28 @@ def stack_for(
             **CREDENTIALS,
         }
         point_this_process_at(env)
-        worker = Worker(env, logs / f"worker-{skus}.log", concurrency)
+        worker = Worker(env, logs / f"worker-{skus}.log", args.concurrency)
         stack.callback(worker.stop)
         worker.start()
-        say(f"worker: ready (pid {worker.pid}, concurrency {concurrency})")
+        say(f"worker: ready (pid {worker.pid}, concurrency {args.concurrency})")
         channels = sorted(load_channels(SAMPLE_DIR / "channels.yaml"))
-        yield Stack(skus, url, database, pim, worker, channels)
+        yield Stack(skus, url, database, pim, worker, channels, logs, args.analyze_every)
+
+
+def code_version() -> dict[str, Any]:
+    """The commit and the uncommitted changes of the code under test (it may change between
+    runs: the figures belong to this state)."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+        return done.stdout.strip()
+
+    dirty = git("status", "--porcelain", "--", "app", "tasks", "celeryconfig.py").splitlines()
+    return {
+        "commit": git("rev-parse", "--short", "HEAD"),
+        "subject": git("log", "-1", "--format=%s")[:120],
+        "uncommitted": [line[3:] for line in dirty],
+    }
 
 
 def settings_in_force() -> dict[str, Any]:
@@ -973,30 +1183,37 @@ def run(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
         "skus": args.skus,
         "seed": args.seed,
         "worker_concurrency": args.concurrency,
+        "analyze_every_s": args.analyze_every or None,
+        "code": code_version(),
     }
     with redis_database(args.redis_db) as redis_url:
         report["redis"] = redis_url
-        with stack_for(args.skus, args.seed, redis_url, logs, args.concurrency) as st:
+        with stack_for(args.skus, args.seed, redis_url, logs, args) as st:
             units = args.skus * len(st.channels)
-            report.update(channels=st.channels, units=units, settings=settings_in_force())
+            report.update(
+                channels=st.channels,
+                units=units,
+                settings=settings_in_force(),
+                postgres=postgres_settings(st.url),
+            )
             phases: dict[str, Any] = {}
             report["phases"] = phases
             phases["cold"] = run_phase(st, "cold", units)
-            with tempfile.TemporaryDirectory(prefix="pimsync-bench-copy-") as tmp:
-                report["bare_copy"] = {
-                    t: bare_copy(st.url, t, args.copy_repeats, Path(tmp))
-                    for t in ("channel_product", "pim_product")
-                }
-            phases["warm"] = run_phase(st, "warm", units)
-            say(f"delta: renaming {args.delta} products in the reference PIM (untimed)")
-            renamed = rename_products(st.pim, args.skus, args.delta)
-            phases["delta"] = run_phase(st, "delta", len(renamed) * len(st.channels))
-            phases["delta"]["renamed_products"] = len(renamed)
-        report["summary"] = summary(report)
+            if not args.cold_only:
+                with tempfile.TemporaryDirectory(prefix="pimsync-bench-copy-") as tmp:
+                    report["bare_copy"] = {
+                        t: bare_copy(st.url, t, args.copy_repeats, Path(tmp))
+                        for t in ("channel_product", "pim_product")
+                    }
+                phases["warm"] = run_phase(st, "warm", units)
+                say(f"delta: renaming {args.delta} products in the reference PIM (untimed)")
+                renamed = rename_products(st.pim, args.skus, args.delta)
+                phases["delta"] = run_phase(st, "delta", len(renamed) * len(st.channels))
+                phases["delta"]["renamed_products"] = len(renamed)
+        if not args.cold_only:
+            report["summary"] = summary(report)
         if args.memory_compare:
-            with stack_for(
-                args.memory_compare, args.seed, redis_url, logs, args.concurrency
-            ) as big:
+            with stack_for(args.memory_compare, args.seed, redis_url, logs, args) as big:
                 units_m = args.memory_compare * len(big.channels)
                 cold_m = run_phase(big, "cold", units_m)
             report["memory_compare"] = memory_compare(report, args.memory_compare, cold_m)
@@ -1115,6 +1332,16 @@ def main() -> None:
     parser.add_argument("--copy-repeats", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=2, help="worker pool processes")
     parser.add_argument("--redis-db", type=int, default=12, help="preferred Redis database")
+    parser.add_argument(
+        "--analyze-every",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="run ANALYZE every S seconds during phases (autoanalyze where autovacuum is off)",
+    )
+    parser.add_argument(
+        "--cold-only", action="store_true", help="only the cold full sync (no COPY, warm, delta)"
+    )
     parser.add_argument("--keep-logs", action="store_true")
     args = parser.parse_args()
 
