@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -91,8 +92,11 @@ class Worker:
         queues: str = "sync,publish",
         name: str = "e2e",
         heartbeat: bool = False,
+        metrics_port: int = 0,
     ) -> None:
         self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+        # with a metrics port the worker starts the way operators start it: `pimsync worker`
+        self.metrics_port = metrics_port
         self.heartbeat = heartbeat  # Flower needs the worker's heartbeats
         self.log = log
         self.concurrency = concurrency
@@ -103,14 +107,16 @@ class Worker:
     def start(self, timeout: float = 60) -> Worker:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         out = self.log.open("ab")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "tasks",
-                "worker",
+        if self.metrics_port:
+            command = [
+                *(sys.executable, "-m", "app", "worker", f"--queues={self.queues}"),
+                f"--concurrency={self.concurrency}",
+                f"--metrics-port={self.metrics_port}",
+                f"--hostname={self.name}@%h",
+            ]
+        else:
+            command = [
+                *(sys.executable, "-m", "celery", "-A", "tasks", "worker"),
                 f"--queues={self.queues}",
                 f"--concurrency={self.concurrency}",
                 "--pool=prefork",
@@ -119,7 +125,9 @@ class Worker:
                 *([] if self.heartbeat else ["--without-heartbeat"]),
                 f"--hostname={self.name}@%h",
                 "--loglevel=INFO",
-            ],
+            ]
+        self.proc = subprocess.Popen(
+            command,
             cwd=ROOT,
             env=self.env,
             stdout=out,
@@ -168,6 +176,12 @@ def reference_pim(spec: str, **app_options: Any) -> Iterator[tuple[str, Any]]:
     app = create_app(catalog, **app_options)
     with serve_in_thread(app) as base:
         yield base, catalog
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def admin(base: str) -> httpx.Client:

@@ -219,6 +219,20 @@ def mark_seen(
     return int(result.rowcount or 0)
 
 
+def current_hashes(session: Session, identifiers: Sequence[str]) -> dict[str, str]:
+    """Content hash of each product the mirror holds (and has not marked removed)."""
+    if not identifiers:
+        return {}
+    return {
+        ident: digest
+        for ident, digest in session.execute(
+            select(PimProduct.identifier, PimProduct.content_hash).where(
+                PimProduct.identifier.in_(list(identifiers)), PimProduct.removed_at.is_(None)
+            )
+        ).all()
+    }
+
+
 def load_products(session: Session, identifiers: Sequence[str]) -> dict[str, MirrorRow]:
     if not identifiers:
         return {}

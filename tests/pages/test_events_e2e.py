@@ -25,6 +25,7 @@ from tests.conftest import create_pg_database, drop_pg_database, truncate_all
 from tests.e2e_support import (
     Worker,
     apply_env,
+    free_port,
     reference_pim,
     restore_env,
     run_finished,
@@ -35,6 +36,8 @@ from tests.e2e_support import (
 pytestmark = [pytest.mark.slow, pytest.mark.worker]
 SECRET = "whsec-test"
 CHANNELS = ["at_storefront", "b2b_portal", "de_storefront", "uk_marketplace"]
+API_TOKEN = "metrics-token"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 ALL_QUEUES = "sync,publish,events.pim,events.catalog,events.pricing,events.inventory,events.media"
 
 
@@ -103,6 +106,7 @@ def stack(redis_url: str, pg_url: str, tmp_path_factory) -> Iterator[Stack]:
             PIMSYNC_WEBHOOK_MAX_BODY_BYTES="65536",
             PIMSYNC_EVENT_COALESCE_SECONDS="0.2",
             PIMSYNC_EVENT_SOURCE_TOKENS='{"erp": "erp-token", "wms": "wms-token"}',
+            PIMSYNC_API_TOKEN=API_TOKEN,
         )
         old = apply_env(env)
         try:
@@ -309,3 +313,126 @@ def test_reconciliation_repairs_a_corrupted_page(synced: Stack, tmp_path: Path):
     page = synced.page("de_storefront", sku)
     assert page.catalog_version == version and page.catalog["sku"] == sku
     assert page.catalog.get("title") != "garbage" and page.pricing == {"amount": "5.00"}
+
+
+def _samples(exposition: str) -> dict[tuple[str, frozenset], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(exposition)
+        for sample in family.samples
+    }
+
+
+def _value(samples: dict, name: str, **labels: str) -> float:
+    found = [v for (n, ls), v in samples.items() if n == name and set(labels.items()) <= ls]
+    assert found, f"{name}{labels} not exported"
+    return sum(found)
+
+
+def test_metrics_from_a_real_run(stack: Stack, tmp_path: Path):
+    """A sync, a webhook, a refusal and a pricing event, then both scrapes: the HTTP app's
+    /metrics (state read from the database and the broker) and a worker's exporter
+    (``pimsync worker --metrics-port``, prefork children aggregated in multiprocess mode)."""
+    truncate_all(stack.env["PIMSYNC_DATABASE_URL"])
+    for q in ALL_QUEUES.split(","):
+        stack.broker.delete(q)
+    port = free_port()
+    env = {**stack.env, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom")}
+    worker = Worker(env, stack.logs / "metrics.log", queues=ALL_QUEUES, metrics_port=port)
+    with worker:
+        stack.full_sync()
+        wait_until(lambda: _pages() > 0, 60, what="catalog pages")
+        sku = _published()
+        body = event_body("metrics-1", generator.product(generator.index_of(sku), 7))
+        bad = {**signed(body), "X-Akeneo-Request-Signature": "0" * 64}
+        assert stack.http.post("/webhooks/akeneo", content=body, headers=bad).status_code == 401
+        assert stack.http.post("/webhooks/akeneo", content=body, headers=signed(body)).is_success
+        r = stack.http.post(
+            "/events/pricing",
+            headers={"Authorization": "Bearer erp-token"},
+            json={
+                "sku": sku,
+                "source_version": 3,
+                "occurred_at": datetime.now(UTC).isoformat(),
+                "payload": {"amount": "9.99", "currency": "EUR"},
+            },
+        )
+        assert r.status_code == 202
+        wait_until(
+            lambda: (stack.page("de_storefront", sku) or ProductPage()).pricing_version == 3,
+            60,
+            what="pricing applied",
+        )
+        wait_until(
+            lambda: stack.queued("events.pim") + stack.queued("events.catalog") == 0,
+            60,
+            what="event queues drained",
+        )
+        assert stack.http.get("/metrics").status_code == 401  # not without the token
+        web = stack.http.get("/metrics", headers={"Authorization": f"Bearer {API_TOKEN}"})
+        assert web.status_code == 200, web.text
+        exported = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
+        assert exported.status_code == 200
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "metrics-web.txt").write_text(web.text)
+    (ARTIFACTS / "metrics-worker.txt").write_text(exported.text)
+
+    state = _samples(web.text)
+    with session_scope() as s:
+        synced = dict(
+            s.execute(
+                text(
+                    "SELECT channel, sum(synced) FROM sync_run WHERE kind = 'full' "
+                    "AND channel IS NOT NULL GROUP BY channel"
+                )
+            ).all()
+        )
+        cursors = s.execute(text("SELECT name FROM sync_cursor")).scalars().all()
+        dead = s.execute(text("SELECT count(*) FROM dead_letter WHERE status = 'open'")).scalar()
+        drift = s.execute(text("SELECT count(*) FROM drift_event")).scalar()
+        pages = s.execute(text("SELECT count(*) FROM product_page")).scalar()
+        priced = s.execute(
+            text("SELECT count(*) FROM product_page WHERE pricing_version = 3")
+        ).scalar()
+    assert set(synced) == set(CHANNELS)
+    for channel, n in synced.items():
+        assert n > 0
+        assert (
+            _value(state, "pimsync_units_total", channel=channel, kind="full", outcome="published")
+            == n
+        )
+        assert (
+            _value(state, "pimsync_sync_run_duration_seconds_count", channel=channel, kind="full")
+            == 1
+        )
+        assert _value(state, "pimsync_sync_runs_total", channel=channel, status="completed") >= 1
+    for name in cursors:
+        assert 0 <= _value(state, "pimsync_cursor_age_seconds", cursor=name) < 600
+    assert sum(v for (n, _), v in state.items() if n == "pimsync_dead_letters_open") == dead
+    assert sum(v for (n, _), v in state.items() if n == "pimsync_drift_attributes") == drift
+    assert sum(v for (n, ls), v in state.items() if ("state", "pages") in ls) == pages
+    de_pages = _value(state, "pimsync_product_pages", channel="de_storefront", state="pages")
+    # one price arrived, for one SKU: every other page of the channel still lacks pricing
+    assert (
+        _value(state, "pimsync_product_pages", channel="de_storefront", state="no_pricing")
+        == de_pages - 1
+    )
+    assert _value(state, "pimsync_queue_depth", queue="events.pricing") == 0
+    # counted where it happens: the web app refused one request and accepted one event
+    assert _value(state, "pimsync_webhook_refusals_total", reason="bad_signature") >= 1
+    assert _value(state, "pimsync_webhook_events_total", result="new") >= 1
+
+    work = _samples(exported.text)
+    assert priced >= 1
+    # one pricing event for every channel: applied to each page of that SKU, lag observed once
+    assert (
+        _value(work, "pimsync_projection_events_total", domain="pricing", result="applied")
+        == priced
+    )
+    assert (
+        _value(work, "pimsync_projection_events_total", domain="catalog", result="applied") >= pages
+    )
+    assert _value(work, "pimsync_projection_lag_seconds_count", domain="pricing") == 1
+    assert 0 <= _value(work, "pimsync_projection_lag_seconds_sum", domain="pricing") < 60

@@ -483,3 +483,56 @@ def test_full_sync_reads_each_product_once_for_all_channels(harness, monkeypatch
     assert publishes and all(len(ids) == 4 for ids in publishes)  # 4 channels per message
     assert set(loaded) == set(harness.source.products)
     assert max(loaded.values()) == 1  # decoded once, whatever the number of channels
+
+
+def test_unchanged_products_are_only_marked_seen(harness, monkeypatch):
+    """A second read parses (and rewrites) only what changed, was removed or is new."""
+    import copy
+
+    import app.sync.ingest as ingest
+
+    harness.full()
+    with session_scope() as s:
+        before = {
+            p.identifier: (p.change_seq, p.ingested_at) for p in s.scalars(select(PimProduct))
+        }
+    skus = sorted(harness.source.products)
+    changed, removed, fresh = skus[0], skus[1], "NEW-SKU-1"
+    product = harness.source.products[changed]
+    product["values"]["name"][0]["data"] = "A new name"
+    with session_scope() as s:  # e.g. a `removed` webhook that the PIM has since undone
+        s.get(PimProduct, removed).removed_at = before[removed][1]
+    new = copy.deepcopy(harness.source.products[skus[2]])
+    new["identifier"] = fresh
+    new["uuid"] = "00000000-0000-4000-8000-00000000beef"
+    for entry in new["values"].get("sku", []):
+        entry["data"] = fresh
+    harness.source.products[fresh] = new
+
+    parsed: list[str] = []
+    real = ingest.parse_product
+
+    def counting(raw, *args):
+        product = real(raw, *args)
+        parsed.append(product.identifier)
+        return product
+
+    monkeypatch.setattr(ingest, "parse_product", counting)
+    run_id = harness.full()
+
+    assert sorted(parsed) == sorted([changed, removed, fresh])
+    runs = harness.runs(run_id)
+    assert runs[None].read == 61
+    with session_scope() as s:
+        after = {p.identifier: p for p in s.scalars(select(PimProduct))}
+    assert all(p.last_seen_run == run_id for p in after.values())
+    assert after[removed].removed_at is None
+    for ident, (seq, ingested) in before.items():
+        moved = (after[ident].change_seq, after[ident].ingested_at) != (seq, ingested)
+        assert moved == (ident in (changed, removed)), ident
+    for channel in CHANNELS:
+        run = runs[channel]
+        assert run.orphans_disabled == 0 and run.failed == 0
+        outcomes = run.unchanged + run.synced + run.skipped_incomplete + run.filtered
+        assert outcomes + run.disabled == 61
+    assert harness.rows("de_storefront")[("de_storefront", fresh)] is not None

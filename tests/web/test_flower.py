@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from tests.e2e_support import (
     ROOT,
     Worker,
     apply_env,
+    free_port,
     reference_pim,
     restore_env,
     run_finished,
@@ -29,12 +29,6 @@ from tests.e2e_support import (
 
 pytestmark = [pytest.mark.slow, pytest.mark.worker]
 AUTH = ("admin", "flower-test-pw")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_flower_lists_the_worker_and_a_syncs_tasks(redis_url: str, pg_url: str, tmp_path: Path):
