@@ -315,6 +315,13 @@ def test_reconciliation_repairs_a_corrupted_page(synced: Stack, tmp_path: Path):
     assert page.catalog.get("title") != "garbage" and page.pricing == {"amount": "5.00"}
 
 
+def _open_dead_letters() -> int:
+    with session_scope() as s:
+        return int(
+            s.execute(text("SELECT count(*) FROM dead_letter WHERE status = 'open'")).scalar_one()
+        )
+
+
 def _samples(exposition: str) -> dict[tuple[str, frozenset], float]:
     from prometheus_client.parser import text_string_to_metric_families
 
@@ -349,6 +356,21 @@ def test_metrics_from_a_real_run(stack: Stack, tmp_path: Path):
         bad = {**signed(body), "X-Akeneo-Request-Signature": "0" * 64}
         assert stack.http.post("/webhooks/akeneo", content=body, headers=bad).status_code == 401
         assert stack.http.post("/webhooks/akeneo", content=body, headers=signed(body)).is_success
+        # a product whose colour no lookup table knows: dead-lettered (a permanent error)
+        with session_scope() as s:
+            skus = s.execute(
+                text("SELECT sku FROM channel_product WHERE channel = 'de_storefront' AND enabled")
+            ).scalars()
+            poisoned = generator.product(0, 7)
+            for candidate in skus:
+                poisoned = generator.product(generator.index_of(candidate), 7)
+                if "color" in poisoned["values"] and candidate != sku:
+                    break
+        poisoned["values"]["color"] = [{"locale": None, "scope": None, "data": "ultraviolet"}]
+        poisoned["updated"] = (datetime.now(UTC) + timedelta(seconds=5)).isoformat()
+        body = event_body("metrics-poison", poisoned)
+        assert stack.http.post("/webhooks/akeneo", content=body, headers=signed(body)).is_success
+        wait_until(lambda: _open_dead_letters() > 0, 60, what="the poisoned product dead-lettered")
         r = stack.http.post(
             "/events/pricing",
             headers={"Authorization": "Bearer erp-token"},
@@ -410,6 +432,7 @@ def test_metrics_from_a_real_run(stack: Stack, tmp_path: Path):
         assert _value(state, "pimsync_sync_runs_total", channel=channel, status="completed") >= 1
     for name in cursors:
         assert 0 <= _value(state, "pimsync_cursor_age_seconds", cursor=name) < 600
+    assert dead > 0
     assert sum(v for (n, _), v in state.items() if n == "pimsync_dead_letters_open") == dead
     assert sum(v for (n, _), v in state.items() if n == "pimsync_drift_attributes") == drift
     assert sum(v for (n, ls), v in state.items() if ("state", "pages") in ls) == pages

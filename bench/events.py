@@ -1,0 +1,614 @@
+"""Events end to end: webhook and domain-event bursts, then product page reads, on real parts.
+
+    python -m bench.events [--skus 500] [--events 10000] [--rate 200] [--read-rate 500]
+
+What runs (everything on this machine):
+
+- the reference PIM with a generated catalog of ``--skus`` products, fully synced first (the
+  pages the events land on exist, as in production);
+- ``pimsync web`` (uvicorn, one process): the webhook (Akeneo Events API, HMAC-signed) and
+  ``POST /events/{pricing,inventory,media}`` (bearer token per source), and the page reads;
+- one Celery worker (prefork, ``--concurrency``) on every queue, Redis, a scratch PostgreSQL.
+
+Events: ``--events`` of them, 20 % webhooks (a product renamed: mirror, publish to every channel,
+catalog event, page) and 80 % pricing/inventory/media events for every channel; one in ten is a
+re-delivery of an earlier one (same event id, same source version), and each domain's versions
+are shuffled in windows of 20, so older versions often arrive after newer ones.
+
+Phases:
+
+1. ``paced``: the events sent at ``--rate`` per second (8 sender threads). Event-to-visible
+   latency is from the moment a request is sent to the moment a poller (every 20 ms, one
+   query) sees the page in de_storefront carry it: the new title, or a domain version at least
+   the event's (an event a newer one overtook counts as visible when it is). Also the webhook
+   acknowledgement latency as the sender saw it (client overhead included).
+2. ``burst``: as many again, sent as fast as the senders go: intake events/s, and events/s
+   until the last one is visible.
+3. ``reads``: ``GET /channels/de_storefront/products/{sku}`` at ``--read-rate`` per second for
+   ``--read-seconds``, random SKUs: latency p50/p99 as the client saw it.
+
+PIM events coalesce per SKU for ``--coalesce`` seconds (the setting
+``PIMSYNC_EVENT_COALESCE_SECONDS``, default 1 s in production): webhook latency includes it.
+
+Output: the JSON report on stdout; progress and a short table on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import hmac
+import json
+import random
+import shutil
+import signal
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+from bench.common import machine, scratch_database
+from bench.full_sync import (
+    CREDENTIALS,
+    ReferencePim,
+    Service,
+    ensure_catalog,
+    flush_redis,
+    free_port,
+    point_this_process_at,
+    redis_database,
+    say,
+)
+
+SECRET = "bench-webhook-secret"
+TOKENS = {"erp": "bench-erp", "wms": "bench-wms", "dam": "bench-dam"}
+SOURCE_OF = {"pricing": "erp", "inventory": "wms", "media": "dam"}
+QUEUES = "sync,publish,events.pim,events.catalog,events.pricing,events.inventory,events.media"
+CHANNEL = "de_storefront"
+POLL_SECONDS = 0.02
+SENDERS = 8
+SHUFFLE_WINDOW = 20
+
+
+@dataclass
+class Event:
+    kind: str  # webhook | pricing | inventory | media
+    sku: str
+    key: str  # event id (webhook) or source version (domain)
+    body: bytes
+    marker: str = ""  # the title a webhook sets
+    version: int = 0  # domain: source version; webhook: order of the PIM's `updated`
+    duplicate: bool = False
+    sent_at: float = 0.0
+    acked_at: float = 0.0
+    status: int = 0
+    visible_at: float = 0.0
+
+
+@dataclass
+class Tracker:
+    """What the poller saw: per SKU, the newest title and domain versions in de_storefront."""
+
+    url: str
+    events: list[Event] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+    polls: int = 0
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="poller", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+
+    def pending(self) -> int:
+        return sum(1 for e in self.events if not e.duplicate and not e.visible_at)
+
+    def _loop(self) -> None:
+        import psycopg
+
+        conn = psycopg.connect(self.url.replace("postgresql+psycopg://", "postgresql://"))
+        conn.autocommit = True
+        try:
+            while not self._stop.wait(POLL_SECONDS):
+                rows = conn.execute(
+                    "SELECT sku, catalog->'title'->>'de_DE', pricing_version, "
+                    "inventory_version, media_version FROM product_page WHERE channel = %s",
+                    (CHANNEL,),
+                ).fetchall()
+                now = time.monotonic()
+                self.polls += 1
+                state = {r[0]: r[1:] for r in rows}
+                self._mark(state, now)
+        finally:
+            conn.close()
+
+    def _mark(self, state: dict[str, tuple[Any, ...]], now: float) -> None:
+        column = {"pricing": 1, "inventory": 2, "media": 3}
+        order = {e.marker: e.version for e in self.events if e.kind == "webhook"}
+        for e in self.events:
+            if e.visible_at or not e.sent_at or e.duplicate:
+                continue
+            row = state.get(e.sku)
+            if row is None:
+                continue
+            if e.kind == "webhook":
+                # the title it set is shown, or that of a newer state of the product (the
+                # mirror keeps the newest `updated`, whatever the arrival order)
+                if order.get(row[0], -1) >= e.version:
+                    e.visible_at = now
+            elif (row[column[e.kind]] or 0) >= e.version:
+                e.visible_at = now
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    k = max(0, min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1))))
+    return ordered[k]
+
+
+def stats_ms(values: list[float]) -> dict[str, Any]:
+    ms = [v * 1000 for v in values]
+    if not ms:
+        return {"n": 0}
+    return {
+        "n": len(ms),
+        "p50_ms": round(percentile(ms, 50), 1),
+        "p90_ms": round(percentile(ms, 90), 1),
+        "p99_ms": round(percentile(ms, 99), 1),
+        "max_ms": round(max(ms), 1),
+        "mean_ms": round(statistics.fmean(ms), 1),
+    }
+
+
+def signed(body: bytes) -> dict[str, str]:
+    ts = str(int(time.time()))
+    sig = hmac.new(SECRET.encode(), f"{ts}.".encode() + body, hashlib.sha256).hexdigest()
+    return {
+        "X-Akeneo-Request-Signature": sig,
+        "X-Akeneo-Request-Timestamp": ts,
+        "Content-Type": "application/json",
+    }
+
+
+def make_events(skus: list[str], count: int, seed: int, tag: str) -> list[Event]:
+    """``count`` events: 20 % webhooks, the rest domain events; 10 % re-deliveries."""
+    from app.pim import generator
+
+    rng = random.Random(seed)
+    base = datetime.now(UTC)
+    versions: dict[tuple[str, str], int] = {}
+    originals: list[Event] = []
+    n_original = count - count // 10
+    for n in range(n_original):
+        sku = rng.choice(skus)
+        if n % 5 == 0:
+            marker = f"bench {tag}-{n}"
+            product = generator.product(generator.index_of(sku) or 0, 7)
+            for entry in product["values"]["name"]:
+                entry["data"] = marker
+            # strictly increasing in generation order, which the shuffle below then breaks
+            updated = (base + timedelta(milliseconds=n)).isoformat()
+            product["updated"] = updated
+            event_id = f"{tag}-{n}"
+            body = orjson.dumps(
+                {
+                    "events": [
+                        {
+                            "action": "product.updated",
+                            "event_id": event_id,
+                            "event_datetime": updated,
+                            "author": "bench",
+                            "data": {"resource": product},
+                        }
+                    ]
+                }
+            )
+            originals.append(Event("webhook", sku, event_id, body, marker=marker, version=n))
+            continue
+        domain = ("pricing", "inventory", "media")[n % 3]
+        version = versions[(domain, sku)] = versions.get((domain, sku), 0) + 1
+        originals.append(Event(domain, sku, str(version), b"", version=version))
+    # out of order: shuffle in windows (within a domain and SKU, newer may overtake older)
+    for start in range(0, len(originals), SHUFFLE_WINDOW):
+        window = originals[start : start + SHUFFLE_WINDOW]
+        rng.shuffle(window)
+        originals[start : start + SHUFFLE_WINDOW] = window
+    events = list(originals)
+    for _ in range(count - n_original):  # re-deliveries, later than the original
+        source = rng.choice(originals)
+        at = rng.randint(events.index(source) + 1, len(events))
+        events.insert(
+            at,
+            Event(
+                source.kind,
+                source.sku,
+                source.key,
+                source.body,
+                marker=source.marker,
+                version=source.version,
+                duplicate=True,
+            ),
+        )
+    return events
+
+
+def domain_body(e: Event) -> bytes:
+    payload: dict[str, Any]
+    if e.kind == "pricing":
+        payload = {"amount": f"{e.version}.99", "currency": "EUR"}
+    elif e.kind == "inventory":
+        payload = {"quantity": e.version}
+    else:
+        payload = {"images": [f"https://dam.example/{e.sku}/{e.version}.jpg"]}
+    return orjson.dumps(
+        {
+            "sku": e.sku,
+            "source_version": e.version,
+            # the time it left its source: the projection lag metric starts here
+            "occurred_at": datetime.now(UTC).isoformat(),
+            "payload": payload,
+        }
+    )
+
+
+def send(events: list[Event], web: str, rate: float) -> float:
+    """Send every event (paced at ``rate``/s, or as fast as possible when 0); wall seconds."""
+    local = threading.local()
+    start = time.monotonic()
+
+    def client() -> httpx.Client:
+        if not hasattr(local, "client"):
+            local.client = httpx.Client(base_url=web, timeout=30)
+        return local.client
+
+    def one(i: int) -> None:
+        e = events[i]
+        if rate:
+            delay = start + i / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        if e.kind == "webhook":
+            url, headers, body = "/webhooks/akeneo", signed(e.body), e.body
+        else:
+            body = domain_body(e)
+            token = TOKENS[SOURCE_OF[e.kind]]
+            url = f"/events/{e.kind}"
+            headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        e.sent_at = time.monotonic()
+        r = client().post(url, content=body, headers=headers)
+        e.acked_at = time.monotonic()
+        e.status = r.status_code
+
+    with ThreadPoolExecutor(SENDERS) as pool:
+        list(pool.map(one, range(len(events))))
+    return time.monotonic() - start
+
+
+def wait_visible(tracker: Tracker, timeout: float, web: Service, worker: Service) -> float:
+    started = time.monotonic()
+    last = started
+    while tracker.pending():
+        web.check_alive()
+        worker.check_alive()
+        now = time.monotonic()
+        if now - started > timeout:
+            raise RuntimeError(f"{tracker.pending()} events not visible after {timeout:.0f}s")
+        if now - last > 5:
+            last = now
+            say(f"  waiting: {tracker.pending()} events not visible yet")
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+def event_phase(
+    name: str, events: list[Event], tracker: Tracker, web: Service, worker: Service, rate: float
+) -> dict[str, Any]:
+    tracker.events = events
+    say(f"phase {name}: {len(events)} events " + (f"at {rate:.0f}/s" if rate else "unpaced"))
+    started = time.monotonic()
+    sent_seconds = send(events, f"http://127.0.0.1:{web.port}", rate)  # type: ignore[attr-defined]
+    refused = [e for e in events if e.status >= 300]
+    if refused:
+        raise RuntimeError(f"{len(refused)} events refused, e.g. status {refused[0].status}")
+    wait_visible(tracker, 300, web, worker)
+    drained = max(e.visible_at for e in events if e.visible_at) - started
+    originals = [e for e in events if not e.duplicate]
+    by_kind: dict[str, Any] = {}
+    for kind in ("webhook", "pricing", "inventory", "media"):
+        of_kind = [e for e in originals if e.kind == kind]
+        by_kind[kind] = stats_ms([max(0.0, e.visible_at - e.sent_at) for e in of_kind])
+    domain = [e for e in originals if e.kind != "webhook"]
+    result = {
+        "events": len(events),
+        "duplicates": len(events) - len(originals),
+        "send_seconds": round(sent_seconds, 2),
+        "intake_events_per_s": round(len(events) / sent_seconds, 1),
+        "drain_seconds": round(drained, 2),
+        "events_per_s_to_visible": round(len(events) / drained, 1),
+        "event_to_visible": stats_ms([max(0.0, e.visible_at - e.sent_at) for e in originals]),
+        "event_to_visible_domain": stats_ms([max(0.0, e.visible_at - e.sent_at) for e in domain]),
+        "event_to_visible_by_kind": by_kind,
+        "ack": {
+            kind: stats_ms([e.acked_at - e.sent_at for e in events if e.kind == kind])
+            for kind in ("webhook", "pricing", "inventory", "media")
+        },
+    }
+    say(
+        f"phase {name}: sent in {sent_seconds:.1f}s, all visible after {drained:.1f}s; "
+        f"event-to-visible p50 {result['event_to_visible']['p50_ms']} ms, "
+        f"p99 {result['event_to_visible']['p99_ms']} ms; webhook ack p99 "
+        f"{result['ack']['webhook']['p99_ms']} ms"
+    )
+    return result
+
+
+def read_phase(web: str, skus: list[str], rate: float, seconds: float) -> dict[str, Any]:
+    total = int(rate * seconds)
+    rng = random.Random(3)
+    chosen = [rng.choice(skus) for _ in range(total)]
+    latencies: list[float] = [0.0] * total
+    statuses: list[int] = [0] * total
+    local = threading.local()
+    start = time.monotonic()
+
+    def one(i: int) -> None:
+        if not hasattr(local, "client"):
+            local.client = httpx.Client(base_url=web, timeout=30)
+        delay = start + i / rate - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        t = time.monotonic()
+        r = local.client.get(f"/channels/{CHANNEL}/products/{chosen[i]}")
+        latencies[i] = time.monotonic() - t
+        statuses[i] = r.status_code
+
+    with ThreadPoolExecutor(SENDERS) as pool:
+        list(pool.map(one, range(total)))
+    wall = time.monotonic() - start
+    bad = [s for s in statuses if s != 200]
+    if bad:
+        raise RuntimeError(f"{len(bad)} reads failed, e.g. status {bad[0]}")
+    result = {"requests": total, "achieved_per_s": round(total / wall, 1), **stats_ms(latencies)}
+    say(
+        f"phase reads: {total} at {result['achieved_per_s']}/s: p50 {result['p50_ms']} ms, "
+        f"p99 {result['p99_ms']} ms"
+    )
+    return result
+
+
+class Web(Service):
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.port = free_port()
+        args = [sys.executable, "-m", "app", "web", "--port", str(self.port)]
+        super().__init__("web", args, env, log)
+
+    def start(self, timeout: float = 60) -> Web:
+        self.spawn()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.check_alive()
+            with suppress(httpx.HTTPError):
+                if httpx.get(f"http://127.0.0.1:{self.port}/healthz", timeout=2).is_success:
+                    return self
+            time.sleep(0.3)
+        raise RuntimeError(f"web not ready after {timeout:.0f}s:\n{self.tail()}")
+
+
+class EventWorker(Service):
+    def __init__(self, env: dict[str, str], log: Path, concurrency: int) -> None:
+        args = [
+            *(sys.executable, "-m", "celery", "-A", "tasks", "worker"),
+            f"--queues={QUEUES}",
+            f"--concurrency={concurrency}",
+            "--pool=prefork",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            f"--hostname=bench-events-{uuid.uuid4().hex[:6]}@%h",
+            "--loglevel=WARNING",
+        ]
+        super().__init__("worker", args, env, log)
+
+    def start(self, timeout: float = 90) -> EventWorker:
+        import redis
+
+        self.spawn()
+        # ready when it answers a ping over the broker
+        from tasks import celery_app
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.check_alive()
+            with suppress(redis.RedisError, OSError):
+                if celery_app.control.ping(timeout=1.0):
+                    return self
+            time.sleep(0.3)
+        raise RuntimeError(f"worker not ready after {timeout:.0f}s:\n{self.tail()}")
+
+
+def full_sync(worker: Service) -> None:
+    from app.db import session_scope
+    from app.sync import service
+    from app.sync.models import SyncRun
+    from tasks.dispatch import process_context
+
+    with session_scope() as s:
+        run_id = service.start_full(s, process_context(), None, trigger="bench").id
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        worker.check_alive()
+        with session_scope() as s:
+            run = s.get(SyncRun, run_id)
+            children = s.query(SyncRun).filter(SyncRun.parent_id == run_id).all()
+            done = run is not None and run.status != "running" and bool(children)
+            if done and all(c.status != "running" for c in children):
+                return
+        time.sleep(0.5)
+    raise RuntimeError("full sync did not finish in 10 minutes")
+
+
+def published_skus(url: str) -> list[str]:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        skus = list(
+            conn.execute(
+                text(
+                    "SELECT sku FROM product_page WHERE channel = :c AND catalog_enabled "
+                    "ORDER BY sku"
+                ),
+                {"c": CHANNEL},
+            ).scalars()
+        )
+    engine.dispose()
+    return skus
+
+
+@contextmanager
+def stack(args: argparse.Namespace, logs: Path) -> Iterator[tuple[str, Web, EventWorker]]:
+    from app.config import SAMPLE_DIR
+
+    catalog = ensure_catalog(args.skus, 7)
+    with redis_database(args.redis_db) as redis_url, scratch_database() as url, ExitStack() as st:
+        flush_redis(redis_url)
+        pim = ReferencePim(catalog, CREDENTIALS, logs / "reference-pim.log")
+        st.callback(pim.stop)
+        pim.start(timeout=120 + args.skus / 200)
+        env = {
+            "PIMSYNC_DATABASE_URL": url,
+            "PIMSYNC_BROKER_URL": redis_url,
+            "PIMSYNC_REDIS_URL": redis_url,
+            "PIMSYNC_PIM_SOURCE": pim.base,
+            "PIMSYNC_CHANNELS_FILE": str(SAMPLE_DIR / "channels.yaml"),
+            "PIMSYNC_CONTRACTS_DIR": str(SAMPLE_DIR / "contracts"),
+            "PIMSYNC_WEBHOOK_SECRET": SECRET,
+            "PIMSYNC_EVENT_SOURCE_TOKENS": json.dumps(TOKENS),
+            "PIMSYNC_EVENT_COALESCE_SECONDS": str(args.coalesce),
+            "PIMSYNC_LOG_JSON": "true",
+            "PIMSYNC_LOG_LEVEL": "WARNING",
+            **CREDENTIALS,
+        }
+        point_this_process_at(env)
+        worker = EventWorker(env, logs / "worker.log", args.concurrency)
+        st.callback(worker.stop)
+        worker.start()
+        web = Web(env, logs / "web.log")
+        st.callback(web.stop)
+        web.start()
+        say(f"stack ready: web :{web.port}, worker pid {worker.pid}, catalog {args.skus}")
+        yield url, web, worker
+
+
+def run(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
+    report: dict[str, Any] = {
+        "machine": machine(),
+        "command": " ".join(sys.argv),
+        "skus": args.skus,
+        "coalesce_seconds": args.coalesce,
+        "worker_concurrency": args.concurrency,
+    }
+    with stack(args, logs) as (url, web, worker):
+        say("full sync of the catalog (untimed): the pages the events land on")
+        full_sync(worker)
+        skus = published_skus(url)
+        if not skus:
+            raise RuntimeError("no published product in de_storefront")
+        report["skus_with_pages"] = len(skus)
+        tracker = Tracker(url)
+        tracker.start()
+        try:
+            paced = make_events(skus, args.events, 11, "paced")
+            report["paced"] = event_phase("paced", paced, tracker, web, worker, args.rate)
+            burst = make_events(skus, args.events, 12, "burst")
+            report["burst"] = event_phase("burst", burst, tracker, web, worker, 0)
+        finally:
+            tracker.stop()
+        report["poller_polls"] = tracker.polls
+        base = f"http://127.0.0.1:{web.port}"
+        report["reads"] = read_phase(base, skus, args.read_rate, args.read_seconds)
+    return report
+
+
+def print_table(report: dict[str, Any]) -> None:
+    header = "phase   events/s in  events/s visible  visible p50/p99 ms  webhook ack p50/p99 ms"
+    lines = ["", header]
+    for name in ("paced", "burst"):
+        r = report[name]
+        v, a = r["event_to_visible"], r["ack"]["webhook"]
+        lines.append(
+            f"{name:7} {r['intake_events_per_s']:11} {r['events_per_s_to_visible']:17} "
+            f"{v['p50_ms']:>8}/{v['p99_ms']:<9} {a['p50_ms']:>12}/{a['p99_ms']}"
+        )
+    for name in ("paced", "burst"):
+        kinds = report[name]["event_to_visible_by_kind"]
+        lines.append(
+            f"{name} visible p99 by kind: "
+            + ", ".join(f"{k} {v.get('p99_ms')} ms" for k, v in kinds.items())
+        )
+    r = report["reads"]
+    lines.append(
+        f"reads: {r['requests']} at {r['achieved_per_s']}/s: p50 {r['p50_ms']} ms, "
+        f"p99 {r['p99_ms']} ms"
+    )
+    print("\n".join(lines), file=sys.stderr)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--skus", type=int, default=500)
+    parser.add_argument("--events", type=int, default=10_000)
+    parser.add_argument("--rate", type=float, default=200.0, help="events/s of the paced phase")
+    parser.add_argument("--read-rate", type=float, default=500.0)
+    parser.add_argument("--read-seconds", type=float, default=10.0)
+    parser.add_argument("--coalesce", type=float, default=0.25, help="PIM event coalescing (s)")
+    parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--redis-db", type=int, default=13)
+    parser.add_argument("--keep-logs", action="store_true")
+    args = parser.parse_args()
+
+    def interrupted(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, interrupted)
+    from app.logging import configure_logging
+
+    configure_logging("WARNING", json=False)
+    logs = Path(tempfile.mkdtemp(prefix="pimsync-bench-events-"))
+    keep = args.keep_logs
+    try:
+        report = run(args, logs)
+    except BaseException:
+        keep = True
+        say(f"failed; logs kept in {logs}")
+        raise
+    finally:
+        if not keep:
+            shutil.rmtree(logs, ignore_errors=True)
+    print_table(report)
+    print(json.dumps(report, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
