@@ -80,6 +80,7 @@ CHANNEL = "de_storefront"
 POLL_SECONDS = 0.02
 SENDERS = 8
 SHUFFLE_WINDOW = 20
+VISIBLE_TIMEOUT = 180.0
 
 
 @dataclass
@@ -106,6 +107,27 @@ class Tracker:
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     polls: int = 0
+    state: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+
+    def stuck(self, limit: int = 10) -> list[dict[str, Any]]:
+        """Events not visible yet, with what the page shows (for a failure report)."""
+        out = []
+        for e in self.events:
+            if e.duplicate or e.visible_at:
+                continue
+            out.append(
+                {
+                    "kind": e.kind,
+                    "sku": e.sku,
+                    "version": e.version,
+                    "marker": e.marker,
+                    "status": e.status,
+                    "page": self.state.get(e.sku),
+                }
+            )
+            if len(out) >= limit:
+                break
+        return out
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="poller", daemon=True)
@@ -124,17 +146,23 @@ class Tracker:
 
         conn = psycopg.connect(self.url.replace("postgresql+psycopg://", "postgresql://"))
         conn.autocommit = True
+        since = datetime(1970, 1, 1, tzinfo=UTC)
         try:
             while not self._stop.wait(POLL_SECONDS):
+                # only the pages written lately (with a slack: a transaction stamped earlier
+                # may commit later), so the poller costs the database little
                 rows = conn.execute(
                     "SELECT sku, catalog->'title'->>'de_DE', pricing_version, "
-                    "inventory_version, media_version FROM product_page WHERE channel = %s",
-                    (CHANNEL,),
+                    "inventory_version, media_version, updated_at FROM product_page "
+                    "WHERE channel = %s AND updated_at >= %s",
+                    (CHANNEL, since - timedelta(seconds=5)),
                 ).fetchall()
                 now = time.monotonic()
                 self.polls += 1
-                state = {r[0]: r[1:] for r in rows}
-                self._mark(state, now)
+                for r in rows:
+                    self.state[r[0]] = r[1:5]
+                    since = max(since, r[5])
+                self._mark(self.state, now)
         finally:
             conn.close()
 
@@ -188,9 +216,14 @@ def signed(body: bytes) -> dict[str, str]:
     }
 
 
-def make_events(skus: list[str], count: int, seed: int, tag: str) -> list[Event]:
-    """``count`` events: 20 % webhooks, the rest domain events; 10 % re-deliveries."""
-    from app.pim import generator
+def make_events(
+    skus: list[str], count: int, seed: int, tag: str, products: dict[str, dict[str, Any]]
+) -> list[Event]:
+    """``count`` events: 20 % webhooks, the rest domain events; 10 % re-deliveries.
+
+    A webhook carries the product as the PIM serves it (a variant with the values it
+    inherits, as Akeneo sends them), renamed."""
+    import copy
 
     rng = random.Random(seed)
     base = datetime.now(UTC)
@@ -201,7 +234,8 @@ def make_events(skus: list[str], count: int, seed: int, tag: str) -> list[Event]
         sku = rng.choice(skus)
         if n % 5 == 0:
             marker = f"bench {tag}-{n}"
-            product = generator.product(generator.index_of(sku) or 0, 7)
+            product = copy.deepcopy(products[sku])
+            product.pop("_links", None)
             for entry in product["values"]["name"]:
                 entry["data"] = marker
             # strictly increasing in generation order, which the shuffle below then breaks
@@ -310,7 +344,10 @@ def wait_visible(tracker: Tracker, timeout: float, web: Service, worker: Service
         worker.check_alive()
         now = time.monotonic()
         if now - started > timeout:
-            raise RuntimeError(f"{tracker.pending()} events not visible after {timeout:.0f}s")
+            raise RuntimeError(
+                f"{tracker.pending()} events not visible after {timeout:.0f}s, e.g. "
+                + json.dumps(tracker.stuck(), default=str)
+            )
         if now - last > 5:
             last = now
             say(f"  waiting: {tracker.pending()} events not visible yet")
@@ -328,7 +365,7 @@ def event_phase(
     refused = [e for e in events if e.status >= 300]
     if refused:
         raise RuntimeError(f"{len(refused)} events refused, e.g. status {refused[0].status}")
-    wait_visible(tracker, 300, web, worker)
+    wait_visible(tracker, VISIBLE_TIMEOUT, web, worker)
     drained = max(e.visible_at for e in events if e.visible_at) - started
     originals = [e for e in events if not e.duplicate]
     by_kind: dict[str, Any] = {}
@@ -389,6 +426,75 @@ def read_phase(web: str, skus: list[str], rate: float, seconds: float) -> dict[s
     result = {"requests": total, "achieved_per_s": round(total / wall, 1), **stats_ms(latencies)}
     say(
         f"phase reads: {total} at {result['achieved_per_s']}/s: p50 {result['p50_ms']} ms, "
+        f"p99 {result['p99_ms']} ms"
+    )
+    return result
+
+
+WRK_SCRIPT = """
+local skus = {%(skus)s}
+local i = 0
+local pause = %(pause)f
+request = function()
+  i = i + 1
+  return wrk.format("GET", "/channels/%(channel)s/products/" .. skus[(i %% #skus) + 1])
+end
+delay = function() return pause end
+done = function(summary, latency, requests)
+  io.write(string.format(
+    "RESULT %%d %%d %%d %%d %%d %%d %%d %%d\\n", summary.requests, summary.duration,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max,
+    summary.errors.status, summary.errors.connect + summary.errors.read + summary.errors.timeout))
+end
+"""
+WRK_CONNECTIONS = 32
+
+
+def read_phase_wrk(web: str, skus: list[str], rate: float, seconds: float) -> dict[str, Any]:
+    """The same reads driven by wrk (C, one thread): the load generator takes far less of
+    the machine's two cores than Python clients. Each of the connections waits so that
+    together they offer about ``rate`` requests/s."""
+    import subprocess
+
+    order = list(skus)
+    random.Random(3).shuffle(order)
+    pause_ms = max(0.0, WRK_CONNECTIONS * 1000 / rate - 1.0)
+    script = WRK_SCRIPT % {
+        "skus": ",".join(f'"{s}"' for s in order),
+        "pause": pause_ms,
+        "channel": CHANNEL,
+    }
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(script)
+    try:
+        done = subprocess.run(
+            [
+                *("wrk", "-t1", f"-c{WRK_CONNECTIONS}", f"-d{seconds:.0f}s"),
+                *("--timeout", "5s", "-s", f.name, web),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=seconds + 60,
+        )
+    finally:
+        Path(f.name).unlink()
+    line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk failed: {done.stdout[-2000:]} {done.stderr[-2000:]}")
+    n, duration_us, p50, p90, p99, worst, bad_status, errors = map(int, line.split()[1:])
+    if bad_status or errors:
+        raise RuntimeError(f"wrk: {bad_status} non-2xx answers, {errors} socket errors")
+    result = {
+        "driver": f"wrk, {WRK_CONNECTIONS} connections, {pause_ms:.0f} ms pause each",
+        "requests": n,
+        "achieved_per_s": round(n / (duration_us / 1e6), 1),
+        "p50_ms": round(p50 / 1000, 2),
+        "p90_ms": round(p90 / 1000, 2),
+        "p99_ms": round(p99 / 1000, 2),
+        "max_ms": round(worst / 1000, 2),
+    }
+    say(
+        f"phase reads (wrk): {n} at {result['achieved_per_s']}/s: p50 {result['p50_ms']} ms, "
         f"p99 {result['p99_ms']} ms"
     )
     return result
@@ -504,7 +610,7 @@ def stack(args: argparse.Namespace, logs: Path) -> Iterator[tuple[str, Web, Even
             "PIMSYNC_EVENT_SOURCE_TOKENS": json.dumps(TOKENS),
             "PIMSYNC_EVENT_COALESCE_SECONDS": str(args.coalesce),
             "PIMSYNC_LOG_JSON": "true",
-            "PIMSYNC_LOG_LEVEL": "WARNING",
+            "PIMSYNC_LOG_LEVEL": args.log_level,
             **CREDENTIALS,
         }
         point_this_process_at(env)
@@ -533,18 +639,27 @@ def run(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
         if not skus:
             raise RuntimeError("no published product in de_storefront")
         report["skus_with_pages"] = len(skus)
+        from app.config import get_settings
+        from app.pim.source import open_source
+
+        pim = open_source(get_settings().pim_source)
+        products = {sku: pim.get(sku) for sku in skus}  # untimed: what webhooks carry
         tracker = Tracker(url)
         tracker.start()
         try:
-            paced = make_events(skus, args.events, 11, "paced")
+            paced = make_events(skus, args.events, 11, "paced", products)
             report["paced"] = event_phase("paced", paced, tracker, web, worker, args.rate)
-            burst = make_events(skus, args.events, 12, "burst")
+            burst = make_events(skus, args.events, 12, "burst", products)
             report["burst"] = event_phase("burst", burst, tracker, web, worker, 0)
         finally:
             tracker.stop()
         report["poller_polls"] = tracker.polls
         base = f"http://127.0.0.1:{web.port}"
-        report["reads"] = read_phase(base, skus, args.read_rate, args.read_seconds)
+        if shutil.which("wrk"):
+            report["reads"] = read_phase_wrk(base, skus, args.read_rate, args.read_seconds)
+        else:
+            say("reads: wrk not installed (Debian package `wrk`): Python clients instead")
+            report["reads"] = read_phase(base, skus, args.read_rate, args.read_seconds)
     return report
 
 
@@ -584,6 +699,7 @@ def main() -> None:
     parser.add_argument("--coalesce", type=float, default=0.25, help="PIM event coalescing (s)")
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--redis-db", type=int, default=13)
+    parser.add_argument("--log-level", default="WARNING", help="the stack's log level")
     parser.add_argument("--keep-logs", action="store_true")
     args = parser.parse_args()
 

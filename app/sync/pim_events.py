@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import case, delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.channels import repository as channel_repo
@@ -214,39 +214,41 @@ def _newer(a: datetime | None, b: datetime | None) -> bool:
 
 
 def _add_pending(session: Session, items: list[PimEvent], now: datetime) -> list[str]:
+    """Add each product's work to its pending row; returns the keys whose row is new (they
+    need a task; an existing row has one coming).
+
+    One statement per product, the "newest state wins" decided inside it: two intakes of
+    the same product at once queue on the row lock and each compares against what the
+    other committed (a read, then a write, would let an older payload overwrite a newer
+    one that committed in between)."""
     insert = dialect_insert(session)
-    rows = [
-        {
-            "key": e.key,
-            "action": REMOVE if e.kind == "product.remove" else UPSERT,
-            "product": e.product,
-            "event_time": e.event_time,
-            "events": 1,
-            "first_event_at": now,
-        }
-        for e in sorted(items, key=lambda e: e.key)
-    ]
-    created = set(
-        session.execute(
-            insert(PendingSku)
-            .values(rows)
-            .on_conflict_do_nothing(index_elements=["key"])
-            .returning(PendingSku.key)
-        ).scalars()
-    )
-    for row in rows:
-        if row["key"] in created:
-            continue
-        current = session.execute(
-            select(PendingSku.event_time).where(PendingSku.key == row["key"])
-        ).scalar()
-        values: dict[str, Any] = {"events": PendingSku.events + 1}
-        if _newer(row["event_time"], current):  # the newest state wins the coalesced work
-            values.update(
-                action=row["action"], product=row["product"], event_time=row["event_time"]
-            )
-        session.execute(update(PendingSku).where(PendingSku.key == row["key"]).values(**values))
-    return sorted(created)
+    t = PendingSku.__table__
+    created = []
+    for e in sorted(items, key=lambda e: e.key):  # one lock order for concurrent intakes
+        stmt = insert(PendingSku).values(
+            key=e.key,
+            action=REMOVE if e.kind == "product.remove" else UPSERT,
+            product=e.product,
+            event_time=e.event_time,
+            events=1,
+            first_event_at=now,
+        )
+        ex = stmt.excluded
+        newer = or_(
+            ex.event_time.is_(None), t.c.event_time.is_(None), ex.event_time >= t.c.event_time
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[t.c.key],
+            set_={
+                "events": t.c.events + 1,
+                "action": case((newer, ex.action), else_=t.c.action),
+                "product": case((newer, ex.product), else_=t.c.product),
+                "event_time": case((newer, ex.event_time), else_=t.c.event_time),
+            },
+        ).returning(t.c.events)
+        if session.execute(stmt).scalar_one() == 1:
+            created.append(e.key)
+    return created
 
 
 # --- processing ------------------------------------------------------------------------------

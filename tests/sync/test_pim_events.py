@@ -163,3 +163,56 @@ def test_product_model_event_reaches_every_variant(harness):
     harness.drain()
     rows = harness.rows("de_storefront")
     assert all(rows[("de_storefront", v)].status == "removed" for v in variants)
+
+
+def test_concurrent_intakes_of_one_product_keep_the_newest_state(harness):
+    """An older payload's intake, interrupted right before it writes the pending row while a
+    newer one commits, must not overwrite the newer state."""
+    import threading
+
+    from sqlalchemy import event
+
+    from app.db import get_engine
+
+    sku = sorted(harness.source.products)[0]
+    base = datetime.now(UTC)
+
+    def body(event_id: str, seconds: int) -> dict:
+        product = copy.deepcopy(harness.source.products[sku])
+        product["updated"] = (base + timedelta(seconds=seconds)).isoformat()
+        for entry in product["values"]["name"]:
+            entry["data"] = event_id
+        return legacy(event_id, "product.updated", product, base + timedelta(seconds=seconds))
+
+    with session_scope() as s:  # work already pending, as from an earlier delivery
+        assert accept(s, parse_events_api(body("first", -10)), utcnow()).new_keys == [sku]
+    at_write, go = threading.Event(), threading.Event()
+    paused = threading.get_ident
+
+    def older_intake() -> None:
+        me = paused()
+
+        def hold(conn, cursor, statement, params, context, executemany):
+            if threading.get_ident() == me and "pending_sku" in statement and "UPDATE" in statement:
+                at_write.set()
+                assert go.wait(30)
+
+        engine = get_engine()
+        event.listen(engine, "before_cursor_execute", hold)
+        try:
+            with session_scope() as s:
+                accept(s, parse_events_api(body("older", 0)), utcnow())
+        finally:
+            event.remove(engine, "before_cursor_execute", hold)
+
+    other = threading.Thread(target=older_intake)
+    other.start()
+    assert at_write.wait(30)
+    with session_scope() as s:  # the newer delivery commits meanwhile
+        accept(s, parse_events_api(body("newer", 10)), utcnow())
+    go.set()
+    other.join(30)
+    with session_scope() as s:
+        row = s.get(PendingSku, sku)
+        assert row.events == 3
+        assert {e["data"] for e in row.product["values"]["name"]} == {"newer"}
