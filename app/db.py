@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import JSON, DateTime, Engine, MetaData, create_engine, event
+from sqlalchemy import JSON, Connection, DateTime, Engine, MetaData, create_engine, event
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -155,6 +155,20 @@ def session_scope(url: str | None = None) -> Iterator[Session]:
         session.close()
     for hook in session.info.pop("after_commit", []):
         hook()
+
+
+@contextmanager
+def read_connection(url: str | None = None) -> Iterator[Connection]:
+    """A connection for hot read paths (the storefront's page read): plain rows, no ORM.
+
+    On PostgreSQL it runs in autocommit: a lone SELECT is one round trip, with no BEGIN and
+    COMMIT around it (psycopg switches autocommit on the client, for free).
+    """
+    engine = get_engine(url)
+    with engine.connect() as conn:
+        if engine.dialect.name == "postgresql":
+            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+        yield conn
 
 
 def after_commit(session: Session, hook: Callable[[], None]) -> None:

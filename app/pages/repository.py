@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import Connection, Row, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from app.db import dialect_insert
@@ -100,18 +100,21 @@ def apply_projections(
     return [(c, s) for c, s in session.execute(stmt, params).all()]
 
 
-def get_page(session: Session, channel: str, sku: str) -> ProductPage | None:
-    """The storefront's read: one primary-key lookup of one row."""
-    return session.execute(
-        select(ProductPage).where(ProductPage.channel == channel, ProductPage.sku == sku)
-    ).scalar_one_or_none()
+def get_page(conn: Connection | Session, channel: str, sku: str) -> Row[Any] | None:
+    """The storefront's read: one primary-key lookup of one row (a plain row, no ORM
+    identity map on the hot path; its columns read like a ``ProductPage``'s attributes)."""
+    t = ProductPage.__table__
+    return conn.execute(select(t).where(t.c.channel == channel, t.c.sku == sku)).first()
 
 
-def list_pages(session: Session, channel: str, after: str | None, limit: int) -> list[ProductPage]:
-    q = select(ProductPage).where(ProductPage.channel == channel, ProductPage.catalog_version > 0)
+def list_pages(
+    conn: Connection | Session, channel: str, after: str | None, limit: int
+) -> list[Row[Any]]:
+    t = ProductPage.__table__
+    q = select(t).where(t.c.channel == channel, t.c.catalog_version > 0)
     if after is not None:
-        q = q.where(ProductPage.sku > after)
-    return list(session.execute(q.order_by(ProductPage.sku).limit(limit)).scalars())
+        q = q.where(t.c.sku > after)
+    return list(conn.execute(q.order_by(t.c.sku).limit(limit)).all())
 
 
 def readiness_counts(session: Session) -> dict[str, dict[str, int]]:

@@ -349,6 +349,7 @@ def _upsert(
         # Same content, or older than what the mirror holds (by the PIM's `updated`).
         return "unchanged"
     published = 0
+    decoded: dict[str, Any] = {}  # the product read from the mirror once for every channel
     for channel in sorted(REGISTRY.channels(ctx.settings)):
         try:
             rt = REGISTRY.runtime(session, ctx.settings, channel)
@@ -357,7 +358,13 @@ def _upsert(
             continue
         # One attempt: an unexpected error dead-letters the unit (replayable) at once.
         res = publish_units(
-            session, ctx, rt, None, [product.identifier], attempt=ctx.settings.publish_max_attempts
+            session,
+            ctx,
+            rt,
+            None,
+            [product.identifier],
+            attempt=ctx.settings.publish_max_attempts,
+            cache=decoded,
         )
         published += res.synced
     return f"published to {published} channel(s)"

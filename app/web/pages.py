@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from app.db import session_scope
+from app.db import read_connection
 from app.pages import document
 from app.pages import repository as pages_repo
 from app.web.security import Refused
@@ -18,8 +19,8 @@ router = APIRouter(tags=["product pages"])
 @router.get("/channels/{channel}/products/{sku}")
 def read_page(channel: str, sku: str, request: Request) -> Response:
     """One primary-key lookup of one row; 304 when the client's ETag is current."""
-    with session_scope() as session:
-        page = pages_repo.get_page(session, channel, sku)
+    with read_connection() as conn:
+        page = pages_repo.get_page(conn, channel, sku)
         if page is None or page.catalog_version == 0:
             return JSONResponse(
                 {"detail": f"no product {sku!r} in channel {channel!r}"}, status_code=404
@@ -33,7 +34,11 @@ def read_page(channel: str, sku: str, request: Request) -> Response:
         if tag in presented or "*" in presented:
             return Response(status_code=304, headers={"ETag": tag})
         body = document.compose(page)
-    return JSONResponse(body, headers={"ETag": tag, "Cache-Control": "no-cache"})
+    return Response(
+        orjson.dumps(body),
+        media_type="application/json",
+        headers={"ETag": tag, "Cache-Control": "no-cache"},
+    )
 
 
 @router.get("/channels/{channel}/products")
@@ -45,8 +50,8 @@ def list_pages(
     """A channel's product pages in SKU order, ``limit`` at a time; follow ``next``."""
     if len(channel) > 64:
         raise Refused(400, "bad_request", "channel codes are at most 64 characters")
-    with session_scope() as session:
-        pages = pages_repo.list_pages(session, channel, after, limit)
+    with read_connection() as conn:
+        pages = pages_repo.list_pages(conn, channel, after, limit)
         items = [document.compose(p) for p in pages]
     next_cursor = items[-1]["sku"] if len(items) == limit else None
     return {"items": items, "next": next_cursor}
