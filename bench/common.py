@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
+import signal
+import sys
+import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, text
@@ -74,3 +80,38 @@ def checkpoint(url: str) -> None:
         conn.execute(text("VACUUM ANALYZE"))
         conn.execute(text("CHECKPOINT"))
     engine.dispose()
+
+
+def say(message: str) -> None:
+    print(f"[{datetime.now().strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def run_with_logs(
+    run: Callable[[Any, Path], dict[str, Any]], args: Any, prefix: str
+) -> dict[str, Any]:
+    """Run a bench scenario: a signal ends it cleanly (services stopped, databases dropped),
+    the engine logs to stderr at WARNING (stdout is the report), and the services' logs go
+    to a folder that is kept when the run fails or with ``--keep-logs``."""
+
+    def interrupted(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, interrupted)
+    from app.logging import configure_logging
+
+    configure_logging("WARNING", json=False)
+    logs = Path(tempfile.mkdtemp(prefix=prefix))
+    keep = args.keep_logs
+    try:
+        report = run(args, logs)
+    except BaseException:
+        keep = True
+        say(f"failed; logs kept in {logs}")
+        raise
+    finally:
+        if not keep:
+            shutil.rmtree(logs, ignore_errors=True)
+    if args.keep_logs:
+        report["logs"] = str(logs)
+    return report

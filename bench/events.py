@@ -41,7 +41,6 @@ import hmac
 import json
 import random
 import shutil
-import signal
 import statistics
 import sys
 import tempfile
@@ -59,7 +58,7 @@ from typing import Any
 import httpx
 import orjson
 
-from bench.common import machine, scratch_database
+from bench.common import machine, run_with_logs, say, scratch_database
 from bench.full_sync import (
     CREDENTIALS,
     ReferencePim,
@@ -69,7 +68,6 @@ from bench.full_sync import (
     free_port,
     point_this_process_at,
     redis_database,
-    say,
 )
 
 SECRET = "bench-webhook-secret"
@@ -718,25 +716,7 @@ def main() -> None:
     parser.add_argument("--keep-logs", action="store_true")
     args = parser.parse_args()
 
-    def interrupted(signum: int, _frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(signum, interrupted)
-    from app.logging import configure_logging
-
-    configure_logging("WARNING", json=False)
-    logs = Path(tempfile.mkdtemp(prefix="pimsync-bench-events-"))
-    keep = args.keep_logs
-    try:
-        report = run(args, logs)
-    except BaseException:
-        keep = True
-        say(f"failed; logs kept in {logs}")
-        raise
-    finally:
-        if not keep:
-            shutil.rmtree(logs, ignore_errors=True)
+    report = run_with_logs(run, args, "pimsync-bench-events-")
     print_table(report)
     print(json.dumps(report, indent=2, default=str))
 

@@ -74,7 +74,7 @@ import httpx
 import psutil
 from sqlalchemy import create_engine, text
 
-from bench.common import checkpoint, machine, scratch_database
+from bench.common import checkpoint, machine, run_with_logs, say, scratch_database
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "bench" / ".cache"
@@ -98,10 +98,6 @@ MIB = 2**20
 TASK_DONE = re.compile(r"Task (\S+)\[[^\]]+\] succeeded in ([\d.]+)s")
 # Process groups that are not part of the system under test (their top processes are named).
 NOISE_GROUPS = ("other", "postgres_other_databases")
-
-
-def say(message: str) -> None:
-    print(f"[{datetime.now().strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def _mib(value: float) -> float:
@@ -1345,28 +1341,7 @@ def main() -> None:
     parser.add_argument("--keep-logs", action="store_true")
     args = parser.parse_args()
 
-    def interrupted(signum: int, _frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(signum, interrupted)
-    # the engine's structured logs (start_full, ...) go to stderr: stdout is the report
-    from app.logging import configure_logging
-
-    configure_logging("WARNING", json=False)
-    logs = Path(tempfile.mkdtemp(prefix="pimsync-bench-logs-"))
-    keep = args.keep_logs
-    try:
-        report = run(args, logs)
-    except BaseException:
-        keep = True
-        say(f"failed; logs kept in {logs}")
-        raise
-    finally:
-        if not keep:
-            shutil.rmtree(logs, ignore_errors=True)
-    if args.keep_logs:
-        report["logs"] = str(logs)
+    report = run_with_logs(run, args, "pimsync-bench-logs-")
     print_table(report)
     print(json.dumps(report, indent=2, default=str))
 
