@@ -37,8 +37,8 @@ class CeleryDispatcher:
             countdown=countdown or None,
         )
 
-    def catalog_changed(self, channel: str, skus: list[str]) -> None:
-        celery_app.send_task("events.catalog.apply", args=[channel, skus], queue="events.catalog")
+    def catalog_changed(self, changes: dict[str, list[str]]) -> None:
+        celery_app.send_task("events.catalog.apply", args=[changes], queue="events.catalog")
 
     def pim_product(self, key: str, countdown: float = 0.0) -> None:
         celery_app.send_task(

@@ -27,10 +27,16 @@ RETRY = {
 
 
 @celery_app.task(name="events.catalog.apply", base=PimsyncTask, **RETRY)
-def catalog_apply(channel: str, skus: list[str]) -> None:
-    """Catalog events: project committed channel catalog rows onto product pages."""
+def catalog_apply(changes: dict[str, list[str]] | str, skus: list[str] | None = None) -> None:
+    """Catalog events ({channel: skus}): project committed channel catalog rows onto product
+    pages, every channel in one transaction. (Messages of earlier versions, still queued
+    during an upgrade, carry one channel and its SKUs.)"""
+    if isinstance(changes, str):
+        changes = {changes: skus or []}
+    now = utcnow()
     with session_scope() as session:
-        pages.apply_catalog(session, channel, skus, utcnow())
+        for channel, channel_skus in sorted(changes.items()):
+            pages.apply_catalog(session, channel, channel_skus, now)
 
 
 def _apply(domain: str, events: list[dict[str, Any]], source: str) -> None:

@@ -34,8 +34,10 @@ class Dispatcher(Protocol):
         """One message for these batches (same SKUs, different channels, or just one)."""
         ...
 
-    def catalog_changed(self, channel: str, skus: list[str]) -> None:
-        """Catalog events: these channel rows changed; project them onto product pages."""
+    def catalog_changed(self, changes: dict[str, list[str]]) -> None:
+        """Catalog events: these rows ({channel: skus}) changed; project them onto product
+        pages. One message for every channel a transaction touched (a webhook's product
+        changes in four channels at once: one consumer task, not four)."""
         ...
 
     def pim_product(self, key: str, countdown: float = 0.0) -> None:
@@ -83,10 +85,18 @@ class SyncContext:
             pending.setdefault(change.channel, set()).add(change.sku)
 
     def _send_catalog(self, pending: dict[str, set[str]]) -> None:
+        """Messages of at most CATALOG_EVENT_CHUNK rows, as few as that allows."""
+        message: dict[str, list[str]] = {}
+        size = 0
         for channel, skus in sorted(pending.items()):
-            ordered = sorted(skus)
-            for i in range(0, len(ordered), CATALOG_EVENT_CHUNK):
-                self.dispatcher.catalog_changed(channel, ordered[i : i + CATALOG_EVENT_CHUNK])
+            for sku in sorted(skus):
+                if size >= CATALOG_EVENT_CHUNK:
+                    self.dispatcher.catalog_changed(message)
+                    message, size = {}, 0
+                message.setdefault(channel, []).append(sku)
+                size += 1
+        if message:
+            self.dispatcher.catalog_changed(message)
 
     def enqueue_publish(self, session: Session, batches: list[Released]) -> None:
         """Enqueue released batches once ``session`` commits, one message per group key."""

@@ -35,8 +35,8 @@ class LocalDispatcher:
     def pim_product(self, key: str, countdown: float = 0.0) -> None:
         self._put("pim", (key,))
 
-    def catalog_changed(self, channel: str, skus: list[str]) -> None:
-        self._put("catalog", (channel, skus))
+    def catalog_changed(self, changes: dict[str, list[str]]) -> None:
+        self._put("catalog", (changes,))
 
     def _put(self, name: str, args: tuple[Any, ...]) -> None:
         self.queue.append((name, args))
@@ -60,7 +60,8 @@ def drain(ctx: SyncContext, max_steps: int = 1_000_000) -> int:
             from app.pages.service import apply_catalog
 
             with session_scope() as session:
-                apply_catalog(session, args[0], args[1], utcnow())
+                for channel, skus in sorted(args[0].items()):
+                    apply_catalog(session, channel, skus, utcnow())
         elif name == "pim":
             from app.sync.pim_events import process
 

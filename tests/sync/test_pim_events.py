@@ -216,3 +216,34 @@ def test_concurrent_intakes_of_one_product_keep_the_newest_state(harness):
         row = s.get(PendingSku, sku)
         assert row.events == 3
         assert {e["data"] for e in row.product["values"]["name"]} == {"newer"}
+
+
+def test_one_catalog_message_per_transaction_across_channels(harness, monkeypatch):
+    """A product changing in every channel makes one catalog message, not one per channel;
+    large changes are cut into messages of at most CATALOG_EVENT_CHUNK rows, none lost."""
+    import app.sync.context as context
+
+    harness.full()
+    sku = published(harness)
+    product = copy.deepcopy(harness.source.products[sku])
+    product["updated"] = (datetime.now(UTC) + timedelta(seconds=5)).isoformat()
+    for entry in product["values"]["name"]:
+        entry["data"] = "one message"
+    before = len(harness.dispatcher.sent)
+    with session_scope() as s:
+        keys = accept(s, parse_events_api(legacy("ev-one", "product.updated", product)), utcnow())
+    for k in keys.new_keys:
+        harness.dispatcher.pim_product(k)
+    harness.drain()
+    catalog = [args for name, args in harness.dispatcher.sent[before:] if name == "catalog"]
+    changed = {
+        ch for (ch, s_), r in harness.rows().items() if s_ == sku and r.status == "published"
+    }
+    assert len(catalog) == 1 and set(catalog[0][0]) == changed and len(changed) > 1
+
+    monkeypatch.setattr(context, "CATALOG_EVENT_CHUNK", 3)
+    before = len(harness.dispatcher.sent)
+    pending = {"b": {"3", "1", "2", "4"}, "a": {"9"}}
+    harness.ctx._send_catalog(pending)
+    sent = [args[0] for name, args in harness.dispatcher.sent[before:] if name == "catalog"]
+    assert sent == [{"a": ["9"], "b": ["1", "2"]}, {"b": ["3", "4"]}]

@@ -62,8 +62,8 @@ class RecordingDispatcher:
     def catch_up(self, channel: str, parent_id: Any, kind: str) -> None:
         self.calls.append(("catch_up", channel, parent_id, kind))
 
-    def catalog_changed(self, channel: str, skus: list[str]) -> None:
-        self.calls.append(("catalog_changed", channel, list(skus)))
+    def catalog_changed(self, changes: dict[str, list[str]]) -> None:
+        self.calls.append(("catalog_changed", changes))
 
     def products(self) -> list[tuple[str, float, bool]]:
         return [c[1:] for c in self.calls if c[0] == "pim_product"]
