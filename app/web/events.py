@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Request
 from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
 
 from app.config import get_settings
 from app.db import session_scope, utcnow
@@ -49,7 +50,7 @@ async def post_events(domain: str, request: Request) -> dict[str, Any]:
     try:
         REGISTRY.ownership(settings).check(source, domain)
     except OwnershipError as exc:
-        record_refusal(source, domain, 1)
+        await run_in_threadpool(record_refusal, source, domain, 1)
         log.warning("event_refused", source=source, domain=domain, reason=str(exc))
         raise Refused(403, "not_owner", str(exc)) from None
     body = await read_body(request, settings.webhook_max_body_bytes)
@@ -67,7 +68,7 @@ async def post_events(domain: str, request: Request) -> dict[str, Any]:
     wrong = sorted({e.type for e in batch.events} - {domain})
     if wrong:
         raise Refused(422, "invalid_event", f"events of {', '.join(wrong)} sent to /{domain}")
-    request.app.state.events_sender(domain, source, batch.events)
+    await run_in_threadpool(request.app.state.events_sender, domain, source, batch.events)
     return {"accepted": len(batch.events), "domain": domain, "source": source}
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Request
 from sqlalchemy import func, select
+from starlette.concurrency import run_in_threadpool
 
 from app.config import get_settings
 from app.db import after_commit, session_scope, utcnow
@@ -49,6 +50,11 @@ def _json(body: bytes) -> Any:
         raise Refused(400, "malformed_json", f"body is not JSON: {exc}") from None
 
 
+def _backlog() -> int:
+    with session_scope() as session:
+        return int(session.execute(select(func.count()).select_from(PendingSku)).scalar_one())
+
+
 def _intake(events: list[PimEvent], dispatcher: Any) -> dict[str, int]:
     settings = get_settings()
     with session_scope() as session:
@@ -82,7 +88,8 @@ async def events_api(request: Request) -> dict[str, int]:
         events = parse_events_api(_json(body))
     except EventFormatError as exc:
         raise Refused(400, "bad_payload", f"not an Akeneo Events API payload: {exc}") from None
-    return _intake(events, request.app.state.dispatcher)
+    # database and broker calls leave the event loop free for the next delivery
+    return await run_in_threadpool(_intake, events, request.app.state.dispatcher)
 
 
 @router.post("/webhooks/akeneo/event-platform")
@@ -103,8 +110,7 @@ async def event_platform(request: Request) -> dict[str, int]:
         raise Refused(401, "bad_signature", f"unsupported signature algorithm {algorithm}")
     if not matches(signatures, _secrets(), body):
         raise Refused(401, "bad_signature", "signature does not match")
-    with session_scope() as session:
-        backlog = session.execute(select(func.count()).select_from(PendingSku)).scalar_one()
+    backlog = await run_in_threadpool(_backlog)
     if backlog > settings.event_backlog_limit:
         # The Event Platform slows down on 429: better than queueing without end.
         raise Refused(
@@ -114,4 +120,5 @@ async def event_platform(request: Request) -> dict[str, int]:
         events = parse_cloudevents(_json(body))
     except EventFormatError as exc:
         raise Refused(400, "bad_payload", f"not a CloudEvents payload: {exc}") from None
-    return _intake(events, request.app.state.dispatcher)
+    # database and broker calls leave the event loop free for the next delivery
+    return await run_in_threadpool(_intake, events, request.app.state.dispatcher)
