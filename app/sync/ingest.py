@@ -192,7 +192,7 @@ def _parse_page(
 
 def _split_known(
     pages: list[Page],
-) -> tuple[list[Page], list[str]]:
+) -> tuple[list[Page], list[dict[str, Any]]]:
     """Set aside the products whose content the mirror already holds.
 
     Most of a full sync (and all of a delta's overlap window) is products that did not
@@ -213,6 +213,10 @@ def _split_known(
             if ident in hashes:
                 repeated.add(ident)
                 continue
+            if not isinstance(item.get("values") or {}, dict) or not isinstance(
+                item.get("categories") or [], list
+            ):
+                continue  # malformed: the parser says why
             try:
                 hashes[ident] = content_hash(item)
             except (TypeError, ValueError):  # unhashable odd payload: the parser will say why
@@ -236,12 +240,13 @@ def _split_known(
         )
         for page in pages
     ]
-    return rest, [
-        i["identifier"]
+    held = [
+        i
         for page in pages
         for i in page.items
         if i.__class__ is dict and i.get("identifier") in known
     ]
+    return rest, held
 
 
 def _groups(pages: Iterator[Page], size: int) -> Iterator[tuple[list[Page], str | None, bool]]:
@@ -371,10 +376,17 @@ def _commit_group(
         )
 
         pim_repo.upsert_products(session, good, run_id, now)
-        pim_repo.mark_seen(session, known, run_id, now)
+        pim_repo.mark_seen(session, [i["identifier"] for i in known], run_id, now)
         _record_rejects(session, run_id, bad, now)
-        _record_violations(session, ctx, good, now)
-        skus = [p.identifier for p, _ in good] + known
+        # every product read counts, changed or not (the ownership table may have changed)
+        _record_violations(
+            session,
+            ctx,
+            [(p.identifier, p.values) for p, _ in good]
+            + [(i["identifier"], i.get("values") or {}) for i in known],
+            now,
+        )
+        skus = [p.identifier for p, _ in good] + [i["identifier"] for i in known]
         # every channel's batch of this group: one message, the products decoded once
         group_key = f"{run_id}:{run.read}"
         run.read += len(skus) + len(bad)
@@ -442,17 +454,21 @@ def _record_rejects(
 
 
 def _record_violations(
-    session: Session, ctx: SyncContext, good: list[tuple[Product, str]], now: datetime
+    session: Session,
+    ctx: SyncContext,
+    products: list[tuple[str, dict[str, Any]]],
+    now: datetime,
 ) -> None:
-    """Domains the PIM carried but does not own, counted once per product (not per channel)."""
-    if not good:
+    """Domains the PIM carried but does not own, counted once per product (not per channel);
+    ``products`` are (identifier, values)."""
+    if not products:
         return
     ownership = REGISTRY.ownership(ctx.settings)
     defs, _ = REGISTRY.definitions(session)
     tallies: dict[tuple[str, str, str], Tally] = {}
-    for product, _ in good:
-        for v in ownership.foreign_attributes("pim", product.values, defs):
-            tallies.setdefault((v.source, v.domain, v.attribute), Tally()).add(product.identifier)
+    for identifier, values in products:
+        for v in ownership.foreign_attributes("pim", values, defs):
+            tallies.setdefault((v.source, v.domain, v.attribute), Tally()).add(identifier)
     mapping_repo.record_violations(session, tallies, now)
 
 

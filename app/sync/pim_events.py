@@ -178,7 +178,10 @@ def accept(session: Session, events: list[PimEvent], now: datetime) -> Intake:
                     "subject": e.key[:255],
                     "received_at": now,
                 }
-                for e in {e.event_id[:100]: e for e in events}.values()
+                # sorted: concurrent intakes of overlapping batches lock ids in one order
+                for e in sorted(
+                    {e.event_id[:100]: e for e in events}.values(), key=lambda e: e.event_id[:100]
+                )
             ]
         )
         .on_conflict_do_nothing(index_elements=["event_id"])

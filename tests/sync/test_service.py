@@ -536,3 +536,10 @@ def test_unchanged_products_are_only_marked_seen(harness, monkeypatch):
         outcomes = run.unchanged + run.synced + run.skipped_incomplete + run.filtered
         assert outcomes + run.disabled == 61
     assert harness.rows("de_storefront")[("de_storefront", fresh)] is not None
+    with session_scope() as s:  # ownership is still checked on every product read
+        price = s.execute(
+            select(OwnershipViolation.count).where(
+                OwnershipViolation.domain == "pricing", OwnershipViolation.attribute == "price"
+            )
+        ).scalar_one()
+    assert price == 60 + 61
