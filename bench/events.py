@@ -46,7 +46,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager, suppress
@@ -63,6 +62,7 @@ from bench.full_sync import (
     CREDENTIALS,
     ReferencePim,
     Service,
+    Worker,
     ensure_catalog,
     flush_redis,
     free_port,
@@ -522,39 +522,6 @@ class Web(Service):
         raise RuntimeError(f"web not ready after {timeout:.0f}s:\n{self.tail()}")
 
 
-class EventWorker(Service):
-    def __init__(self, env: dict[str, str], log: Path, concurrency: int, prefetch: int) -> None:
-        args = [
-            *(sys.executable, "-m", "celery", "-A", "tasks", "worker"),
-            f"--queues={QUEUES}",
-            f"--concurrency={concurrency}",
-            f"--prefetch-multiplier={prefetch}",
-            "--pool=prefork",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-            f"--hostname=bench-events-{uuid.uuid4().hex[:6]}@%h",
-            "--loglevel=WARNING",
-        ]
-        super().__init__("worker", args, env, log)
-
-    def start(self, timeout: float = 90) -> EventWorker:
-        import redis
-
-        self.spawn()
-        # ready when it answers a ping over the broker
-        from tasks import celery_app
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.check_alive()
-            with suppress(redis.RedisError, OSError):
-                if celery_app.control.ping(timeout=1.0):
-                    return self
-            time.sleep(0.3)
-        raise RuntimeError(f"worker not ready after {timeout:.0f}s:\n{self.tail()}")
-
-
 def full_sync(worker: Service) -> None:
     from app.db import session_scope
     from app.sync import service
@@ -595,7 +562,7 @@ def published_skus(url: str) -> list[str]:
 
 
 @contextmanager
-def stack(args: argparse.Namespace, logs: Path) -> Iterator[tuple[str, Web, EventWorker]]:
+def stack(args: argparse.Namespace, logs: Path) -> Iterator[tuple[str, Web, Worker]]:
     from app.config import SAMPLE_DIR
 
     catalog = ensure_catalog(args.skus, 7)
@@ -619,7 +586,14 @@ def stack(args: argparse.Namespace, logs: Path) -> Iterator[tuple[str, Web, Even
             **CREDENTIALS,
         }
         point_this_process_at(env)
-        worker = EventWorker(env, logs / "worker.log", args.concurrency, args.prefetch)
+        worker = Worker(
+            env,
+            logs / "worker.log",
+            args.concurrency,
+            queues=QUEUES,
+            loglevel="WARNING",
+            extra=(f"--prefetch-multiplier={args.prefetch}",),
+        )
         st.callback(worker.stop)
         worker.start()
         web = Web(env, logs / "web.log", args.web_workers)

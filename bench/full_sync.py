@@ -262,33 +262,45 @@ class ReferencePim(Service):
 
 
 class Worker(Service):
-    def __init__(self, env: dict[str, str], log: Path, concurrency: int) -> None:
+    """``celery -A tasks worker`` (prefork) on ``queues``; ready when it answers a ping over
+    the broker (this process must point at the same broker: ``point_this_process_at``)."""
+
+    def __init__(
+        self,
+        env: dict[str, str],
+        log: Path,
+        concurrency: int,
+        queues: str = "sync,publish",
+        loglevel: str = "INFO",
+        extra: tuple[str, ...] = (),
+    ) -> None:
         args = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "tasks",
-            "worker",
-            "--queues=sync,publish",
+            *(sys.executable, "-m", "celery", "-A", "tasks", "worker"),
+            f"--queues={queues}",
             f"--concurrency={concurrency}",
+            *extra,
             "--pool=prefork",
             "--without-gossip",
             "--without-mingle",
             "--without-heartbeat",
             f"--hostname=bench-{uuid.uuid4().hex[:6]}@%h",
-            "--loglevel=INFO",
+            f"--loglevel={loglevel}",
         ]
         super().__init__("worker", args, env, log)
 
     def start(self, timeout: float = 90) -> Worker:
+        import redis
+
+        from tasks import celery_app
+
         self.spawn()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self.check_alive()
-            if "ready." in self.tail(100_000):
-                return self
-            time.sleep(0.2)
+            with suppress(redis.RedisError, OSError):
+                if celery_app.control.ping(timeout=1.0):
+                    return self
+            time.sleep(0.3)
         raise RuntimeError(f"worker not ready after {timeout:.0f}s:\n{self.tail()}")
 
 
