@@ -46,6 +46,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager, suppress
@@ -106,6 +107,24 @@ class Tracker:
     _thread: threading.Thread | None = None
     polls: int = 0
     state: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    # per SKU, the events not yet visible; events sent since the last poll
+    _waiting: dict[str, list[Event]] = field(default_factory=dict)
+    _sent: deque[Event] = field(default_factory=deque)
+    _order: dict[str, int] = field(default_factory=dict)
+    _left: int = 0
+
+    def watch(self, events: list[Event]) -> None:
+        """Track these events (before any is sent); duplicates are not waited for."""
+        self.events = events
+        self._order = {e.marker: e.version for e in events if e.kind == "webhook"}
+        waiting: dict[str, list[Event]] = {}
+        for e in events:
+            if not e.duplicate:
+                waiting.setdefault(e.sku, []).append(e)
+        self._waiting, self._left = waiting, sum(map(len, waiting.values()))
+
+    def sent(self, e: Event) -> None:
+        self._sent.append(e)  # from the sender threads (deque appends are thread-safe)
 
     def stuck(self, limit: int = 10) -> list[dict[str, Any]]:
         """Events not visible yet, with what the page shows (for a failure report)."""
@@ -137,7 +156,7 @@ class Tracker:
             self._thread.join(10)
 
     def pending(self) -> int:
-        return sum(1 for e in self.events if not e.duplicate and not e.visible_at)
+        return self._left
 
     def _loop(self) -> None:
         import psycopg
@@ -157,29 +176,38 @@ class Tracker:
                 ).fetchall()
                 now = time.monotonic()
                 self.polls += 1
+                # only what can have changed: pages written lately, events sent lately
+                skus = set()
                 for r in rows:
                     self.state[r[0]] = r[1:5]
                     since = max(since, r[5])
-                self._mark(self.state, now)
+                    skus.add(r[0])
+                while self._sent:
+                    skus.add(self._sent.popleft().sku)
+                self._mark(skus, now)
         finally:
             conn.close()
 
-    def _mark(self, state: dict[str, tuple[Any, ...]], now: float) -> None:
+    def _mark(self, skus: set[str], now: float) -> None:
         column = {"pricing": 1, "inventory": 2, "media": 3}
-        order = {e.marker: e.version for e in self.events if e.kind == "webhook"}
-        for e in self.events:
-            if e.visible_at or not e.sent_at or e.duplicate:
+        for sku in skus:
+            row = self.state.get(sku)
+            waiting = self._waiting.get(sku)
+            if row is None or not waiting:
                 continue
-            row = state.get(e.sku)
-            if row is None:
-                continue
-            if e.kind == "webhook":
-                # the title it set is shown, or that of a newer state of the product (the
-                # mirror keeps the newest `updated`, whatever the arrival order)
-                if order.get(row[0], -1) >= e.version:
+            for e in waiting:
+                if not e.sent_at:
+                    continue
+                if e.kind == "webhook":
+                    # the title it set is shown, or that of a newer state of the product (the
+                    # mirror keeps the newest `updated`, whatever the arrival order)
+                    if self._order.get(row[0], -1) >= e.version:
+                        e.visible_at = now
+                elif (row[column[e.kind]] or 0) >= e.version:
                     e.visible_at = now
-            elif (row[column[e.kind]] or 0) >= e.version:
-                e.visible_at = now
+            left = [e for e in waiting if not e.visible_at]
+            self._left -= len(waiting) - len(left)
+            self._waiting[sku] = left
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -306,7 +334,7 @@ def domain_body(e: Event) -> bytes:
     )
 
 
-def send(events: list[Event], web: str, rate: float) -> float:
+def send(events: list[Event], web: str, rate: float, on_sent: Any = None) -> float:
     """Send every event (paced at ``rate``/s, or as fast as possible when 0); wall seconds."""
     local = threading.local()
     start = time.monotonic()
@@ -330,6 +358,8 @@ def send(events: list[Event], web: str, rate: float) -> float:
             url = f"/events/{e.kind}"
             headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
         e.sent_at = time.monotonic()
+        if on_sent is not None:
+            on_sent(e)
         r = client().post(url, content=body, headers=headers)
         e.acked_at = time.monotonic()
         e.status = r.status_code
@@ -361,10 +391,10 @@ def wait_visible(tracker: Tracker, timeout: float, web: Service, worker: Service
 def event_phase(
     name: str, events: list[Event], tracker: Tracker, web: Service, worker: Service, rate: float
 ) -> dict[str, Any]:
-    tracker.events = events
+    tracker.watch(events)
     say(f"phase {name}: {len(events)} events " + (f"at {rate:.0f}/s" if rate else "unpaced"))
     started = time.monotonic()
-    sent_seconds = send(events, f"http://127.0.0.1:{web.port}", rate)  # type: ignore[attr-defined]
+    sent_seconds = send(events, f"http://127.0.0.1:{web.port}", rate, tracker.sent)  # type: ignore[attr-defined]
     refused = [e for e in events if e.status >= 300]
     if refused:
         raise RuntimeError(f"{len(refused)} events refused, e.g. status {refused[0].status}")

@@ -40,21 +40,13 @@ def change_token(session: Session) -> int:
     """
     token = session.info.get("mirror_change_token")
     if token is None:
+        insert = dialect_insert(session)
+        stmt = insert(MirrorClock).values(id=1, value=1)
         updated = session.execute(
-            update(MirrorClock)
-            .where(MirrorClock.id == 1)
-            .values(value=MirrorClock.value + 1)
-            .returning(MirrorClock.value)
-        ).scalar_one_or_none()
-        if updated is None:
-            insert = dialect_insert(session)
-            session.execute(insert(MirrorClock).values(id=1, value=0).on_conflict_do_nothing())
-            updated = session.execute(
-                update(MirrorClock)
-                .where(MirrorClock.id == 1)
-                .values(value=MirrorClock.value + 1)
-                .returning(MirrorClock.value)
-            ).scalar_one()
+            stmt.on_conflict_do_update(
+                index_elements=[MirrorClock.id], set_={"value": MirrorClock.value + 1}
+            ).returning(MirrorClock.value)
+        ).scalar_one()
         token = int(updated)
         session.info["mirror_change_token"] = token
     return token

@@ -220,38 +220,40 @@ def _add_pending(session: Session, items: list[PimEvent], now: datetime) -> list
     """Add each product's work to its pending row; returns the keys whose row is new (they
     need a task; an existing row has one coming).
 
-    One statement per product, the "newest state wins" decided inside it: two intakes of
-    the same product at once queue on the row lock and each compares against what the
-    other committed (a read, then a write, would let an older payload overwrite a newer
-    one that committed in between)."""
+    One statement for all the products, the "newest state wins" decided inside it: two
+    intakes of the same product at once queue on the row lock and each compares against
+    what the other committed (a read, then a write, would let an older payload overwrite a
+    newer one that committed in between). Rows go in key order: one lock order for all."""
+    if not items:
+        return []
     insert = dialect_insert(session)
     t = PendingSku.__table__
-    created = []
-    for e in sorted(items, key=lambda e: e.key):  # one lock order for concurrent intakes
-        stmt = insert(PendingSku).values(
-            key=e.key,
-            action=REMOVE if e.kind == "product.remove" else UPSERT,
-            product=e.product,
-            event_time=e.event_time,
-            events=1,
-            first_event_at=now,
-        )
-        ex = stmt.excluded
-        newer = or_(
-            ex.event_time.is_(None), t.c.event_time.is_(None), ex.event_time >= t.c.event_time
-        )
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[t.c.key],
-            set_={
-                "events": t.c.events + 1,
-                "action": case((newer, ex.action), else_=t.c.action),
-                "product": case((newer, ex.product), else_=t.c.product),
-                "event_time": case((newer, ex.event_time), else_=t.c.event_time),
-            },
-        ).returning(t.c.events)
-        if session.execute(stmt).scalar_one() == 1:
-            created.append(e.key)
-    return created
+    stmt = insert(PendingSku).values(
+        [
+            {
+                "key": e.key,
+                "action": REMOVE if e.kind == "product.remove" else UPSERT,
+                "product": e.product,
+                "event_time": e.event_time,
+                "events": 1,
+                "first_event_at": now,
+            }
+            for e in sorted(items, key=lambda e: e.key)
+        ]
+    )
+    ex = stmt.excluded
+    newer = or_(ex.event_time.is_(None), t.c.event_time.is_(None), ex.event_time >= t.c.event_time)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[t.c.key],
+        set_={
+            "events": t.c.events + 1,
+            "action": case((newer, ex.action), else_=t.c.action),
+            "product": case((newer, ex.product), else_=t.c.product),
+            "event_time": case((newer, ex.event_time), else_=t.c.event_time),
+        },
+    ).returning(t.c.key, t.c.events)
+    # a row counts 1 event only when this statement inserted it
+    return sorted(key for key, events in session.execute(stmt).all() if events == 1)
 
 
 # --- processing ------------------------------------------------------------------------------
