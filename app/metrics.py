@@ -122,19 +122,18 @@ class StateCollector:
                 for outcome, value in zip(OUTCOMES, values, strict=True):
                     units.add_metric([channel, kind, outcome], float(value or 0))
             durations: dict[tuple[str, str], list[float]] = {}
-            for channel, kind, started, finished, status in s.execute(
+            for channel, kind, started, finished in s.execute(
                 select(
-                    SyncRun.channel,
-                    SyncRun.kind,
-                    SyncRun.started_at,
-                    SyncRun.finished_at,
-                    SyncRun.status,
-                ).where(SyncRun.channel.is_not(None))
+                    SyncRun.channel, SyncRun.kind, SyncRun.started_at, SyncRun.finished_at
+                ).where(
+                    SyncRun.channel.is_not(None),
+                    SyncRun.status == "completed",
+                    SyncRun.finished_at.is_not(None),
+                )
             ).all():
-                if finished is not None and status == "completed":
-                    durations.setdefault((channel, kind), []).append(
-                        (finished - started).total_seconds()
-                    )
+                durations.setdefault((channel, kind), []).append(
+                    (finished - started).total_seconds()
+                )
             for (channel, kind), values in sorted(durations.items()):
                 buckets = [(str(b), float(sum(1 for v in values if v <= b))) for b in RUN_BUCKETS]
                 buckets.append(("+Inf", float(len(values))))

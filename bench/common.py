@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import shutil
@@ -86,12 +87,16 @@ def say(message: str) -> None:
     print(f"[{datetime.now().strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def run_with_logs(
-    run: Callable[[Any, Path], dict[str, Any]], args: Any, prefix: str
-) -> dict[str, Any]:
+def run_bench(
+    run: Callable[[Any, Path], dict[str, Any]],
+    args: Any,
+    prefix: str,
+    table: Callable[[dict[str, Any]], None],
+) -> None:
     """Run a bench scenario: a signal ends it cleanly (services stopped, databases dropped),
-    the engine logs to stderr at WARNING (stdout is the report), and the services' logs go
-    to a folder that is kept when the run fails or with ``--keep-logs``."""
+    the engine logs to stderr at WARNING, and the services' logs go to a folder that is kept
+    when the run fails or with ``--keep-logs``. Then the short ``table`` on stderr and the
+    JSON report on stdout."""
 
     def interrupted(signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
@@ -114,4 +119,5 @@ def run_with_logs(
             shutil.rmtree(logs, ignore_errors=True)
     if args.keep_logs:
         report["logs"] = str(logs)
-    return report
+    table(report)
+    print(json.dumps(report, indent=2, default=str))

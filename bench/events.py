@@ -58,7 +58,7 @@ from typing import Any
 import httpx
 import orjson
 
-from bench.common import machine, run_with_logs, say, scratch_database
+from bench.common import machine, run_bench, say, scratch_database
 from bench.full_sync import (
     CREDENTIALS,
     ReferencePim,
@@ -720,9 +720,7 @@ def main() -> None:
     parser.add_argument("--keep-logs", action="store_true")
     args = parser.parse_args()
 
-    report = run_with_logs(run, args, "pimsync-bench-events-")
-    print_table(report)
-    print(json.dumps(report, indent=2, default=str))
+    run_bench(run, args, "pimsync-bench-events-", print_table)
 
 
 if __name__ == "__main__":

@@ -74,7 +74,7 @@ import httpx
 import psutil
 from sqlalchemy import create_engine, text
 
-from bench.common import checkpoint, machine, run_with_logs, say, scratch_database
+from bench.common import checkpoint, machine, run_bench, say, scratch_database
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "bench" / ".cache"
@@ -1353,9 +1353,7 @@ def main() -> None:
     parser.add_argument("--keep-logs", action="store_true")
     args = parser.parse_args()
 
-    report = run_with_logs(run, args, "pimsync-bench-logs-")
-    print_table(report)
-    print(json.dumps(report, indent=2, default=str))
+    run_bench(run, args, "pimsync-bench-logs-", print_table)
 
 
 if __name__ == "__main__":

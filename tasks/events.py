@@ -33,10 +33,8 @@ def catalog_apply(changes: dict[str, list[str]] | str, skus: list[str] | None = 
     during an upgrade, carry one channel and its SKUs.)"""
     if isinstance(changes, str):
         changes = {changes: skus or []}
-    now = utcnow()
     with session_scope() as session:
-        for channel, channel_skus in sorted(changes.items()):
-            pages.apply_catalog(session, channel, channel_skus, now)
+        pages.apply_catalog(session, changes, utcnow())
 
 
 def _apply(domain: str, events: list[dict[str, Any]], source: str) -> None:

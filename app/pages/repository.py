@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, func, or_, select
+from sqlalchemy import Connection, Integer, Row, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from app.db import dialect_insert
@@ -124,10 +124,10 @@ def readiness_counts(session: Session) -> dict[str, dict[str, int]]:
         select(
             p.channel,
             func.count(),
-            func.sum((p.catalog_version == 0).cast(int_type())),
-            func.sum((p.pricing_version == 0).cast(int_type())),
-            func.sum((p.inventory_version == 0).cast(int_type())),
-            func.sum((p.media_version == 0).cast(int_type())),
+            func.sum((p.catalog_version == 0).cast(Integer)),
+            func.sum((p.pricing_version == 0).cast(Integer)),
+            func.sum((p.inventory_version == 0).cast(Integer)),
+            func.sum((p.media_version == 0).cast(Integer)),
         ).group_by(p.channel)
     ).all()
     return {
@@ -140,9 +140,3 @@ def readiness_counts(session: Session) -> dict[str, dict[str, int]]:
         }
         for ch, n, a, b, c, d in rows
     }
-
-
-def int_type() -> Any:
-    from sqlalchemy import Integer
-
-    return Integer()

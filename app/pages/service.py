@@ -3,13 +3,12 @@ and reconciliation from snapshots. Services flush; the caller's session scope co
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from itertools import islice
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from app.channels.models import ChannelProduct
@@ -24,31 +23,25 @@ log = get_logger("pimsync.pages")
 BATCH = 1000
 
 
-def _catalog_payload(doc: dict[str, Any] | None) -> dict[str, Any] | None:
-    return doc
-
-
-def catalog_projections(session: Session, channel: str, skus: Sequence[str]) -> list[Projection]:
-    """The channel catalog's current rows as catalog projections (version = row version)."""
+def catalog_projections(session: Session, changes: Mapping[str, Sequence[str]]) -> list[Projection]:
+    """The channel catalog's current rows ({channel: skus}) as catalog projections (version
+    = row version), read in one statement."""
     cp = ChannelProduct
+    wanted = [and_(cp.channel == ch, cp.sku.in_(list(skus))) for ch, skus in changes.items()]
+    if not wanted:
+        return []
     rows = session.execute(
-        select(cp.sku, cp.version, cp.doc, cp.enabled, cp.status).where(
-            cp.channel == channel, cp.sku.in_(list(skus))
-        )
+        select(cp.channel, cp.sku, cp.version, cp.doc, cp.enabled, cp.status).where(or_(*wanted))
     ).all()
-    return [
-        Projection(channel, r.sku, int(r.version), _catalog_payload(r.doc), r.enabled, r.status)
-        for r in rows
-    ]
+    return [Projection(r.channel, r.sku, int(r.version), r.doc, r.enabled, r.status) for r in rows]
 
 
-def apply_catalog(session: Session, channel: str, skus: Sequence[str], now: datetime) -> int:
-    """Project committed channel catalog changes onto product pages (catalog events)."""
-    written = apply_projections(
-        session, "catalog", catalog_projections(session, channel, skus), now
-    )
+def apply_catalog(session: Session, changes: Mapping[str, Sequence[str]], now: datetime) -> int:
+    """Project committed channel catalog changes ({channel: skus}) onto product pages."""
+    written = apply_projections(session, "catalog", catalog_projections(session, changes), now)
+    total = sum(len(skus) for skus in changes.values())
     EVENTS_APPLIED.labels("catalog", "applied").inc(len(written))
-    EVENTS_APPLIED.labels("catalog", "stale").inc(max(0, len(skus) - len(written)))
+    EVENTS_APPLIED.labels("catalog", "stale").inc(max(0, total - len(written)))
     return len(written)
 
 
@@ -132,10 +125,6 @@ def reconcile_records(
         with session_scope_factory() as session:
             corrected += len(apply_projections(session, domain, projections, now, repair=True))
     return corrected
-
-
-def new_run_id() -> uuid.UUID:
-    return uuid.uuid4()
 
 
 def reconcile(settings: Any, domains: Sequence[str] | None = None, trigger: str = "cli") -> Any:

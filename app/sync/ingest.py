@@ -158,8 +158,9 @@ def start_delta(session: Session, ctx: SyncContext, trigger: str = "beat") -> Sy
 
 
 def _parse_page(
-    page: Page, identifier_attribute: str
+    page: Page, identifier_attribute: str, hashes: dict[str, str] | None = None
 ) -> tuple[list[tuple[Product, str]], list[tuple[str, str]]]:
+    """Parse, encode and hash a page's products (``hashes``: those already computed)."""
     good: list[tuple[Product, str]] = []
     bad: list[tuple[str, str]] = []
     for item in page.items:
@@ -172,7 +173,7 @@ def _parse_page(
                     "<root>",
                     f"{len(product.encoded):,} bytes, more than {MAX_PRODUCT_BYTES:,}",
                 )
-            digest = content_hash(product.raw)
+            digest = (hashes or {}).get(product.identifier) or content_hash(product.raw)
         except ProductParseError as exc:
             bad.append((exc.product_ref, str(exc)))
             continue
@@ -192,14 +193,15 @@ def _parse_page(
 
 def _split_known(
     pages: list[Page],
-) -> tuple[list[Page], list[dict[str, Any]]]:
+) -> tuple[list[Page], list[dict[str, Any]], dict[str, str]]:
     """Set aside the products whose content the mirror already holds.
 
     Most of a full sync (and all of a delta's overlap window) is products that did not
     change: hashing a payload costs a fraction of parsing, encoding and rewriting it, so
     those are only marked seen. The hash ignores ``updated`` like the mirror's does; a
     payload the mirror does not hold, a removed product, an identifier repeated in the
-    group or anything odd takes the full path (parsed, validated, upserted).
+    group or anything odd takes the full path (parsed, validated, upserted). Also returns
+    the hashes it computed (by identifier), for the parser not to compute them again.
     """
     hashes: dict[str, str] = {}
     repeated: set[str] = set()
@@ -224,12 +226,12 @@ def _split_known(
     for ident in repeated:
         hashes.pop(ident, None)
     if not hashes:
-        return pages, []
+        return pages, [], hashes
     with session_scope() as session:
         stored = pim_repo.current_hashes(session, list(hashes))
     known = {ident for ident, digest in hashes.items() if stored.get(ident) == digest}
     if not known:
-        return pages, []
+        return pages, [], hashes
     rest = [
         Page(
             items=[
@@ -246,7 +248,7 @@ def _split_known(
         for i in page.items
         if i.__class__ is dict and i.get("identifier") in known
     ]
-    return rest, held
+    return rest, held, hashes
 
 
 def _groups(pages: Iterator[Page], size: int) -> Iterator[tuple[list[Page], str | None, bool]]:
@@ -336,9 +338,9 @@ def _commit_group(
     settings = ctx.settings
     good: list[tuple[Product, str]] = []
     bad: list[tuple[str, str]] = []
-    to_parse, known = _split_known(group)
+    to_parse, known, hashes = _split_known(group)
     for page in to_parse:
-        g, b = _parse_page(page, settings.identifier_attribute)
+        g, b = _parse_page(page, settings.identifier_attribute, hashes)
         good.extend(g)
         bad.extend(b)
     now = ctx.now()

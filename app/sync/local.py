@@ -60,8 +60,7 @@ def drain(ctx: SyncContext, max_steps: int = 1_000_000) -> int:
             from app.pages.service import apply_catalog
 
             with session_scope() as session:
-                for channel, skus in sorted(args[0].items()):
-                    apply_catalog(session, channel, skus, utcnow())
+                apply_catalog(session, args[0], utcnow())
         elif name == "pim":
             from app.sync.pim_events import process
 

@@ -10,7 +10,7 @@ payload (or fetches the product once) and publishes it to every channel.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import case, delete, or_, select, update
@@ -386,7 +386,3 @@ def stale_pending(session: Session, older_than: datetime, limit: int = 1000) -> 
         .limit(limit)
     )
     return list(session.execute(q).scalars())
-
-
-def coalesce_window(ctx: SyncContext) -> timedelta:
-    return timedelta(seconds=ctx.settings.event_coalesce_seconds)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from fastapi import APIRouter, Request
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -22,7 +21,7 @@ from app.mapping.repository import Tally
 from app.ownership import OwnershipError
 from app.pages.schemas import DomainEvent, EventBatch
 from app.sync.runtime import REGISTRY
-from app.web.security import Refused, bearer, read_body, token_owner
+from app.web.security import Refused, bearer, parse_json, read_body, token_owner
 
 router = APIRouter(tags=["events"])
 log = get_logger("pimsync.web.events")
@@ -54,10 +53,7 @@ async def post_events(domain: str, request: Request) -> dict[str, Any]:
         log.warning("event_refused", source=source, domain=domain, reason=str(exc))
         raise Refused(403, "not_owner", str(exc)) from None
     body = await read_body(request, settings.webhook_max_body_bytes)
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise Refused(400, "malformed_json", f"body is not JSON: {exc}") from None
+    data = parse_json(body)
     items = data.get("events") if isinstance(data, dict) and "events" in data else [data]
     if isinstance(items, list):
         items = [dict(e, type=e.get("type", domain)) if isinstance(e, dict) else e for e in items]

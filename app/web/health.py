@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -156,20 +155,3 @@ def humanize(seconds: float | None) -> str:
     if seconds < 172800:
         return f"{seconds / 3600:.1f} h"
     return f"{seconds / 86400:.1f} days"
-
-
-def as_dict(run: SyncRun | None) -> dict[str, Any] | None:
-    if run is None:
-        return None
-    return {
-        "id": str(run.id),
-        "kind": run.kind,
-        "status": run.status,
-        "started_at": run.started_at,
-        "finished_at": run.finished_at,
-        "duration": run.duration_seconds,
-        "synced": run.synced,
-        "failed": run.failed,
-        "orphans_disabled": run.orphans_disabled,
-        "error": run.error,
-    }

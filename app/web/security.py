@@ -9,7 +9,9 @@ import hashlib
 import hmac
 import time
 from collections.abc import Iterable
+from typing import Any
 
+import orjson
 from fastapi import HTTPException, Request
 
 from app.metrics import WEBHOOK_REFUSED
@@ -94,3 +96,11 @@ def token_owner(presented: str | None, tokens: dict[str, str]) -> str | None:
         if token and hmac.compare_digest(presented.encode(), token.encode()):
             owner = source
     return owner
+
+
+def parse_json(body: bytes) -> Any:
+    """A request body as JSON, or a 400 that says why."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise Refused(400, "malformed_json", f"body is not JSON: {exc}") from None

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from fastapi import APIRouter, Request
 from sqlalchemy import func, select
 from starlette.concurrency import run_in_threadpool
@@ -26,7 +25,7 @@ from app.sync.pim_events import (
     parse_cloudevents,
     parse_events_api,
 )
-from app.web.security import Refused, check_timestamp, matches, read_body
+from app.web.security import Refused, check_timestamp, matches, parse_json, read_body
 
 router = APIRouter(tags=["webhooks"])
 
@@ -41,13 +40,6 @@ def _require_secret() -> None:
         raise Refused(
             503, "not_configured", "webhook secret not configured (PIMSYNC_WEBHOOK_SECRET)"
         )
-
-
-def _json(body: bytes) -> Any:
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise Refused(400, "malformed_json", f"body is not JSON: {exc}") from None
 
 
 def _backlog() -> int:
@@ -85,7 +77,7 @@ async def events_api(request: Request) -> dict[str, int]:
     # No 429 here, unlike the Event Platform: the Events API never retries, so refusing a
     # delivery would lose it; the delta sync is its safety net anyway.
     try:
-        events = parse_events_api(_json(body))
+        events = parse_events_api(parse_json(body))
     except EventFormatError as exc:
         raise Refused(400, "bad_payload", f"not an Akeneo Events API payload: {exc}") from None
     # database and broker calls leave the event loop free for the next delivery
@@ -117,7 +109,7 @@ async def event_platform(request: Request) -> dict[str, int]:
             429, "backlog", f"{backlog} products waiting; slow down", headers={"Retry-After": "30"}
         )
     try:
-        events = parse_cloudevents(_json(body))
+        events = parse_cloudevents(parse_json(body))
     except EventFormatError as exc:
         raise Refused(400, "bad_payload", f"not a CloudEvents payload: {exc}") from None
     # database and broker calls leave the event loop free for the next delivery

@@ -29,6 +29,16 @@ def legacy(event_id: str, action: str, resource: dict, when: datetime | None = N
     }
 
 
+def deliver(harness, body: dict) -> list[str]:
+    """Accept an Events API delivery and run the per-product work it enqueues."""
+    with session_scope() as s:
+        keys = accept(s, parse_events_api(body), utcnow()).new_keys
+    for k in keys:
+        harness.dispatcher.pim_product(k)
+    harness.drain()
+    return keys
+
+
 def published(harness) -> str:
     return sorted(
         k[1] for k, r in harness.rows("de_storefront").items() if r.status == "published"
@@ -123,24 +133,12 @@ def test_older_event_changes_nothing_and_removal_disables_everywhere(harness):
     stale["updated"] = (datetime(2020, 1, 1, tzinfo=UTC)).isoformat()
     for entry in stale["values"]["name"]:
         entry["data"] = "stale"
-    with session_scope() as s:
-        keys = accept(
-            s, parse_events_api(legacy("ev-old", "product.updated", stale)), utcnow()
-        ).new_keys
-    for k in keys:
-        harness.dispatcher.pim_product(k)
-    harness.drain()
+    deliver(harness, legacy("ev-old", "product.updated", stale))
     with session_scope() as s:
         raw = s.get(PimProduct, sku).raw
     assert all(e["data"] != "stale" for e in raw["values"]["name"])
     removal = {"identifier": sku, "uuid": harness.source.products[sku]["uuid"]}
-    with session_scope() as s:
-        keys = accept(
-            s, parse_events_api(legacy("ev-rm", "product.removed", removal)), utcnow()
-        ).new_keys
-    for k in keys:
-        harness.dispatcher.pim_product(k)
-    harness.drain()
+    deliver(harness, legacy("ev-rm", "product.removed", removal))
     rows = harness.rows()
     for channel in CHANNELS:
         assert rows[(channel, sku)].status == "removed" and not rows[(channel, sku)].enabled
@@ -155,12 +153,7 @@ def test_product_model_event_reaches_every_variant(harness):
     variants = sorted(k for k, p in harness.source.products.items() if p.get("root_parent") == root)
     assert len(variants) > 1
     body = legacy("ev-model", "product_model.removed", {"code": root.upper()})  # codes ignore case
-    with session_scope() as s:
-        keys = accept(s, parse_events_api(body), utcnow()).new_keys
-    assert sorted(keys) == variants
-    for k in keys:
-        harness.dispatcher.pim_product(k)
-    harness.drain()
+    assert sorted(deliver(harness, body)) == variants
     rows = harness.rows("de_storefront")
     assert all(rows[("de_storefront", v)].status == "removed" for v in variants)
 
@@ -230,11 +223,7 @@ def test_one_catalog_message_per_transaction_across_channels(harness, monkeypatc
     for entry in product["values"]["name"]:
         entry["data"] = "one message"
     before = len(harness.dispatcher.sent)
-    with session_scope() as s:
-        keys = accept(s, parse_events_api(legacy("ev-one", "product.updated", product)), utcnow())
-    for k in keys.new_keys:
-        harness.dispatcher.pim_product(k)
-    harness.drain()
+    deliver(harness, legacy("ev-one", "product.updated", product))
     catalog = [args for name, args in harness.dispatcher.sent[before:] if name == "catalog"]
     changed = {
         ch for (ch, s_), r in harness.rows().items() if s_ == sku and r.status == "published"
