@@ -434,22 +434,7 @@ def _record_rejects(
     pim_repo.mark_seen(session, refs, run_id, now)
     repo.upsert_dead_letters(
         session,
-        [
-            {
-                "channel": "*",
-                "sku": ref,
-                "run_id": run_id,
-                "kind": "ingest",
-                "error_type": "ProductParseError",
-                "error": message[:4000],
-                "permanent": True,
-                "attempts": 1,
-                "status": "open",
-                "first_failed_at": now,
-                "last_failed_at": now,
-            }
-            for ref, message in {ref: m for ref, m in bad}.items()
-        ],
+        [repo.rejected_product(ref, m, run_id, now) for ref, m in dict(bad).items()],
     )
     for ref, message in bad:
         log.warning("product_rejected", run_id=str(run_id), sku=ref, error=message)

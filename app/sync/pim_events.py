@@ -330,22 +330,7 @@ def _upsert(
         product = parse_product(raw, ctx.settings.identifier_attribute)
     except ProductParseError as exc:
         repo.upsert_dead_letters(
-            session,
-            [
-                {
-                    "channel": "*",
-                    "sku": exc.product_ref,
-                    "run_id": None,
-                    "kind": "ingest",
-                    "error_type": "ProductParseError",
-                    "error": str(exc)[:4000],
-                    "permanent": True,
-                    "attempts": 1,
-                    "status": "open",
-                    "first_failed_at": now,
-                    "last_failed_at": now,
-                }
-            ],
+            session, [repo.rejected_product(exc.product_ref, str(exc), None, now)]
         )
         log.warning("product_rejected", key=key, error=str(exc))
         return "rejected"

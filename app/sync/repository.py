@@ -378,6 +378,25 @@ def batch_counts(session: Session, run_id: uuid.UUID) -> dict[str, int]:
 # --- dead letters ----------------------------------------------------------------------------
 
 
+def rejected_product(
+    ref: str, message: str, run_id: uuid.UUID | None, now: datetime
+) -> dict[str, Any]:
+    """The dead letter of a product payload that failed to parse (every channel: ``*``)."""
+    return {
+        "channel": "*",
+        "sku": ref,
+        "run_id": run_id,
+        "kind": "ingest",
+        "error_type": "ProductParseError",
+        "error": message[:4000],
+        "permanent": True,
+        "attempts": 1,
+        "status": "open",
+        "first_failed_at": now,
+        "last_failed_at": now,
+    }
+
+
 def upsert_dead_letters(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     """One open dead letter per (channel, sku): a unit failing again bumps its attempts."""
     if not rows:
