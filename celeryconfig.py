@@ -46,9 +46,15 @@ VISIBILITY_TIMEOUT = 7200
 broker_transport_options = {"visibility_timeout": VISIBILITY_TIMEOUT}
 visibility_timeout = VISIBILITY_TIMEOUT
 
-# Flower: task events and readable arguments.
+# Flower: task events (received, started, succeeded, failed) for the sync and publish tasks.
+# The high-volume event consumers opt out (``send_events = False`` in tasks/events.py): at
+# hundreds of events a second, three monitoring messages per event cost more broker round
+# trips than the event itself; the pimsync_projection_* metrics and the queue depth watch
+# them instead. No "task-sent" events: they cost every producer (the webhook and event intake
+# included) a second Redis command per message; Flower shows a task once a worker receives it,
+# and the queue depth metric shows what waits.
 worker_send_task_events = True
-task_send_sent_event = True
+task_send_sent_event = False
 worker_hijack_root_logger = False
 
 QUEUE_SYNC = "sync"

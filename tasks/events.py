@@ -17,7 +17,10 @@ from app.sync.runtime import REGISTRY
 from tasks import PimsyncTask, celery_app, context
 
 log = get_logger("pimsync.tasks.events")
+# High volume: no Flower task events (celeryconfig says why); metrics watch these instead.
+QUIET = {"base": PimsyncTask, "send_events": False}
 RETRY = {
+    **QUIET,
     "autoretry_for": (OperationalError,),
     "retry_backoff": 1,
     "retry_backoff_max": 120,
@@ -26,7 +29,7 @@ RETRY = {
 }
 
 
-@celery_app.task(name="events.catalog.apply", base=PimsyncTask, **RETRY)
+@celery_app.task(name="events.catalog.apply", **RETRY)
 def catalog_apply(changes: dict[str, list[str]] | str, skus: list[str] | None = None) -> None:
     """Catalog events ({channel: skus}): project committed channel catalog rows onto product
     pages, every channel in one transaction. (Messages of earlier versions, still queued
@@ -51,24 +54,24 @@ def _apply(domain: str, events: list[dict[str, Any]], source: str) -> None:
     log.info("events_applied", domain=domain, source=source, **counts)
 
 
-@celery_app.task(name="events.pricing.apply", base=PimsyncTask, **RETRY)
+@celery_app.task(name="events.pricing.apply", **RETRY)
 def pricing_apply(events: list[dict[str, Any]], source: str) -> None:
     _apply("pricing", events, source)
 
 
-@celery_app.task(name="events.inventory.apply", base=PimsyncTask, **RETRY)
+@celery_app.task(name="events.inventory.apply", **RETRY)
 def inventory_apply(events: list[dict[str, Any]], source: str) -> None:
     _apply("inventory", events, source)
 
 
-@celery_app.task(name="events.media.apply", base=PimsyncTask, **RETRY)
+@celery_app.task(name="events.media.apply", **RETRY)
 def media_apply(events: list[dict[str, Any]], source: str) -> None:
     _apply("media", events, source)
 
 
 @celery_app.task(
     name="events.pim.product",
-    base=PimsyncTask,
+    **QUIET,
     autoretry_for=(OperationalError, TransientSourceError),
     retry_backoff=2,
     retry_backoff_max=300,

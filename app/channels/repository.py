@@ -55,17 +55,21 @@ class RowChange:
     status: str
 
 
-def load_states(session: Session, channel: str, skus: Sequence[str]) -> dict[str, RowState]:
-    if not skus:
+def load_states(
+    session: Session, channels: Sequence[str], skus: Sequence[str]
+) -> dict[tuple[str, str], RowState]:
+    """The rows of ``skus`` in each of ``channels``, keyed (channel, sku): one statement."""
+    if not skus or not channels:
         return {}
     t = ChannelProduct
     rows = session.execute(
-        select(t.sku, t.input_hash, t.status, t.enabled, t.version, t.source_seq).where(
-            t.channel == channel, t.sku.in_(list(skus))
+        select(t.channel, t.sku, t.input_hash, t.status, t.enabled, t.version, t.source_seq).where(
+            t.channel.in_(list(channels)), t.sku.in_(list(skus))
         )
     ).all()
     return {
-        r.sku: RowState(r.input_hash, r.status, r.enabled, r.version, r.source_seq) for r in rows
+        (r.channel, r.sku): RowState(r.input_hash, r.status, r.enabled, r.version, r.source_seq)
+        for r in rows
     }
 
 

@@ -324,7 +324,7 @@ def _remove(session: Session, ctx: SyncContext, key: str, now: datetime) -> str:
 def _upsert(
     session: Session, ctx: SyncContext, key: str, raw: dict[str, Any] | None, now: datetime
 ) -> str:
-    from app.sync.publish import publish_units
+    from app.sync.publish import publish_channels
 
     try:
         product = parse_product(raw, ctx.settings.identifier_attribute)
@@ -338,25 +338,24 @@ def _upsert(
     if not changed:
         # Same content, or older than what the mirror holds (by the PIM's `updated`).
         return "unchanged"
-    published = 0
-    decoded: dict[str, Any] = {}  # the product read from the mirror once for every channel
+    definitions = REGISTRY.definitions(session)  # read once for every channel
+    runtimes = []
     for channel in sorted(REGISTRY.channels(ctx.settings)):
         try:
-            rt = REGISTRY.runtime(session, ctx.settings, channel)
+            runtimes.append(REGISTRY.runtime(session, ctx.settings, channel, definitions))
         except ChannelUnavailable as exc:
             log.warning("channel_unavailable", channel=channel, error=str(exc))
-            continue
-        # One attempt: an unexpected error dead-letters the unit (replayable) at once.
-        res = publish_units(
-            session,
-            ctx,
-            rt,
-            None,
-            [product.identifier],
-            attempt=ctx.settings.publish_max_attempts,
-            cache=decoded,
-        )
-        published += res.synced
+    # Every channel in one pass; one attempt: an unexpected error dead-letters the unit
+    # (replayable) at once.
+    results = publish_channels(
+        session,
+        ctx,
+        runtimes,
+        None,
+        [product.identifier],
+        attempt=ctx.settings.publish_max_attempts,
+    )
+    published = sum(res.synced for res in results.values())
     return f"published to {published} channel(s)"
 
 

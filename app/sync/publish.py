@@ -67,7 +67,7 @@ def _row(
     rt: ChannelRuntime,
     out: UnitOutcome,
     input_hash: str,
-    run_id: uuid.UUID,
+    run_id: uuid.UUID | None,
     now: datetime,
     source_seq: int,
 ) -> ChannelRow:
@@ -91,7 +91,7 @@ def _row(
 def _dead_letter(
     channel: str,
     sku: str,
-    run_id: uuid.UUID,
+    run_id: uuid.UUID | None,
     exc: BaseException,
     permanent: bool,
     now: datetime,
@@ -146,15 +146,33 @@ def publish_units(
     session: Session,
     ctx: SyncContext,
     rt: ChannelRuntime,
-    run_id: uuid.UUID,
+    run_id: uuid.UUID | None,
     skus: list[str],
     attempt: int = 1,
     cache: dict[str, MirrorRow] | None = None,
 ) -> BatchResult:
     """Decide and write units for ``skus`` in ``rt``'s channel (flushes, never commits)."""
+    return publish_channels(session, ctx, [rt], run_id, skus, attempt, cache)[rt.channel.code]
+
+
+def publish_channels(
+    session: Session,
+    ctx: SyncContext,
+    rts: list[ChannelRuntime],
+    run_id: uuid.UUID | None,
+    skus: list[str],
+    attempt: int = 1,
+    cache: dict[str, MirrorRow] | None = None,
+) -> dict[str, BatchResult]:
+    """Decide and write units for ``skus`` in each of ``rts``' channels (flushes, never
+    commits): one result per channel.
+
+    Each statement runs once for all the channels (the products' heads, the rows' states, the
+    mirror, the upsert, the dead letters): a PIM event publishes one product to every channel
+    in about the statements one channel used to take.
+    """
     now = ctx.now()
-    channel = rt.channel.code
-    res = BatchResult()
+    results = {rt.channel.code: BatchResult() for rt in rts}
     heads = {
         r.identifier: r
         for r in session.execute(
@@ -166,83 +184,108 @@ def publish_units(
             ).where(PimProduct.identifier.in_(skus))
         ).all()
     }
-    states = channel_repo.load_states(session, channel, skus)
-    todo: list[str] = []
-    gone: list[str] = []
-    for sku in skus:
-        head = heads.get(sku)
-        if head is None or head.removed_at is not None:
-            gone.append(sku)
-            continue
-        state = states.get(sku)
-        if state is not None and state.input_hash == rt.input_hash(head.content_hash):
-            res.unchanged += 1
-        else:
-            todo.append(sku)
-    if gone:
-        res.changes.extend(
-            channel_repo.disable_skus(session, gone, REMOVED, REMOVED, run_id, now, channel=channel)
-        )
-        res.disabled += len(gone)
+    states = channel_repo.load_states(session, list(results), skus)
+    gone = [s for s in skus if heads.get(s) is None or heads[s].removed_at is not None]
+    present = [s for s in skus if s not in set(gone)]
+    todo: dict[str, list[str]] = {}
+    for rt in rts:
+        channel, res = rt.channel.code, results[rt.channel.code]
+        if gone:
+            res.changes.extend(
+                channel_repo.disable_skus(
+                    session, gone, REMOVED, REMOVED, run_id, now, channel=channel
+                )
+            )
+            res.disabled += len(gone)
+        todo[channel] = []
+        for sku in present:
+            state = states.get((channel, sku))
+            if state is not None and state.input_hash == rt.input_hash(heads[sku].content_hash):
+                res.unchanged += 1
+            else:
+                todo[channel].append(sku)
 
     # Products decoded for another channel's batch of the same group are reused (same
     # content hash, checked): the mirror is read once per group, not once per channel.
     cache = {} if cache is None else cache
+    wanted = list(dict.fromkeys(sku for skus_ in todo.values() for sku in skus_))
     mirror = {
         sku: cache[sku]
-        for sku in todo
+        for sku in wanted
         if sku in cache and cache[sku].content_hash == heads[sku].content_hash
     }
-    missing = [sku for sku in todo if sku not in mirror]
+    missing = [sku for sku in wanted if sku not in mirror]
     if missing:
         loaded = pim_repo.load_products(session, missing)
         mirror.update(loaded)
         cache.update(loaded)
     rows: list[ChannelRow] = []
     dead: list[dict[str, Any]] = []
-    retry: list[str] = []
-    drift: dict[str, Tally] = {}
-    ok_skus: list[str] = []
-    for sku in todo:
-        m = mirror.get(sku)
-        if m is None:  # removed between the two reads
-            continue
-        try:
-            out = evaluate(Product.trusted(m.raw, sku), rt)
-        except Exception as exc:
-            if attempt >= ctx.settings.publish_max_attempts:
-                dead.append(_dead_letter(channel, sku, run_id, exc, False, now, attempt))
+    for rt in rts:
+        channel, res = rt.channel.code, results[rt.channel.code]
+        retry: list[str] = []
+        drift: dict[str, Tally] = {}
+        for sku in todo[channel]:
+            m = mirror.get(sku)
+            if m is None:  # removed between the two reads
+                continue
+            try:
+                out = evaluate(Product.trusted(m.raw, sku), rt)
+            except Exception as exc:
+                if attempt >= ctx.settings.publish_max_attempts:
+                    dead.append(_dead_letter(channel, sku, run_id, exc, False, now, attempt))
+                    res.failed += 1
+                else:
+                    retry.append(sku)
+                log.warning(
+                    "unit_error",
+                    run_id=str(run_id),
+                    channel=channel,
+                    sku=sku,
+                    attempt=attempt,
+                    error=f"{type(exc).__name__}: {exc}",
+                )
+                continue
+            if out.status == UNIT_FAILED:
+                assert out.error is not None
+                dead.append(_dead_letter(channel, sku, run_id, out.error, True, now))
                 res.failed += 1
-            else:
-                retry.append(sku)
-            log.warning(
-                "unit_error",
-                run_id=str(run_id),
-                channel=channel,
-                sku=sku,
-                attempt=attempt,
-                error=f"{type(exc).__name__}: {exc}",
+                continue
+            for attr in out.drift:
+                drift.setdefault(attr, Tally()).add(sku)
+            rows.append(_row(rt, out, rt.input_hash(m.content_hash), run_id, now, m.change_seq))
+        contract = rt.contract.contract
+        mapping_repo.record_drift(
+            session, contract.id, contract.version, channel, contract.unmapped, drift, now
+        )
+        if retry:
+            assert run_id is not None, "only a run's batches are retried"
+            res.retried = len(retry)
+            not_before = now + timedelta(seconds=ctx.backoff(attempt))
+            res.retry_batches = repo.create_batches(
+                session,
+                run_id,
+                channel,
+                [[s] for s in retry],
+                attempt=attempt + 1,
+                not_before=not_before,
             )
-            continue
-        if out.status == UNIT_FAILED:
-            assert out.error is not None
-            dead.append(_dead_letter(channel, sku, run_id, out.error, True, now))
-            res.failed += 1
-            continue
-        for attr in out.drift:
-            drift.setdefault(attr, Tally()).add(sku)
-        rows.append(_row(rt, out, rt.input_hash(m.content_hash), run_id, now, m.change_seq))
 
     changes, refused = _write_rows(session, rows)
-    res.changes.extend(changes)
-    refused_skus = {row.sku for row, _ in refused}
+    for change in changes:
+        results[change.channel].changes.append(change)
+    refused_keys = {(row.channel, row.sku) for row, _ in refused}
     for row, exc in refused:
-        dead.append(_dead_letter(channel, row.sku, run_id, exc.orig or exc, True, now))
-        res.failed += 1
+        dead.append(_dead_letter(row.channel, row.sku, run_id, exc.orig or exc, True, now))
+        results[row.channel].failed += 1
+    succeeded: dict[str, list[str]] = {
+        channel: [s for s in skus_ if s not in mirror] for channel, skus_ in todo.items()
+    }
     for row in rows:
-        if row.sku in refused_skus:
+        if (row.channel, row.sku) in refused_keys:
             continue
-        ok_skus.append(row.sku)
+        res = results[row.channel]
+        succeeded[row.channel].append(row.sku)
         if row.status == PUBLISHED:
             res.synced += 1
         elif row.status == INCOMPLETE:
@@ -251,36 +294,20 @@ def publish_units(
             res.filtered += 1
         elif row.status == DISABLED_IN_PIM:
             res.disabled += 1
-    contract = rt.contract.contract
-    mapping_repo.record_drift(
-        session, contract.id, contract.version, channel, contract.unmapped, drift, now
-    )
     repo.upsert_dead_letters(session, dead)
-    repo.resolve_dead_letters(session, channel, ok_skus + [s for s in todo if s not in mirror], now)
+    repo.resolve_dead_letters(session, succeeded, now)
     for d in dead:
         log.warning(
             "dead_lettered",
             run_id=str(run_id),
-            channel=channel,
+            channel=d["channel"],
             sku=d["sku"],
             error_type=d["error_type"],
             error=d["error"],
             permanent=d["permanent"],
         )
-    if retry:
-        res.retried = len(retry)
-        not_before = now + timedelta(seconds=ctx.backoff(attempt))
-        ids = repo.create_batches(
-            session,
-            run_id,
-            channel,
-            [[s] for s in retry],
-            attempt=attempt + 1,
-            not_before=not_before,
-        )
-        res.retry_batches = ids
-    ctx.notify_changes(session, res.changes)
-    return res
+    ctx.notify_changes(session, [c for res in results.values() for c in res.changes])
+    return results
 
 
 def publish_batches(ctx: SyncContext, batch_ids: list[int]) -> None:

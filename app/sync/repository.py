@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select, text, update
+from sqlalchemy import and_, delete, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from app.db import dialect_insert, is_postgres
@@ -420,17 +420,21 @@ def upsert_dead_letters(session: Session, rows: Sequence[dict[str, Any]]) -> Non
     session.execute(stmt, sorted(rows, key=lambda r: (r["channel"], r["sku"])))
 
 
-def resolve_dead_letters(session: Session, channel: str, skus: Sequence[str], now: datetime) -> int:
-    """Units that succeeded: their open dead letters are resolved, not left to rot."""
-    if not skus:
+def resolve_dead_letters(
+    session: Session, succeeded: Mapping[str, Sequence[str]], now: datetime
+) -> int:
+    """Units that succeeded ({channel: skus}): their open dead letters are resolved, not left
+    to rot. One statement for every channel."""
+    wanted = [
+        and_(DeadLetter.channel == channel, DeadLetter.sku.in_(list(skus)))
+        for channel, skus in sorted(succeeded.items())
+        if skus
+    ]
+    if not wanted:
         return 0
     result = session.execute(
         update(DeadLetter)
-        .where(
-            DeadLetter.channel == channel,
-            DeadLetter.status == DL_OPEN,
-            DeadLetter.sku.in_(list(skus)),
-        )
+        .where(DeadLetter.status == DL_OPEN, or_(*wanted))
         .values(status=DL_RESOLVED, replayed_at=now)
     )
     return int(result.rowcount or 0)

@@ -100,7 +100,15 @@ class RuntimeRegistry:
             self._defs = _Cached((digest,), value)
         return value
 
-    def runtime(self, session: Session, settings: Settings, channel_code: str) -> ChannelRuntime:
+    def runtime(
+        self,
+        session: Session,
+        settings: Settings,
+        channel_code: str,
+        definitions: tuple[CatalogDefinitions, str] | None = None,
+    ) -> ChannelRuntime:
+        """The channel's runtime (config, contract, definitions), built once per version of
+        each. ``definitions``: already read in this transaction (one read for many channels)."""
         try:
             channels = self.channels(settings)
             channel = channels.get(channel_code)
@@ -118,7 +126,7 @@ class RuntimeRegistry:
             ownership = self.ownership(settings)
         except (ChannelConfigError, ContractError) as exc:
             raise ChannelUnavailable(str(exc)) from None
-        defs, digest = self.definitions(session)
+        defs, digest = definitions or self.definitions(session)
         key = (
             channel_code,
             channel.fingerprint(),
