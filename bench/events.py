@@ -17,7 +17,7 @@ are shuffled in windows of 20, so older versions often arrive after newer ones.
 
 Phases:
 
-1. ``paced``: the events sent at ``--rate`` per second (8 sender threads). Event-to-visible
+1. ``paced``: the events sent at ``--rate`` per second (16 keep-alive connections). Event-to-visible
    latency is from the moment a request is sent to the moment a poller (every 20 ms, one
    query) sees the page in de_storefront carry it: the new title, or a domain version at least
    the event's (an event a newer one overtook counts as visible when it is). Also the webhook
@@ -77,7 +77,7 @@ SOURCE_OF = {"pricing": "erp", "inventory": "wms", "media": "dam"}
 QUEUES = "sync,publish,events.pim,events.catalog,events.pricing,events.inventory,events.media"
 CHANNEL = "de_storefront"
 POLL_SECONDS = 0.02
-SENDERS = 8
+SENDERS = 16  # keep-alive connections of the event senders
 SHUFFLE_WINDOW = 20
 VISIBLE_TIMEOUT = 180.0
 
@@ -124,7 +124,7 @@ class Tracker:
         self._waiting, self._left = waiting, sum(map(len, waiting.values()))
 
     def sent(self, e: Event) -> None:
-        self._sent.append(e)  # from the sender threads (deque appends are thread-safe)
+        self._sent.append(e)  # from the senders (deque appends are thread-safe)
 
     def stuck(self, limit: int = 10) -> list[dict[str, Any]]:
         """Events not visible yet, with what the page shows (for a failure report)."""
@@ -334,39 +334,78 @@ def domain_body(e: Event) -> bytes:
     )
 
 
+def request_bytes(e: Event) -> bytes:
+    """The whole HTTP/1.1 request for an event, signed (webhooks) or with its source's token."""
+    if e.kind == "webhook":
+        path, body = "/webhooks/akeneo", e.body
+        headers = signed(body)
+    else:
+        path, body = f"/events/{e.kind}", domain_body(e)
+        headers = {
+            "Authorization": f"Bearer {TOKENS[SOURCE_OF[e.kind]]}",
+            "Content-Type": "application/json",
+        }
+    head = f"POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Length: {len(body)}\r\n"
+    head += "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    return head.encode() + b"\r\n" + body
+
+
+async def _read_status(reader: Any) -> int:
+    """One HTTP/1.1 response off a keep-alive connection: its status (the body is drained)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    status = int(lines[0].split(b" ", 2)[1])
+    length = 0
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    if length:
+        await reader.readexactly(length)
+    return status
+
+
 def send(events: list[Event], web: str, rate: float, on_sent: Any = None) -> float:
-    """Send every event (paced at ``rate``/s, or as fast as possible when 0); wall seconds."""
-    local = threading.local()
-    start = time.monotonic()
+    """Send every event (paced at ``rate``/s, or as fast as the connections go when 0); wall
+    seconds. Open loop: event i leaves at ``i / rate`` on whichever of SENDERS keep-alive
+    connections is free. Requests are written and read as raw HTTP/1.1 on asyncio streams:
+    an HTTP client library would take a good share of the two cores the stack is measured on.
+    """
+    import asyncio
 
-    def client() -> httpx.Client:
-        if not hasattr(local, "client"):
-            local.client = httpx.Client(base_url=web, timeout=30)
-        return local.client
+    host, _, port = web.removeprefix("http://").partition(":")
+    queue: asyncio.Queue[int | None] = asyncio.Queue()
 
-    def one(i: int) -> None:
-        e = events[i]
-        if rate:
-            delay = start + i / rate - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-        if e.kind == "webhook":
-            url, headers, body = "/webhooks/akeneo", signed(e.body), e.body
-        else:
-            body = domain_body(e)
-            token = TOKENS[SOURCE_OF[e.kind]]
-            url = f"/events/{e.kind}"
-            headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-        e.sent_at = time.monotonic()
-        if on_sent is not None:
-            on_sent(e)
-        r = client().post(url, content=body, headers=headers)
-        e.acked_at = time.monotonic()
-        e.status = r.status_code
+    async def connection() -> None:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            while (i := await queue.get()) is not None:
+                e = events[i]
+                data = request_bytes(e)
+                e.sent_at = time.monotonic()
+                if on_sent is not None:
+                    on_sent(e)
+                writer.write(data)
+                e.status = await _read_status(reader)
+                e.acked_at = time.monotonic()
+        finally:
+            writer.close()
 
-    with ThreadPoolExecutor(SENDERS) as pool:
-        list(pool.map(one, range(len(events))))
-    return time.monotonic() - start
+    async def main() -> float:
+        start = time.monotonic()
+        senders = [asyncio.create_task(connection()) for _ in range(SENDERS)]
+        for i in range(len(events)):
+            if rate:
+                delay = start + i / rate - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            queue.put_nowait(i)
+        for _ in senders:
+            queue.put_nowait(None)
+        await asyncio.gather(*senders)
+        return time.monotonic() - start
+
+    return asyncio.run(main())
 
 
 def wait_visible(tracker: Tracker, timeout: float, web: Service, worker: Service) -> float:
@@ -573,22 +612,39 @@ def full_sync(worker: Service) -> None:
     raise RuntimeError("full sync did not finish in 10 minutes")
 
 
-def published_skus(url: str) -> list[str]:
+def published_skus(url: str, worker: Service, timeout: float = 120) -> list[str]:
+    """The SKUs published in de_storefront, once every catalog event of the full sync is on
+    the pages (they are applied after the runs finish, by the events.catalog consumer)."""
     from sqlalchemy import create_engine, text
 
     engine = create_engine(url)
-    with engine.connect() as conn:
-        skus = list(
-            conn.execute(
-                text(
-                    "SELECT sku FROM product_page WHERE channel = :c AND catalog_enabled "
-                    "ORDER BY sku"
-                ),
-                {"c": CHANNEL},
-            ).scalars()
-        )
-    engine.dispose()
-    return skus
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            worker.check_alive()
+            with engine.connect() as conn:
+                behind = conn.execute(
+                    text(
+                        "SELECT count(*) FROM channel_product c LEFT JOIN product_page p "
+                        "ON p.channel = c.channel AND p.sku = c.sku "
+                        "WHERE p.catalog_version IS DISTINCT FROM c.version"
+                    )
+                ).scalar_one()
+                if not behind:
+                    return list(
+                        conn.execute(
+                            text(
+                                "SELECT sku FROM product_page WHERE channel = :c "
+                                "AND catalog_enabled ORDER BY sku"
+                            ),
+                            {"c": CHANNEL},
+                        ).scalars()
+                    )
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{behind} catalog rows not on their pages after {timeout}s")
+            time.sleep(0.2)
+    finally:
+        engine.dispose()
 
 
 @contextmanager
@@ -623,6 +679,7 @@ def stack(args: argparse.Namespace, logs: Path) -> Iterator[tuple[str, Web, Work
             queues=QUEUES,
             loglevel="WARNING",
             extra=(f"--prefetch-multiplier={args.prefetch}",),
+            pool=args.pool,
         )
         st.callback(worker.stop)
         worker.start()
@@ -641,13 +698,14 @@ def run(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
         "coalesce_seconds": args.coalesce,
         "webhook_share": args.webhooks,
         "worker_concurrency": args.concurrency,
+        "worker_pool": args.pool,
         "worker_prefetch_multiplier": args.prefetch,
         "web_workers": args.web_workers,
     }
     with stack(args, logs) as (url, web, worker):
         say("full sync of the catalog (untimed): the pages the events land on")
         full_sync(worker)
-        skus = published_skus(url)
+        skus = published_skus(url, worker)
         if not skus:
             raise RuntimeError("no published product in de_storefront")
         report["skus_with_pages"] = len(skus)
@@ -711,6 +769,9 @@ def main() -> None:
     parser.add_argument("--webhooks", type=float, default=0.2, help="share of webhook events")
     parser.add_argument("--coalesce", type=float, default=0.25, help="PIM event coalescing (s)")
     parser.add_argument("--concurrency", type=int, default=2, help="worker pool processes")
+    parser.add_argument(
+        "--pool", default="prefork", choices=["prefork", "threads"], help="the worker's pool"
+    )
     parser.add_argument("--web-workers", type=int, default=2, help="uvicorn processes")
     parser.add_argument(
         "--prefetch", type=int, default=1, help="the worker's --prefetch-multiplier"

@@ -262,8 +262,8 @@ class ReferencePim(Service):
 
 
 class Worker(Service):
-    """``celery -A tasks worker`` (prefork) on ``queues``; ready when it answers a ping over
-    the broker (this process must point at the same broker: ``point_this_process_at``)."""
+    """``celery -A tasks worker`` (prefork by default) on ``queues``; ready when it answers a
+    ping over the broker (this process must point at the same broker: ``point_this_process_at``)."""
 
     def __init__(
         self,
@@ -273,13 +273,14 @@ class Worker(Service):
         queues: str = "sync,publish",
         loglevel: str = "INFO",
         extra: tuple[str, ...] = (),
+        pool: str = "prefork",
     ) -> None:
         args = [
             *(sys.executable, "-m", "celery", "-A", "tasks", "worker"),
             f"--queues={queues}",
             f"--concurrency={concurrency}",
             *extra,
-            "--pool=prefork",
+            f"--pool={pool}",
             "--without-gossip",
             "--without-mingle",
             "--without-heartbeat",

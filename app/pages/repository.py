@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 from sqlalchemy import Connection, Integer, Row, and_, func, or_, select
@@ -26,6 +27,38 @@ class Projection:
     payload: dict[str, Any] | None
     enabled: bool | None = None  # catalog only
     status: str | None = None  # catalog only
+
+
+@cache
+def _apply_statement(insert: Any, domain: str, repair: bool) -> Any:
+    """The guarded upsert of one domain's columns (built once per dialect, domain and mode;
+    Core, not the ORM's bulk path, which costs more than the statement on this hot path)."""
+    t = ProductPage.__table__
+    stmt = insert(t)
+    ex = stmt.excluded
+    stored_version = t.c[f"{domain}_version"]
+    newer = stored_version < ex[f"{domain}_version"]
+    guard = newer
+    if repair:
+        same = stored_version == ex[f"{domain}_version"]
+        differs = t.c[domain].is_distinct_from(ex[domain])
+        if domain == "catalog":
+            differs = or_(
+                differs,
+                t.c.catalog_enabled != ex.catalog_enabled,
+                t.c.catalog_status.is_distinct_from(ex.catalog_status),
+            )
+        guard = or_(newer, and_(same, differs))
+    updates: dict[str, Any] = {
+        domain: ex[domain],
+        f"{domain}_version": ex[f"{domain}_version"],
+        "updated_at": ex.updated_at,
+    }
+    if domain == "catalog":
+        updates.update(catalog_enabled=ex.catalog_enabled, catalog_status=ex.catalog_status)
+    return stmt.on_conflict_do_update(
+        index_elements=[t.c.channel, t.c.sku], set_=updates, where=guard
+    ).returning(t.c.channel, t.c.sku)
 
 
 def apply_projections(
@@ -52,33 +85,7 @@ def apply_projections(
         key = (r.channel, r.sku)
         if key not in best or r.version > best[key].version:
             best[key] = r
-    t = ProductPage.__table__
-    insert = dialect_insert(session)
-    stmt = insert(ProductPage)
-    ex = stmt.excluded
-    stored_version = t.c[f"{domain}_version"]
-    newer = stored_version < ex[f"{domain}_version"]
-    guard = newer
-    if repair:
-        same = stored_version == ex[f"{domain}_version"]
-        differs = t.c[domain].is_distinct_from(ex[domain])
-        if domain == "catalog":
-            differs = or_(
-                differs,
-                t.c.catalog_enabled != ex.catalog_enabled,
-                t.c.catalog_status.is_distinct_from(ex.catalog_status),
-            )
-        guard = or_(newer, and_(same, differs))
-    updates: dict[str, Any] = {
-        domain: ex[domain],
-        f"{domain}_version": ex[f"{domain}_version"],
-        "updated_at": ex.updated_at,
-    }
-    if domain == "catalog":
-        updates.update(catalog_enabled=ex.catalog_enabled, catalog_status=ex.catalog_status)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[t.c.channel, t.c.sku], set_=updates, where=guard
-    ).returning(t.c.channel, t.c.sku)
+    stmt = _apply_statement(dialect_insert(session), domain, repair)
     params = []
     for r in sorted(best.values(), key=lambda r: (r.channel, r.sku)):  # one lock order
         row = {

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 from sqlalchemy import case, delete, or_, select, update
@@ -157,6 +158,34 @@ class Intake:
     new_keys: list[str] | None = None
 
 
+@cache
+def _record_events(insert: Any) -> Any:
+    """Record event ids, returning those not seen before (built once per dialect)."""
+    return (
+        insert(WebhookEvent.__table__)
+        .on_conflict_do_nothing(index_elements=["event_id"])
+        .returning(WebhookEvent.__table__.c.event_id)
+    )
+
+
+@cache
+def _add_pending_statement(insert: Any) -> Any:
+    """Add to a product's pending row, the newest state winning (built once per dialect)."""
+    t = PendingSku.__table__
+    stmt = insert(t)
+    ex = stmt.excluded
+    newer = or_(ex.event_time.is_(None), t.c.event_time.is_(None), ex.event_time >= t.c.event_time)
+    return stmt.on_conflict_do_update(
+        index_elements=[t.c.key],
+        set_={
+            "events": t.c.events + 1,
+            "action": case((newer, ex.action), else_=t.c.action),
+            "product": case((newer, ex.product), else_=t.c.product),
+            "event_time": case((newer, ex.event_time), else_=t.c.event_time),
+        },
+    ).returning(t.c.key, t.c.events)
+
+
 def accept(session: Session, events: list[PimEvent], now: datetime) -> Intake:
     """Record events once and add them to per-product pending work (flushes, no commit).
 
@@ -165,29 +194,20 @@ def accept(session: Session, events: list[PimEvent], now: datetime) -> Intake:
     result = Intake(new_keys=[])
     if not events:
         return result
-    insert = dialect_insert(session)
     # Ids are stored cut to the column's 100 characters: compare them cut, too.
     ids = list(dict.fromkeys(e.event_id[:100] for e in events))
-    stmt = (
-        insert(WebhookEvent)
-        .values(
-            [
-                {
-                    "event_id": e.event_id[:100],
-                    "kind": e.kind,
-                    "subject": e.key[:255],
-                    "received_at": now,
-                }
-                # sorted: concurrent intakes of overlapping batches lock ids in one order
-                for e in sorted(
-                    {e.event_id[:100]: e for e in events}.values(), key=lambda e: e.event_id[:100]
-                )
-            ]
+    stmt = _record_events(dialect_insert(session))
+    # parameters apart from the statement (executemany): its compiled form is cached, where
+    # a multi-row VALUES is compiled again for every delivery; the statement itself is built
+    # once per dialect
+    rows = [
+        {"event_id": e.event_id[:100], "kind": e.kind, "subject": e.key[:255], "received_at": now}
+        # sorted: concurrent intakes of overlapping batches lock ids in one order
+        for e in sorted(
+            {e.event_id[:100]: e for e in events}.values(), key=lambda e: e.event_id[:100]
         )
-        .on_conflict_do_nothing(index_elements=["event_id"])
-        .returning(WebhookEvent.event_id)
-    )
-    fresh = set(session.execute(stmt).scalars())
+    ]
+    fresh = set(session.execute(stmt, rows).scalars())
     result.accepted = len(fresh)
     result.duplicates = len(ids) - len(fresh)
     work: dict[str, PimEvent] = {}
@@ -226,34 +246,20 @@ def _add_pending(session: Session, items: list[PimEvent], now: datetime) -> list
     newer one that committed in between). Rows go in key order: one lock order for all."""
     if not items:
         return []
-    insert = dialect_insert(session)
-    t = PendingSku.__table__
-    stmt = insert(PendingSku).values(
-        [
-            {
-                "key": e.key,
-                "action": REMOVE if e.kind == "product.remove" else UPSERT,
-                "product": e.product,
-                "event_time": e.event_time,
-                "events": 1,
-                "first_event_at": now,
-            }
-            for e in sorted(items, key=lambda e: e.key)
-        ]
-    )
-    ex = stmt.excluded
-    newer = or_(ex.event_time.is_(None), t.c.event_time.is_(None), ex.event_time >= t.c.event_time)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[t.c.key],
-        set_={
-            "events": t.c.events + 1,
-            "action": case((newer, ex.action), else_=t.c.action),
-            "product": case((newer, ex.product), else_=t.c.product),
-            "event_time": case((newer, ex.event_time), else_=t.c.event_time),
-        },
-    ).returning(t.c.key, t.c.events)
+    rows = [
+        {
+            "key": e.key,
+            "action": REMOVE if e.kind == "product.remove" else UPSERT,
+            "product": e.product,
+            "event_time": e.event_time,
+            "events": 1,
+            "first_event_at": now,
+        }
+        for e in sorted(items, key=lambda e: e.key)
+    ]
+    stmt = _add_pending_statement(dialect_insert(session))
     # a row counts 1 event only when this statement inserted it
-    return sorted(key for key, events in session.execute(stmt).all() if events == 1)
+    return sorted(key for key, events in session.execute(stmt, rows).all() if events == 1)
 
 
 # --- processing ------------------------------------------------------------------------------
