@@ -51,7 +51,8 @@ def _apply(domain: str, events: list[dict[str, Any]], source: str) -> None:
     channels = sorted(REGISTRY.channels(settings))
     with session_scope() as session:
         counts = pages.apply_events(session, parsed, channels, utcnow())
-    log.info("events_applied", domain=domain, source=source, **counts)
+    # debug: hundreds a second; the pimsync_projection_* metrics count them
+    log.debug("events_applied", domain=domain, source=source, **counts)
 
 
 @celery_app.task(name="events.pricing.apply", **RETRY)
