@@ -95,6 +95,9 @@ class Settings(BaseSettings):
     event_coalesce_seconds: float = Field(1.0, ge=0, le=300)
     # Event Platform deliveries get 429 (they slow down) past this much pending work.
     event_backlog_limit: int = Field(10_000, ge=1)
+    # A pricing/inventory/media consumer that finds more messages of its task waiting takes
+    # up to this many in one transaction (1: one message per transaction).
+    event_batch_max: int = Field(200, ge=1, le=5000)
     api_token: SecretStr = SecretStr("")
     # POST /events/{domain}: {source: token}; the token says which system is speaking.
     event_source_tokens: dict[str, SecretStr] = Field(default_factory=dict)

@@ -39,6 +39,13 @@ EVENTS_APPLIED = Counter(
     "Domain events applied to product pages, or ignored as stale or duplicate.",
     ["domain", "result"],
 )
+EVENT_BATCH = Histogram(
+    "pimsync_event_batch_messages",
+    "Messages a pricing/inventory/media consumer applied in one transaction (1 without a "
+    "backlog; more when messages were waiting).",
+    ["domain"],
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
+)
 PROJECTION_LAG = Histogram(
     "pimsync_projection_lag_seconds",
     "From an event's occurrence at its source to its projection being stored.",
