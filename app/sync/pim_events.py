@@ -10,7 +10,7 @@ payload (or fetches the product once) and publishes it to every channel.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
@@ -18,7 +18,7 @@ from sqlalchemy import case, delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.channels import repository as channel_repo
-from app.channels.models import REMOVED
+from app.channels.models import PUBLISHED, REMOVED
 from app.db import after_commit, dialect_insert, session_scope
 from app.logging import get_logger
 from app.pages.models import PendingSku, WebhookEvent
@@ -265,39 +265,139 @@ def _add_pending(session: Session, items: list[PimEvent], now: datetime) -> list
 # --- processing ------------------------------------------------------------------------------
 
 
+@dataclass(slots=True)
+class _Work:
+    key: str
+    action: str
+    product: dict[str, Any] | None
+    events: int  # as claimed: the row goes only if no event arrived since
+
+
 def process(ctx: SyncContext, key: str) -> str:
     """Apply the pending work of one product: mirror, then every channel. Returns what it did.
 
-    Nothing is lost if this dies midway: the pending row stays until the transaction that
-    applied it commits, and a sweep sends it again.
+    Other products' work that is due (its coalescing window over) and unclaimed goes along,
+    up to ``event_batch_max`` products in one transaction: under a burst of webhooks the
+    mirror write, the publish to every channel and the catalog event are shared, where each
+    product used to pay for its own. Their own tasks then find nothing pending.
+
+    Nothing is lost if this dies midway: the pending rows stay until the transaction that
+    applied them commits, and a sweep sends them again.
     """
     now = ctx.now()
+    due = now - timedelta(seconds=ctx.settings.event_coalesce_seconds)
     with session_scope() as session:
-        row = session.execute(
-            update(PendingSku)
-            .where(PendingSku.key == key)
-            .values(claimed_at=now, claimed_events=PendingSku.events)
-            .returning(PendingSku.action, PendingSku.product, PendingSku.events)
-        ).first()
-    if row is None:
+        claimed = _claim(session, key, due, ctx.settings.event_batch_max - 1, now)
+    if not claimed:
         return "nothing pending"
-    action, product, claimed = row.action, row.product, row.events
-    if action == UPSERT and product is None:
-        product = _fetch(ctx, key)  # once, however many events were coalesced
-        if product is None:
-            action = REMOVE
+    for w in claimed:
+        if w.action == UPSERT and w.product is None:
+            w.product = _fetch(ctx, w.key)  # once, however many events were coalesced
+            if w.product is None:
+                w.action = REMOVE
     with session_scope() as session:
-        outcome = (
-            _remove(session, ctx, key, now)
-            if action == REMOVE
-            else _upsert(session, ctx, key, product, now)
+        outcomes = _apply_work(session, ctx, claimed, now)
+        done = set(
+            session.execute(
+                delete(PendingSku)
+                .where(
+                    or_(
+                        *(
+                            (PendingSku.key == w.key) & (PendingSku.events == w.events)
+                            for w in claimed
+                        )
+                    )
+                )
+                .returning(PendingSku.key)
+            ).scalars()
         )
-        done = session.execute(
-            delete(PendingSku).where(PendingSku.key == key, PendingSku.events == claimed)
-        ).rowcount
-        if not done:  # events arrived while this ran: go again, with the newest state
-            after_commit(session, lambda: ctx.dispatcher.pim_product(key))
-    return outcome
+        again = sorted(w.key for w in claimed if w.key not in done)
+        if again:  # events arrived while this ran: go again, with the newest state
+            after_commit(session, lambda: [ctx.dispatcher.pim_product(k) for k in again])
+    outcome = outcomes.get(key, "nothing pending")
+    others = len(claimed) - (key in outcomes)
+    return f"{outcome} (and {others} more product(s))" if others else outcome
+
+
+def _claim(session: Session, key: str, due: datetime, extra: int, now: datetime) -> list[_Work]:
+    """Claim this key's pending row and up to ``extra`` other due, unclaimed ones (rows
+    another task holds are skipped, not waited for). Key order: one lock order for all."""
+    t = PendingSku.__table__
+    wanted: Any = t.c.key == key
+    if extra > 0:
+        others = (
+            select(t.c.key)
+            .where(t.c.key != key, t.c.claimed_at.is_(None), t.c.first_event_at <= due)
+            .order_by(t.c.first_event_at)
+            .limit(extra)
+            .with_for_update(skip_locked=True)
+        )
+        wanted = or_(wanted, t.c.key.in_(others.scalar_subquery()))
+    rows = session.execute(
+        update(t)
+        .where(wanted)
+        .values(claimed_at=now, claimed_events=t.c.events)
+        .returning(t.c.key, t.c.action, t.c.product, t.c.events)
+    ).all()
+    return sorted(
+        (_Work(r.key, r.action, r.product, int(r.events)) for r in rows), key=lambda w: w.key
+    )
+
+
+def _apply_work(
+    session: Session, ctx: SyncContext, work: list[_Work], now: datetime
+) -> dict[str, str]:
+    """Removals, then every upsert: one mirror write, one publish to every channel."""
+    outcomes: dict[str, str] = {}
+    for w in work:
+        if w.action == REMOVE:
+            outcomes[w.key] = _remove(session, ctx, w.key, now)
+    parsed = []
+    for w in work:
+        if w.action != UPSERT:
+            continue
+        try:
+            parsed.append((w.key, parse_product(w.product, ctx.settings.identifier_attribute)))
+        except ProductParseError as exc:
+            repo.upsert_dead_letters(
+                session, [repo.rejected_product(exc.product_ref, str(exc), None, now)]
+            )
+            log.warning("product_rejected", key=w.key, error=str(exc))
+            outcomes[w.key] = "rejected"
+    # Same content, or older than what the mirror holds (by the PIM's `updated`): unchanged.
+    changed = pim_repo.upsert_products(
+        session, [(p, content_hash(p.raw)) for _, p in parsed], None, now
+    )
+    skus = sorted({p.identifier for _, p in parsed if p.identifier in changed})
+    published: dict[str, int] = {}
+    if skus:
+        for res in _publish(session, ctx, skus).values():
+            for change in res.changes:
+                if change.status == PUBLISHED:
+                    published[change.sku] = published.get(change.sku, 0) + 1
+    for key, p in parsed:
+        if p.identifier not in changed:
+            outcomes[key] = "unchanged"
+        else:
+            outcomes[key] = f"published to {published.get(p.identifier, 0)} channel(s)"
+    return outcomes
+
+
+def _publish(session: Session, ctx: SyncContext, skus: list[str]) -> dict[str, Any]:
+    from app.sync.publish import publish_channels
+
+    definitions = REGISTRY.definitions(session)  # read once for every channel
+    runtimes = []
+    for channel in sorted(REGISTRY.channels(ctx.settings)):
+        try:
+            runtimes.append(REGISTRY.runtime(session, ctx.settings, channel, definitions))
+        except ChannelUnavailable as exc:
+            log.warning("channel_unavailable", channel=channel, error=str(exc))
+    # Every channel in one pass; one attempt: an unexpected error dead-letters the unit
+    # (replayable) at once.
+    return publish_channels(
+        session, ctx, runtimes, None, skus, attempt=ctx.settings.publish_max_attempts
+    )
 
 
 def _fetch(ctx: SyncContext, key: str) -> dict[str, Any] | None:
@@ -325,44 +425,6 @@ def _remove(session: Session, ctx: SyncContext, key: str, now: datetime) -> str:
     ctx.notify_changes(session, changes)
     log.info("product_removed", sku=sku, channels=len(changes))
     return "removed"
-
-
-def _upsert(
-    session: Session, ctx: SyncContext, key: str, raw: dict[str, Any] | None, now: datetime
-) -> str:
-    from app.sync.publish import publish_channels
-
-    try:
-        product = parse_product(raw, ctx.settings.identifier_attribute)
-    except ProductParseError as exc:
-        repo.upsert_dead_letters(
-            session, [repo.rejected_product(exc.product_ref, str(exc), None, now)]
-        )
-        log.warning("product_rejected", key=key, error=str(exc))
-        return "rejected"
-    changed = pim_repo.upsert_products(session, [(product, content_hash(product.raw))], None, now)
-    if not changed:
-        # Same content, or older than what the mirror holds (by the PIM's `updated`).
-        return "unchanged"
-    definitions = REGISTRY.definitions(session)  # read once for every channel
-    runtimes = []
-    for channel in sorted(REGISTRY.channels(ctx.settings)):
-        try:
-            runtimes.append(REGISTRY.runtime(session, ctx.settings, channel, definitions))
-        except ChannelUnavailable as exc:
-            log.warning("channel_unavailable", channel=channel, error=str(exc))
-    # Every channel in one pass; one attempt: an unexpected error dead-letters the unit
-    # (replayable) at once.
-    results = publish_channels(
-        session,
-        ctx,
-        runtimes,
-        None,
-        [product.identifier],
-        attempt=ctx.settings.publish_max_attempts,
-    )
-    published = sum(res.synced for res in results.values())
-    return f"published to {published} channel(s)"
 
 
 def stale_pending(session: Session, older_than: datetime, limit: int = 1000) -> list[str]:

@@ -236,3 +236,89 @@ def test_one_catalog_message_per_transaction_across_channels(harness, monkeypatc
     harness.ctx._send_catalog(pending)
     sent = [args[0] for name, args in harness.dispatcher.sent[before:] if name == "catalog"]
     assert sent == [{"a": ["9"], "b": ["1", "2"]}, {"b": ["3", "4"]}]
+
+
+def _coalesce(harness, monkeypatch, seconds: float) -> None:
+    from app.config import reset_settings_cache
+
+    monkeypatch.setenv("PIMSYNC_EVENT_COALESCE_SECONDS", str(seconds))
+    reset_settings_cache()
+    harness.reload_settings()
+
+
+def _accept_renamed(harness, event_id: str, sku: str, title: str) -> list[str]:
+    body = legacy(event_id, "product.updated", _renamed(harness, sku, title))
+    with session_scope() as s:
+        return accept(s, parse_events_api(body), utcnow()).new_keys
+
+
+def _renamed(harness, sku: str, title: str, seconds: int = 1) -> dict:
+    product = copy.deepcopy(harness.source.products[sku])
+    for entry in product["values"]["name"]:
+        entry["data"] = title
+    product["updated"] = (utcnow() + timedelta(seconds=seconds)).isoformat()
+    return product
+
+
+def test_due_products_of_a_burst_are_applied_together(harness, monkeypatch):
+    """The first product's task takes every other due, unclaimed product along: one
+    transaction; their own tasks then find nothing pending."""
+    from app.sync.pim_events import process
+
+    _coalesce(harness, monkeypatch, 0)
+    harness.full()
+    harness.drain()
+    chosen = sorted(
+        k[1] for k, r in harness.rows("de_storefront").items() if r.status == "published"
+    )[:6]
+    keys = []
+    for i, sku in enumerate(chosen):
+        keys += _accept_renamed(harness, f"ev-b{i}", sku, f"batch {i}")
+    assert sorted(keys) == chosen
+    outcome = process(harness.ctx, keys[0])
+    assert outcome.endswith("(and 5 more product(s))"), outcome
+    rows = harness.rows("de_storefront")
+    for i, sku in enumerate(chosen):
+        assert rows[("de_storefront", sku)].doc["title"]["de_DE"] == f"batch {i}"
+    with session_scope() as s:
+        assert s.execute(select(func.count()).select_from(PendingSku)).scalar_one() == 0
+    assert [process(harness.ctx, k) for k in keys[1:]] == ["nothing pending"] * 5
+    harness.drain()  # the catalog events of the one transaction reach every page
+    with session_scope() as s:
+        pages = s.execute(
+            select(ProductPage.sku, ProductPage.catalog).where(
+                ProductPage.channel == "de_storefront", ProductPage.sku.in_(chosen)
+            )
+        ).all()
+    assert {sku: c["title"]["de_DE"] for sku, c in pages} == {
+        sku: f"batch {i}" for i, sku in enumerate(chosen)
+    }
+
+
+def test_work_not_due_or_held_by_another_task_is_left_alone(harness, monkeypatch):
+    from app.db import get_engine
+    from app.sync.pim_events import process
+
+    _coalesce(harness, monkeypatch, 60)
+    harness.full()
+    a, b, c = sorted(
+        k[1] for k, r in harness.rows("de_storefront").items() if r.status == "published"
+    )[:3]
+    _accept_renamed(harness, "ev-n1", a, "x")
+    _accept_renamed(harness, "ev-n2", b, "x")
+    outcome = process(harness.ctx, a)  # its own message came: a is applied, b is not due
+    assert outcome.startswith("published") and "more" not in outcome, outcome
+    with session_scope() as s:
+        assert s.execute(select(PendingSku.key)).scalars().all() == [b]
+
+    # b is due now, but another task holds its row: skipped, not waited for
+    _coalesce(harness, monkeypatch, 0)
+    _accept_renamed(harness, "ev-n3", c, "y")
+    with get_engine().connect() as holder:
+        holder.execute(select(PendingSku.key).where(PendingSku.key == b).with_for_update())
+        outcome = process(harness.ctx, c)
+        holder.rollback()
+    assert outcome.startswith("published") and "more" not in outcome, outcome
+    with session_scope() as s:
+        assert s.execute(select(PendingSku.key)).scalars().all() == [b]
+    assert process(harness.ctx, b).startswith("published")  # its own message takes it
