@@ -312,7 +312,15 @@ def process(ctx: SyncContext, key: str) -> str:
             ).scalars()
         )
         again = sorted(w.key for w in claimed if w.key not in done)
-        if again:  # events arrived while this ran: go again, with the newest state
+        if again:
+            # Events arrived while this ran: unclaimed, the work is due for the next task of
+            # any product (a claimed row would wait for its own message, at the back of the
+            # queue); and one more task, so that some task comes.
+            session.execute(
+                update(PendingSku)
+                .where(PendingSku.key.in_(again))
+                .values(claimed_at=None, claimed_events=None)
+            )
             after_commit(session, lambda: [ctx.dispatcher.pim_product(k) for k in again])
     outcome = outcomes.get(key, "nothing pending")
     others = len(claimed) - (key in outcomes)
@@ -320,10 +328,13 @@ def process(ctx: SyncContext, key: str) -> str:
 
 
 def _claim(session: Session, key: str, due: datetime, extra: int, now: datetime) -> list[_Work]:
-    """Claim this key's pending row and up to ``extra`` other due, unclaimed ones (rows
-    another task holds are skipped, not waited for). Key order: one lock order for all."""
+    """Claim this key's pending row, then up to ``extra`` other due, unclaimed ones. The
+    others are taken with SKIP LOCKED: rows another task holds are skipped, never waited for,
+    so two tasks claiming at once cannot deadlock (each waits at most for its own key)."""
     t = PendingSku.__table__
-    wanted: Any = t.c.key == key
+    returning = (t.c.key, t.c.action, t.c.product, t.c.events)
+    claim = update(t).values(claimed_at=now, claimed_events=t.c.events).returning(*returning)
+    rows = list(session.execute(claim.where(t.c.key == key)).all())
     if extra > 0:
         others = (
             select(t.c.key)
@@ -332,16 +343,9 @@ def _claim(session: Session, key: str, due: datetime, extra: int, now: datetime)
             .limit(extra)
             .with_for_update(skip_locked=True)
         )
-        wanted = or_(wanted, t.c.key.in_(others.scalar_subquery()))
-    rows = session.execute(
-        update(t)
-        .where(wanted)
-        .values(claimed_at=now, claimed_events=t.c.events)
-        .returning(t.c.key, t.c.action, t.c.product, t.c.events)
-    ).all()
-    return sorted(
-        (_Work(r.key, r.action, r.product, int(r.events)) for r in rows), key=lambda w: w.key
-    )
+        rows += session.execute(claim.where(t.c.key.in_(others.scalar_subquery()))).all()
+    work = [_Work(r.key, r.action, r.product, int(r.events)) for r in rows]
+    return sorted(work, key=lambda w: w.key)
 
 
 def _apply_work(

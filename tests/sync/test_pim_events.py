@@ -322,3 +322,36 @@ def test_work_not_due_or_held_by_another_task_is_left_alone(harness, monkeypatch
     with session_scope() as s:
         assert s.execute(select(PendingSku.key)).scalars().all() == [b]
     assert process(harness.ctx, b).startswith("published")  # its own message takes it
+
+
+def test_work_that_changed_while_applied_is_due_again_for_any_task(harness, monkeypatch):
+    """An event for a product arriving while its task runs: the row stays, unclaimed, so the
+    next task of any product takes it (not only its own message, at the queue's back)."""
+    from app.sync import pim_events
+
+    _coalesce(harness, monkeypatch, 0)
+    harness.full()
+    a, b = sorted(
+        k[1] for k, r in harness.rows("de_storefront").items() if r.status == "published"
+    )[:2]
+    _accept_renamed(harness, "ev-c1", a, "first")
+    real = pim_events._apply_work
+
+    def meanwhile(*args, **kwargs):
+        _accept_renamed(harness, "ev-c2", a, "second")  # commits while the task runs
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pim_events, "_apply_work", meanwhile)
+    sent_before = len(harness.dispatcher.sent)
+    assert pim_events.process(harness.ctx, a).startswith("published")
+    monkeypatch.setattr(pim_events, "_apply_work", real)
+    with session_scope() as s:
+        row = s.get(PendingSku, a)
+        assert row is not None and row.claimed_at is None and row.events == 2
+    assert ("pim", (a,)) in [(m[0], m[1][:1]) for m in harness.dispatcher.sent[sent_before:]]
+    _accept_renamed(harness, "ev-c3", b, "other")
+    assert pim_events.process(harness.ctx, b).endswith("(and 1 more product(s))")
+    rows = harness.rows("de_storefront")
+    assert rows[("de_storefront", a)].doc["title"]["de_DE"] == "second"
+    with session_scope() as s:
+        assert s.execute(select(func.count()).select_from(PendingSku)).scalar_one() == 0
