@@ -575,6 +575,21 @@ def read_phase_wrk(web: str, skus: list[str], rate: float, seconds: float) -> di
     return result
 
 
+def settle(idle_below: float = 20.0, timeout: float = 60.0) -> float:
+    """Wait until the machine is quiet (what the event phases left: the last catalog events,
+    autovacuum after thousands of updates), so the reads are measured at a steady state;
+    returns the seconds waited."""
+    import psutil
+
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if psutil.cpu_percent(interval=1.0) < idle_below:
+            break
+    waited = time.monotonic() - started
+    say(f"reads: machine quiet after {waited:.0f}s")
+    return round(waited, 1)
+
+
 class Web(Service):
     def __init__(self, env: dict[str, str], log: Path, workers: int) -> None:
         self.port = free_port()
@@ -730,6 +745,8 @@ def run(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
             tracker.stop()
         report["poller_polls"] = tracker.polls
         base = f"http://127.0.0.1:{web.port}"
+        if "reads" in args.phases:
+            report["settle_seconds"] = settle()
         if "reads" not in args.phases:
             say("reads: not asked for (--phases)")
         elif shutil.which("wrk"):
