@@ -798,7 +798,13 @@ def main() -> None:
     parser.add_argument(
         "--pool", default="prefork", choices=["prefork", "threads"], help="the worker's pool"
     )
-    parser.add_argument("--web-workers", type=int, default=2, help="uvicorn processes")
+    parser.add_argument(
+        "--web-workers",
+        type=int,
+        default=1,
+        help="uvicorn processes (1: the two cores are shared with the worker and PostgreSQL; "
+        "a second process measured slower on every phase here)",
+    )
     parser.add_argument(
         "--prefetch", type=int, default=1, help="the worker's --prefetch-multiplier"
     )

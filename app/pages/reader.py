@@ -62,7 +62,7 @@ class PageReader:
 
         self.pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
             libpq_url(url),
-            min_size=1,
+            min_size=max_size,  # opened up front: no connect() in the way of a read
             max_size=max_size,
             open=False,
             configure=_configure,
