@@ -698,6 +698,7 @@ def stack(args: argparse.Namespace, logs: Path) -> Iterator[tuple[str, Web, Work
             loglevel="WARNING",
             extra=(f"--prefetch-multiplier={args.prefetch}",),
             pool=args.pool,
+            nice=args.worker_nice,
         )
         st.callback(worker.stop)
         worker.start()
@@ -717,6 +718,7 @@ def run(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
         "webhook_share": args.webhooks,
         "worker_concurrency": args.concurrency,
         "worker_pool": args.pool,
+        "worker_nice": args.worker_nice,
         "worker_prefetch_multiplier": args.prefetch,
         "web_workers": args.web_workers,
     }
@@ -813,6 +815,13 @@ def main() -> None:
         type=lambda v: set(v.split(",")),
         default={"paced", "burst", "reads"},
         help="comma-separated, of paced,burst,reads (default: all three)",
+    )
+    parser.add_argument(
+        "--worker-nice",
+        type=int,
+        default=0,
+        help="run the worker at this nice level (the HTTP app's acknowledgements first, as on "
+        "a host that runs both)",
     )
     parser.add_argument("--redis-db", type=int, default=13)
     parser.add_argument("--log-level", default="WARNING", help="the stack's log level")

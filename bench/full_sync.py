@@ -274,8 +274,10 @@ class Worker(Service):
         loglevel: str = "INFO",
         extra: tuple[str, ...] = (),
         pool: str = "prefork",
+        nice: int = 0,
     ) -> None:
         args = [
+            *(("nice", "-n", str(nice)) if nice else ()),
             *(sys.executable, "-m", "celery", "-A", "tasks", "worker"),
             f"--queues={queues}",
             f"--concurrency={concurrency}",
