@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import case, delete, or_, select, update
+from sqlalchemy import Table, case, delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.channels import repository as channel_repo
@@ -321,7 +321,12 @@ def process(ctx: SyncContext, key: str) -> str:
                 .where(PendingSku.key.in_(again))
                 .values(claimed_at=None, claimed_events=None)
             )
-            after_commit(session, lambda: [ctx.dispatcher.pim_product(k) for k in again])
+
+            def send_again() -> None:
+                for k in again:
+                    ctx.dispatcher.pim_product(k)
+
+            after_commit(session, send_again)
     outcome = outcomes.get(key, "nothing pending")
     others = len(claimed) - (key in outcomes)
     return f"{outcome} (and {others} more product(s))" if others else outcome
@@ -331,7 +336,7 @@ def _claim(session: Session, key: str, due: datetime, extra: int, now: datetime)
     """Claim this key's pending row, then up to ``extra`` other due, unclaimed ones. The
     others are taken with SKIP LOCKED: rows another task holds are skipped, never waited for,
     so two tasks claiming at once cannot deadlock (each waits at most for its own key)."""
-    t = PendingSku.__table__
+    t = cast(Table, PendingSku.__table__)
     returning = (t.c.key, t.c.action, t.c.product, t.c.events)
     claim = update(t).values(claimed_at=now, claimed_events=t.c.events).returning(*returning)
     rows = list(session.execute(claim.where(t.c.key == key)).all())

@@ -275,8 +275,8 @@ def publish_channels(
     for change in changes:
         results[change.channel].changes.append(change)
     refused_keys = {(row.channel, row.sku) for row, _ in refused}
-    for row, exc in refused:
-        dead.append(_dead_letter(row.channel, row.sku, run_id, exc.orig or exc, True, now))
+    for row, refusal in refused:
+        dead.append(_dead_letter(row.channel, row.sku, run_id, refusal.orig or refusal, True, now))
         results[row.channel].failed += 1
     succeeded: dict[str, list[str]] = {
         channel: [s for s in skus_ if s not in mirror] for channel, skus_ in todo.items()
