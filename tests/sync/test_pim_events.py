@@ -355,3 +355,22 @@ def test_work_that_changed_while_applied_is_due_again_for_any_task(harness, monk
     assert rows[("de_storefront", a)].doc["title"]["de_DE"] == "second"
     with session_scope() as s:
         assert s.execute(select(func.count()).select_from(PendingSku)).scalar_one() == 0
+
+
+def test_a_burst_of_pim_events_is_applied_together_on_sqlite_too(sqlite_harness, monkeypatch):
+    """The embedded default (SQLite: no row locks to skip) takes due work along as well."""
+    from app.sync.pim_events import process
+
+    _coalesce(sqlite_harness, monkeypatch, 0)
+    sqlite_harness.full()
+    chosen = sorted(
+        k[1] for k, r in sqlite_harness.rows("de_storefront").items() if r.status == "published"
+    )[:3]
+    keys = []
+    for i, sku in enumerate(chosen):
+        keys += _accept_renamed(sqlite_harness, f"ev-s{i}", sku, f"lite {i}")
+    assert process(sqlite_harness.ctx, keys[0]).endswith("(and 2 more product(s))")
+    rows = sqlite_harness.rows("de_storefront")
+    assert [rows[("de_storefront", s)].doc["title"]["de_DE"] for s in chosen] == [
+        f"lite {i}" for i in range(3)
+    ]
