@@ -95,6 +95,9 @@ class Settings(BaseSettings):
     event_coalesce_seconds: float = Field(1.0, ge=0, le=300)
     # Event Platform deliveries get 429 (they slow down) past this much pending work.
     event_backlog_limit: int = Field(10_000, ge=1)
+    # Threads of the HTTP app for its blocking work (the intakes' database and broker calls):
+    # a few serve requests in turn; many interleave under the GIL and all of them slow down.
+    web_threads: int = Field(4, ge=1, le=200)
     # A pricing/inventory/media consumer that finds more messages of its task waiting takes
     # up to this many in one transaction (1: one message per transaction).
     event_batch_max: int = Field(200, ge=1, le=5000)
