@@ -39,10 +39,14 @@ def deliver(harness, body: dict) -> list[str]:
     return keys
 
 
+def published_skus(harness) -> list[str]:
+    """The SKUs published in de_storefront, in order."""
+    rows = harness.rows("de_storefront")
+    return sorted(sku for (_, sku), r in rows.items() if r.status == "published")
+
+
 def published(harness) -> str:
-    return sorted(
-        k[1] for k, r in harness.rows("de_storefront").items() if r.status == "published"
-    )[0]
+    return published_skus(harness)[0]
 
 
 def test_product_event_updates_every_channel_and_its_pages(harness):
@@ -268,9 +272,7 @@ def test_due_products_of_a_burst_are_applied_together(harness, monkeypatch):
     _coalesce(harness, monkeypatch, 0)
     harness.full()
     harness.drain()
-    chosen = sorted(
-        k[1] for k, r in harness.rows("de_storefront").items() if r.status == "published"
-    )[:6]
+    chosen = published_skus(harness)[:6]
     keys = []
     for i, sku in enumerate(chosen):
         keys += _accept_renamed(harness, f"ev-b{i}", sku, f"batch {i}")
@@ -301,9 +303,7 @@ def test_work_not_due_or_held_by_another_task_is_left_alone(harness, monkeypatch
 
     _coalesce(harness, monkeypatch, 60)
     harness.full()
-    a, b, c = sorted(
-        k[1] for k, r in harness.rows("de_storefront").items() if r.status == "published"
-    )[:3]
+    a, b, c = published_skus(harness)[:3]
     _accept_renamed(harness, "ev-n1", a, "x")
     _accept_renamed(harness, "ev-n2", b, "x")
     outcome = process(harness.ctx, a)  # its own message came: a is applied, b is not due
@@ -331,9 +331,7 @@ def test_work_that_changed_while_applied_is_due_again_for_any_task(harness, monk
 
     _coalesce(harness, monkeypatch, 0)
     harness.full()
-    a, b = sorted(
-        k[1] for k, r in harness.rows("de_storefront").items() if r.status == "published"
-    )[:2]
+    a, b = published_skus(harness)[:2]
     _accept_renamed(harness, "ev-c1", a, "first")
     real = pim_events._apply_work
 
@@ -363,9 +361,7 @@ def test_a_burst_of_pim_events_is_applied_together_on_sqlite_too(sqlite_harness,
 
     _coalesce(sqlite_harness, monkeypatch, 0)
     sqlite_harness.full()
-    chosen = sorted(
-        k[1] for k, r in sqlite_harness.rows("de_storefront").items() if r.status == "published"
-    )[:3]
+    chosen = published_skus(sqlite_harness)[:3]
     keys = []
     for i, sku in enumerate(chosen):
         keys += _accept_renamed(sqlite_harness, f"ev-s{i}", sku, f"lite {i}")
