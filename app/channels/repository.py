@@ -220,15 +220,16 @@ def disable_skus(
     reason: str,
     run_id: uuid.UUID | None,
     now: datetime,
-    channel: str | None = None,
+    channels: Sequence[str] | None = None,
 ) -> list[RowChange]:
-    """Disable these SKUs (in one channel or all) with a reason; rows stay, docs stay."""
+    """Disable these SKUs (in ``channels``, or all) with a reason, in one statement; rows
+    stay, docs stay."""
     if not skus:
         return []
     cp = ChannelProduct.__table__
     cond = [cp.c.sku.in_(list(skus)), or_(cp.c.status != status, cp.c.enabled.is_(True))]
-    if channel is not None:
-        cond.append(cp.c.channel == channel)
+    if channels is not None:
+        cond.append(cp.c.channel.in_(list(channels)))
     stmt = (
         update(cp)
         .where(*cond)

@@ -10,7 +10,6 @@ another connection: no ping needed to stay correct.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -53,12 +52,10 @@ class PageReader:
         max_size: int,
         configure: Callable[[psycopg.AsyncConnection[Any]], Awaitable[None]] | None = None,
     ) -> None:
-        self._extra_configure = configure
-
         async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
             set_json_loads(orjson.loads, conn)  # documents decode in C
-            if self._extra_configure is not None:
-                await self._extra_configure(conn)
+            if configure is not None:
+                await configure(conn)
 
         self.pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
             libpq_url(url),
@@ -70,21 +67,11 @@ class PageReader:
             name="page-reader",
             timeout=5.0,  # a storefront read waits for a connection this long at most
         )
-        self._opened = False
-        self._lock: asyncio.Lock | None = None
-
-    async def _open(self) -> None:
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        async with self._lock:
-            if not self._opened:
-                await self.pool.open(wait=False)
-                self._opened = True
 
     async def get(self, channel: str, sku: str) -> Any | None:
         """The page row (attributes named like ``ProductPage``'s columns), or None."""
-        if not self._opened:
-            await self._open()
+        if self.pool.closed:
+            await self.pool.open()  # the first read; the pool serialises concurrent opens
         for attempt in (1, 2):
             try:
                 async with self.pool.connection() as conn:
@@ -96,6 +83,4 @@ class PageReader:
         return None  # not reached
 
     async def close(self) -> None:
-        if self._opened:
-            await self.pool.close()
-            self._opened = False
+        await self.pool.close()  # nothing to do if it never opened

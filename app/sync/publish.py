@@ -186,17 +186,18 @@ def publish_channels(
     }
     states = channel_repo.load_states(session, list(results), skus)
     gone = [s for s in skus if heads.get(s) is None or heads[s].removed_at is not None]
-    present = [s for s in skus if s not in set(gone)]
+    if gone:  # every channel in one statement
+        for change in channel_repo.disable_skus(
+            session, gone, REMOVED, REMOVED, run_id, now, channels=list(results)
+        ):
+            results[change.channel].changes.append(change)
+        for res in results.values():
+            res.disabled += len(gone)
+    removed = set(gone)
+    present = [s for s in skus if s not in removed]
     todo: dict[str, list[str]] = {}
     for rt in rts:
         channel, res = rt.channel.code, results[rt.channel.code]
-        if gone:
-            res.changes.extend(
-                channel_repo.disable_skus(
-                    session, gone, REMOVED, REMOVED, run_id, now, channel=channel
-                )
-            )
-            res.disabled += len(gone)
         todo[channel] = []
         for sku in present:
             state = states.get((channel, sku))

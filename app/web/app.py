@@ -42,8 +42,7 @@ def create_app(
         gc.freeze()
         # The threadpool that runs the intakes' blocking calls: measured on the events bench,
         # 4 threads instead of anyio's 40 halved the webhook acknowledgement's p99 (requests
-        # served in turn instead of 16 interleaving under the GIL) and raised intake under a
-        # burst by a fifth.
+        # served in turn instead of 16 interleaving under the GIL).
         to_thread.current_default_thread_limiter().total_tokens = settings.web_threads
         yield
         if reader is not None:

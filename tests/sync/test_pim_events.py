@@ -370,3 +370,36 @@ def test_a_burst_of_pim_events_is_applied_together_on_sqlite_too(sqlite_harness,
     assert [rows[("de_storefront", s)].doc["title"]["de_DE"] for s in chosen] == [
         f"lite {i}" for i in range(3)
     ]
+
+
+def test_removals_of_a_burst_are_applied_together(harness, monkeypatch):
+    """Removals by SKU (Events API) and by uuid (Event Platform) in one task: every product
+    flagged in the mirror and disabled in every channel; an unknown uuid is said so."""
+    from app.sync.pim_events import process
+
+    _coalesce(harness, monkeypatch, 0)
+    harness.full()
+    a, b = published_skus(harness)[:2]
+    with session_scope() as s:
+        keys = accept(
+            s, parse_events_api(legacy("ev-r1", "product.removed", {"identifier": a})), utcnow()
+        ).new_keys
+        for i, uuid in enumerate((harness.source.products[b]["uuid"], "no-such-uuid")):
+            body = {
+                "specversion": "1.0",
+                "id": f"ce-r{i}",
+                "source": "pim",
+                "type": "com.akeneo.pim.v1.product.deleted",
+                "time": utcnow().isoformat(),
+                "data": {"product": {"uuid": uuid}},
+            }
+            keys += accept(s, parse_cloudevents(body), utcnow()).new_keys
+    assert process(harness.ctx, keys[0]) == "removed (and 2 more product(s))"
+    rows = harness.rows()
+    for sku in (a, b):
+        for channel in CHANNELS:
+            assert rows[(channel, sku)].status == "removed" and not rows[(channel, sku)].enabled
+        with session_scope() as s:
+            assert s.get(PimProduct, sku).removed_at is not None
+    with session_scope() as s:
+        assert s.execute(select(func.count()).select_from(PendingSku)).scalar_one() == 0
