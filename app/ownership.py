@@ -121,18 +121,38 @@ class OwnershipTable:
         return "attributes"
 
     def foreign_attributes(
-        self, source: str, values: dict[str, list[dict[str, Any]]], defs: CatalogDefinitions
+        self,
+        source: str,
+        values: dict[str, list[dict[str, Any]]],
+        defs: CatalogDefinitions,
+        memo: dict[str, Violation | None] | None = None,
     ) -> list[Violation]:
-        """Attributes in ``values`` whose domain ``source`` does not own."""
+        """Attributes in ``values`` whose domain ``source`` does not own.
+
+        ``memo`` (per ``source`` and ``defs``, kept by the caller across products) holds the
+        answer for each defined attribute, so a page of products costs one classification
+        per attribute code, not one per value list.
+        """
         out = []
+        if memo is None:
+            memo = {}
         for code, entries in values.items():
+            if code in memo:
+                hit = memo[code]
+                if hit is not None:
+                    out.append(hit)
+                continue
             attr_type = defs.attribute_type(code)
             if attr_type == IDENTIFIER_TYPE:
-                continue  # the SKU is the key every system shares, not data to own
+                memo[code] = None  # the SKU is the key every system shares, not data to own
+                continue
             sample = entries[0].get("data") if entries else None
             domain = self.attribute_domain(code, attr_type, sample)
-            if not self.owns(source, domain):
-                out.append(Violation(source, domain, code))
+            violation = None if self.owns(source, domain) else Violation(source, domain, code)
+            if attr_type is not None:  # an undefined one is judged by each product's value
+                memo[code] = violation
+            if violation is not None:
+                out.append(violation)
         return out
 
     def as_rows(self) -> list[tuple[str, str]]:

@@ -153,6 +153,27 @@ def test_undefined_attribute_with_prices_is_stripped() -> None:
     assert violations == [Violation("pim", "pricing", "promo")]
 
 
+def test_memo_shared_across_products_gives_the_same_answers() -> None:
+    # The ingest keeps one memo for a whole page: defined attributes are classified once,
+    # undefined ones are still judged by each product's own value.
+    table = OwnershipTable()
+    products = [
+        sample_values(),
+        {"promo": [v(PRICES)], "name": [v("TV", "en_US")]},
+        {"promo": [v("text")], "price": [v(PRICES)], "brand": [v("acme")]},
+        {},
+    ]
+    memo: dict[str, Violation | None] = {}
+    shared = [table.foreign_attributes("pim", values, DEFS, memo) for values in products]
+    alone = [OwnershipTable().foreign_attributes("pim", values, DEFS) for values in products]
+    assert shared == alone
+    assert shared[1] == [Violation("pim", "pricing", "promo")]
+    assert shared[2] == [Violation("pim", "pricing", "price")]  # promo holds text here
+    assert "promo" not in memo  # undefined: never memoised
+    assert memo["price"] == Violation("pim", "pricing", "price")
+    assert memo["brand"] is None and memo["sku"] is None
+
+
 # --- custom ownership files ---------------------------------------------------------------
 
 

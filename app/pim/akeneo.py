@@ -338,7 +338,11 @@ class AkeneoRestSource:
                     )
             next_url = href
             params = None  # the next link carries every parameter
-            yield Page(items=items, next_cursor=next_url)
+            # Handed over, not kept: while suspended, this frame must hold no decoded page,
+            # so the caller frees it before the cyclic collector resumes (app.gcpause).
+            out = [Page(items=items, next_cursor=next_url)]
+            del body, items
+            yield out.pop()
 
     def _embedded_items(self, body: Any, url: str) -> list[dict[str, Any]]:
         where = f"Akeneo at {self.base_url}: malformed page at {url}"

@@ -56,6 +56,9 @@ class Product:
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
     # ``raw`` as JSON, when the ingest already encoded it (the mirror stores it as is)
     encoded: bytes | None = field(default=None, repr=False)
+    _unlocalized: dict[str | None, dict[str, Any]] | None = field(
+        default=None, repr=False, compare=False
+    )
 
     @classmethod
     def trusted(cls, raw: dict[str, Any], identifier: str) -> Product:
@@ -86,6 +89,40 @@ class Product:
 
     def attribute_codes(self) -> list[str]:
         return list(self.values)
+
+    def unlocalized(self) -> dict[str | None, dict[str, Any]]:
+        """The values without a locale, ``{scope: {attribute: data}}``, built once per product
+        and shared by every channel that maps it (most attributes are read this way).
+
+        Like ``value``, the first entry for a (scope, attribute) wins; an empty one (``is_empty``)
+        is held as None. Assumes values that passed ``parse_product``.
+        """
+        index = self._unlocalized
+        if index is None:
+            index = {}
+            for attribute, entries in self.values.items():
+                for entry in entries:
+                    if entry.get("locale") is not None:
+                        continue
+                    scope = entry.get("scope")
+                    by_attribute = index.get(scope)
+                    if by_attribute is None:
+                        by_attribute = index[scope] = {}
+                    if attribute in by_attribute:
+                        continue
+                    data = entry.get("data")
+                    cls = data.__class__
+                    if cls is str:
+                        if not data or data.isspace():
+                            data = None
+                    elif cls is list:
+                        if not data:
+                            data = None
+                    elif cls is dict and is_empty(data):
+                        data = None
+                    by_attribute[attribute] = data
+            self._unlocalized = index
+        return index
 
 
 MISSING = _MISSING

@@ -25,6 +25,8 @@ class MirrorRow:
     content_hash: str
     change_seq: int
     enabled: bool
+    # built from ``raw`` by the first channel that maps it, reused by the others
+    product: Product | None = None
 
 
 def change_token(session: Session) -> int:

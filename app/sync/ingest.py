@@ -20,10 +20,12 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from app.db import after_commit, session_scope
+from app.gcpause import collector_paused
 from app.logging import get_logger
 from app.maintenance import HOT_PATH_SHARE, analyze_if_stale
 from app.mapping import repository as mapping_repo
 from app.mapping.repository import Tally
+from app.ownership import Violation
 from app.pim import repository as pim_repo
 from app.pim.product import (
     MAX_PRODUCT_BYTES,
@@ -252,7 +254,11 @@ def _split_known(
 
 
 def _groups(pages: Iterator[Page], size: int) -> Iterator[tuple[list[Page], str | None, bool]]:
-    """Pages grouped to ~``size`` products: (pages, resume token after them, exhausted)."""
+    """Pages grouped to ~``size`` products: (pages, resume token after them, exhausted).
+
+    A group is handed over, not kept: while suspended, this frame holds no page, so the
+    caller frees each group before the cyclic collector resumes (see app.gcpause).
+    """
     group: list[Page] = []
     count = 0
     token: str | None = None
@@ -260,12 +266,16 @@ def _groups(pages: Iterator[Page], size: int) -> Iterator[tuple[list[Page], str 
         group.append(page)
         count += len(page.items)
         token = page.next_cursor
+        del page
         if token is None:
-            yield group, None, True
+            out = [group]
+            group = []
+            yield out.pop(), None, True
             return
         if count >= size:
-            yield group, token, False
+            out = [group]
             group, count = [], 0
+            yield out.pop(), token, False
     yield group, token, True
 
 
@@ -297,17 +307,24 @@ def _ingest_slice(ctx: SyncContext, run_id: uuid.UUID) -> bool:
         page_size=settings.akeneo_page_size,
         resume=resume,
     )
-    for group, token, exhausted in _groups(pages, settings.publish_batch_size):
-        if not _commit_group(ctx, run_id, group, token, exhausted):
-            return True
-        if exhausted:
+    groups = _groups(pages, settings.publish_batch_size)
+    while True:
+        # A group's pages are read, decoded and written with the collector paused (see
+        # app.gcpause): they are freed by reference counting before it resumes.
+        with collector_paused():
+            item = next(groups, None)
+            if item is None:
+                return True
+            group, token, exhausted = item
+            committed = _commit_group(ctx, run_id, group, token, exhausted)
+            del group, item
+        if not committed or exhausted:
             return True
         if ctx.now() >= deadline:
             with session_scope() as session:
                 repo.release_lock(session, f"ingest-run:{run_id}", run_id)
                 after_commit(session, lambda: ctx.dispatcher.ingest(run_id))
             return False
-    return True
 
 
 def _refresh_definitions(ctx: SyncContext, source: Any, force: bool) -> None:
@@ -453,8 +470,9 @@ def _record_violations(
     ownership = REGISTRY.ownership(ctx.settings)
     defs, _ = REGISTRY.definitions(session)
     tallies: dict[tuple[str, str, str], Tally] = {}
+    memo: dict[str, Violation | None] = {}
     for identifier, values in products:
-        for v in ownership.foreign_attributes("pim", values, defs):
+        for v in ownership.foreign_attributes("pim", values, defs, memo):
             tallies.setdefault((v.source, v.domain, v.attribute), Tally()).add(identifier)
     mapping_repo.record_violations(session, tallies, now)
 

@@ -29,6 +29,7 @@ from app.channels.models import (
 )
 from app.channels.repository import ChannelRow, RowChange
 from app.db import session_scope
+from app.gcpause import collector_paused
 from app.logging import get_logger
 from app.maintenance import HOT_PATH_SHARE, analyze_if_stale
 from app.mapping import repository as mapping_repo
@@ -230,8 +231,11 @@ def publish_channels(
             m = mirror.get(sku)
             if m is None:  # removed between the two reads
                 continue
+            product = m.product  # one per SKU, shared by every channel (its value index)
+            if product is None:
+                product = m.product = Product.trusted(m.raw, sku)
             try:
-                out = evaluate(Product.trusted(m.raw, sku), rt)
+                out = evaluate(product, rt)
             except Exception as exc:
                 if attempt >= ctx.settings.publish_max_attempts:
                     dead.append(_dead_letter(channel, sku, run_id, exc, False, now, attempt))
@@ -323,11 +327,13 @@ def publish_batches(ctx: SyncContext, batch_ids: list[int]) -> None:
     local = replace(ctx, held=held)
     cache: dict[str, MirrorRow] = {}
     try:
-        for batch_id in batch_ids:
-            try:
-                publish_batch(local, batch_id, cache)
-            finally:
-                structlog.contextvars.unbind_contextvars("run_id", "channel")
+        with collector_paused():  # see app.gcpause: the decoded products hold no cycles
+            for batch_id in batch_ids:
+                try:
+                    publish_batch(local, batch_id, cache)
+                finally:
+                    structlog.contextvars.unbind_contextvars("run_id", "channel")
+            cache.clear()
     finally:
         ctx.send_grouped(held)
 

@@ -109,6 +109,40 @@ def test_value_matches_locale_and_scope_exactly() -> None:
     assert p.value("active") is True
 
 
+def test_unlocalized_index_agrees_with_value() -> None:
+    values = {
+        "name": [v("TV", "en_US")],  # localized only: not indexed
+        "weight": [v({"amount": "2.5", "unit": "KILOGRAM"})],
+        "blank": [v("   ")],
+        "no_amount": [v({"amount": None, "unit": "KILOGRAM"})],
+        "tags": [v([])],
+        "zero": [v(0)],
+        "off": [v(False)],
+        "copy": [v("ecommerce text", None, "ecommerce"), v("print text", None, "print")],
+        # two entries for the same (scope, locale): the first wins, even when it is empty
+        "twice": [v(""), v("second")],
+        "mixed": [v("Hallo", "de_DE"), v("plain")],
+    }
+    p = parse_product({"identifier": "SKU-1", "values": values})
+    index = p.unlocalized()
+    assert index is p.unlocalized()  # built once per product
+    assert set(index) == {None, "ecommerce", "print"}
+    for scope, by_attribute in index.items():
+        for attribute, data in by_attribute.items():
+            expected = p.value(attribute, None, scope)
+            assert data == (None if is_empty(expected) else expected), attribute
+    assert "name" not in index[None]
+    assert index[None]["weight"] == {"amount": "2.5", "unit": "KILOGRAM"}
+    assert index[None]["blank"] is None and index[None]["no_amount"] is None
+    assert index[None]["tags"] is None
+    assert index[None]["zero"] == 0 and index[None]["off"] is False
+    assert index["ecommerce"] == {"copy": "ecommerce text"}
+    assert index["print"] == {"copy": "print text"}
+    assert index[None]["twice"] is None
+    assert index[None]["mixed"] == "plain"
+    assert Product.trusted(p.raw, p.identifier).unlocalized() == index
+
+
 def test_trusted_rebuilds_the_same_product() -> None:
     p = parse_product(raw_product())
     again = Product.trusted(p.raw, p.identifier)
