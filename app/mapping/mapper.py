@@ -258,8 +258,7 @@ class MappingPlan:
                         if fn is None:
                             value = data
                         else:
-                            ctx.attribute = attr
-                            ctx.locale = None
+                            ctx.attribute = attr  # ctx.locale is None between steps
                             value = fn(data, ctx, step.spec)
                     elif step.localized:
                         ctx.attribute = attr
@@ -276,18 +275,22 @@ class MappingPlan:
                             ctx.attribute = attr
                             ctx.locale = first_locale if step.chain else None
                             value = step.fn(data, ctx, step.spec)
+                            ctx.locale = None
                     parent = step.parent
                     if not parent:
                         doc[step.key] = value
                         continue
-                    node = doc
-                    for part in parent:
-                        child = node.get(part)
-                        if child is None or child.__class__ is not dict:
-                            child = node[part] = {}
-                        node = child
+                    first = parent[0]  # most targets sit one level down ("specs.x")
+                    node = doc.get(first)
+                    if node.__class__ is not dict:
+                        node = doc[first] = {}
+                    if len(parent) > 1:
+                        for part in parent[1:]:
+                            child = node.get(part)
+                            if child.__class__ is not dict:
+                                child = node[part] = {}
+                            node = child
                     node[step.key] = value
-                ctx.locale = None
             elif action == _DRIFT:
                 unmapped.append(attr)
             elif action == _FOREIGN:
