@@ -273,11 +273,22 @@ def parse_product(raw: Any, identifier_attribute: str = "sku") -> Product:
                     ref, f"values.{attribute}[{i}].scope", f"must be a code or null, got {sc!r}"
                 )
             data = entry["data"]
-            if data is None or data.__class__ in _SCALARS:
+            cls = data.__class__
+            if data is None or cls in _SCALARS:
                 continue
-            if data.__class__ is int and _INT_MIN <= data <= _INT_MAX:
-                continue
-            _check_data(ref, attribute, i, data)
+            if cls is int:
+                if _INT_MIN <= data <= _INT_MAX:
+                    continue
+            elif cls is dict:  # a metric, as Akeneo sends it: {"amount": "2.5000", "unit": ...}
+                if data.get("amount").__class__ is str and data.get("unit").__class__ is str:
+                    continue
+            elif cls is list:  # option codes
+                for item in data:
+                    if item.__class__ is not str:
+                        break
+                else:
+                    continue
+            _check_data(ref, attribute, i, data)  # the rest, and every error, said precisely
 
     identifier = raw.get("identifier")
     if identifier is None:
