@@ -240,8 +240,10 @@ class JsonLinesSource:
         for entry in self._entries(start, since):
             if count == page_size:
                 page.next_cursor = str(entry.number)  # resume exactly at the next entry
-                yield page
+                # handed over, not kept while suspended (see app.gcpause)
+                out = [page]
                 page, count = Page(items=[]), 0
+                yield out.pop()
             if entry.item is not None:
                 page.items.append(entry.item)
             else:

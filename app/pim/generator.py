@@ -641,8 +641,11 @@ class GeneratedSource:
         i = start
         while i < self.count:
             end = min(i + page_size, self.count)
-            items = [product(j, self.seed) for j in range(i, end)]
-            yield Page(items=items, next_cursor=str(end) if end < self.count else None)
+            # no local keeps the page while suspended (see app.gcpause)
+            yield Page(
+                items=[product(j, self.seed) for j in range(i, end)],
+                next_cursor=str(end) if end < self.count else None,
+            )
             i = end
 
     def get(self, identifier: str) -> dict[str, Any] | None:

@@ -56,8 +56,9 @@ class Product:
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
     # ``raw`` as JSON, when the ingest already encoded it (the mirror stores it as is)
     encoded: bytes | None = field(default=None, repr=False)
+    # built by ``unlocalized()``; never passed in nor copied by ``dataclasses.replace``
     _unlocalized: dict[str | None, dict[str, Any]] | None = field(
-        default=None, repr=False, compare=False
+        default=None, init=False, repr=False, compare=False
     )
 
     @classmethod

@@ -276,7 +276,9 @@ def _groups(pages: Iterator[Page], size: int) -> Iterator[tuple[list[Page], str 
             out = [group]
             group, count = [], 0
             yield out.pop(), token, False
-    yield group, token, True
+    out = [group]
+    del group
+    yield out.pop(), token, True
 
 
 def ingest_slice(ctx: SyncContext, run_id: uuid.UUID) -> bool:

@@ -328,12 +328,14 @@ def publish_batches(ctx: SyncContext, batch_ids: list[int]) -> None:
     cache: dict[str, MirrorRow] = {}
     try:
         with collector_paused():  # see app.gcpause: the decoded products hold no cycles
-            for batch_id in batch_ids:
-                try:
-                    publish_batch(local, batch_id, cache)
-                finally:
-                    structlog.contextvars.unbind_contextvars("run_id", "channel")
-            cache.clear()
+            try:
+                for batch_id in batch_ids:
+                    try:
+                        publish_batch(local, batch_id, cache)
+                    finally:
+                        structlog.contextvars.unbind_contextvars("run_id", "channel")
+            finally:
+                cache.clear()  # freed under the pause, on an error too
     finally:
         ctx.send_grouped(held)
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -141,6 +142,10 @@ def test_unlocalized_index_agrees_with_value() -> None:
     assert index[None]["twice"] is None
     assert index[None]["mixed"] == "plain"
     assert Product.trusted(p.raw, p.identifier).unlocalized() == index
+    # a copy with other values builds its own index
+    other = dataclasses.replace(p, values={"twice": [v("only")]})
+    assert other.unlocalized() == {None: {"twice": "only"}}
+    assert p.unlocalized() is index
 
 
 def test_trusted_rebuilds_the_same_product() -> None:
