@@ -1327,7 +1327,13 @@ def print_table(report: dict[str, Any]) -> None:
     for name, p in phases.items():
         groups = p["cpu"]["by_group"]
         shown = ", ".join(f"{g} {v['avg_cores']}" for g, v in list(groups.items())[:6])
-        print(f"{name} CPU (avg cores): {shown}", file=out)
+        read = p.get("ingest", {}).get("read") or 0
+        worker = groups.get("worker_children", {}).get("cpu_s")
+        # the figure that holds across machines of one speed: CPU per product, all channels
+        per_product = (
+            f"; worker CPU {worker * 1000 / read:.2f} ms/product" if read and worker else ""
+        )
+        print(f"{name} CPU (avg cores): {shown}{per_product}", file=out)
 
 
 def main() -> None:
