@@ -22,6 +22,14 @@ _lock = threading.Lock()
 _depth = 0
 
 
+def freeze_inherited() -> None:
+    """Put everything alive now (modules, metadata, settings: what a worker child or the web
+    app starts with, and keeps) out of the collector's sight: a full collection no longer
+    walks it. Collects first, so no garbage is frozen with it."""
+    gc.collect()
+    gc.freeze()
+
+
 @contextmanager
 def collector_paused() -> Iterator[None]:
     """Run the block with the cyclic collector off, unless it was off already.

@@ -3,7 +3,6 @@ retry or dead letter. Run a worker with ``pimsync worker`` (or ``celery -A tasks
 
 from __future__ import annotations
 
-import gc
 import os
 from typing import Any
 
@@ -12,6 +11,7 @@ from celery.signals import worker_process_init, worker_process_shutdown
 
 from app.config import get_settings
 from app.db import dispose_engines
+from app.gcpause import freeze_inherited
 from app.logging import configure_logging
 
 celery_app = Celery("pimsync", include=["tasks.sync", "tasks.publish", "tasks.events"])
@@ -33,10 +33,7 @@ def _child_init(**_: Any) -> None:
     dispose_engines()
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_json, force=True, stdlib=False)
-    # What the child inherited (modules, metadata, settings) lives as long as it does: out of
-    # the collector's sight, a full collection no longer walks it (see app.gcpause).
-    gc.collect()
-    gc.freeze()
+    freeze_inherited()  # what the child inherited lives as long as it does
 
 
 @worker_process_shutdown.connect

@@ -112,16 +112,7 @@ class Product:
                     if attribute in by_attribute:
                         continue
                     data = entry.get("data")
-                    cls = data.__class__
-                    if cls is str:
-                        if not data or data.isspace():
-                            data = None
-                    elif cls is list:
-                        if not data:
-                            data = None
-                    elif cls is dict and is_empty(data):
-                        data = None
-                    by_attribute[attribute] = data
+                    by_attribute[attribute] = None if is_empty(data) else data
             self._unlocalized = index
         return index
 

@@ -267,15 +267,11 @@ def _groups(pages: Iterator[Page], size: int) -> Iterator[tuple[list[Page], str 
         count += len(page.items)
         token = page.next_cursor
         del page
-        if token is None:
-            out = [group]
-            group = []
-            yield out.pop(), None, True
-            return
-        if count >= size:
-            out = [group]
-            group, count = [], 0
-            yield out.pop(), token, False
+        if token is None or count >= size:
+            out, group, count = [group], [], 0
+            yield out.pop(), token, token is None
+            if token is None:
+                return
     out = [group]
     del group
     yield out.pop(), token, True

@@ -9,6 +9,7 @@ payload (or fetches the product once) and publishes it to every channel.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
@@ -359,17 +360,17 @@ def _apply_work(
     """Removals, then every upsert: one mirror write, one publish to every channel."""
     outcomes = _remove(session, ctx, [w.key for w in work if w.action == REMOVE], now)
     parsed = []
+    rejected = []
     for w in work:
         if w.action != UPSERT:
             continue
         try:
             parsed.append((w.key, parse_product(w.product, ctx.settings.identifier_attribute)))
         except ProductParseError as exc:
-            repo.upsert_dead_letters(
-                session, [repo.rejected_product(exc.product_ref, str(exc), None, now)]
-            )
+            rejected.append(repo.rejected_product(exc.product_ref, str(exc), None, now))
             log.warning("product_rejected", key=w.key, error=str(exc))
             outcomes[w.key] = "rejected"
+    repo.upsert_dead_letters(session, rejected)  # one statement for the batch's rejects
     # Same content, or older than what the mirror holds (by the PIM's `updated`): unchanged.
     changed = pim_repo.upsert_products(
         session, [(p, content_hash(p.raw)) for _, p in parsed], None, now
@@ -439,8 +440,9 @@ def _remove(session: Session, ctx: SyncContext, keys: list[str], now: datetime) 
     pim_repo.mark_removed(session, removed, now)
     changes = channel_repo.disable_skus(session, removed, REMOVED, REMOVED, None, now)
     ctx.notify_changes(session, changes)
+    per_sku = Counter(c.sku for c in changes)
     for sku in removed:
-        log.info("product_removed", sku=sku, channels=sum(c.sku == sku for c in changes))
+        log.info("product_removed", sku=sku, channels=per_sku[sku])
     return {k: "removed" if k in skus else "removed (unknown product)" for k in keys}
 
 
