@@ -861,7 +861,11 @@ def bare_copy(url: str, table: str, repeats: int, work: Path) -> dict[str, Any]:
         rows = int(cur.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
         raw.commit()
         seconds: list[float] = []
+        backend_cpu: list[float] = []
         wal: list[int] = []
+        # the database's side of the floor (bench.floor): what the backend burns in a COPY
+        backend = psutil.Process(int(cur.execute("SELECT pg_backend_pid()").fetchone()[0]))
+        raw.commit()
         for i in range(repeats):
             cur.execute(f"DROP TABLE IF EXISTS {twin}")
             cur.execute(f"CREATE TABLE {twin} (LIKE {table} INCLUDING ALL)")
@@ -872,12 +876,15 @@ def bare_copy(url: str, table: str, repeats: int, work: Path) -> dict[str, Any]:
             checkpoint(url)
             wal0 = int(cur.execute("SELECT pg_current_wal_lsn() - '0/0'").fetchone()[0])
             raw.commit()
+            cpu0 = backend.cpu_times()
             started = time.perf_counter()
             with cur.copy(f"COPY {twin} ({cols}) FROM STDIN") as cp, export.open("rb") as fh:
                 while chunk := fh.read(1 << 20):
                     cp.write(chunk)
             raw.commit()
             seconds.append(time.perf_counter() - started)
+            cpu1 = backend.cpu_times()
+            backend_cpu.append(cpu1.user + cpu1.system - cpu0.user - cpu0.system)
             wal.append(int(cur.execute("SELECT pg_current_wal_lsn() - '0/0'").fetchone()[0]) - wal0)
             raw.commit()
             say(f"bare COPY {table}: {rows} rows in {seconds[-1]:.1f}s ({i + 1}/{repeats})")
@@ -894,6 +901,7 @@ def bare_copy(url: str, table: str, repeats: int, work: Path) -> dict[str, Any]:
         "table_bytes": size,
         "seconds": _median_range(seconds),
         "rows_per_s": round(rows / median) if median else None,
+        "backend_cpu_s": _median_range(backend_cpu),
         "postgres_wal_mib": _mib(statistics.median(wal)),
         "compression": {c: m for c, m in compression},
     }
@@ -952,6 +960,7 @@ class Stack:
     worker: Worker
     channels: list[str]
     logs: Path
+    catalog: Path
     analyze_every: float = 0.0
     log_offset: int = 0
 
@@ -1154,7 +1163,7 @@ def stack_for(
         worker.start()
         say(f"worker: ready (pid {worker.pid}, concurrency {args.concurrency})")
         channels = sorted(load_channels(SAMPLE_DIR / "channels.yaml"))
-        yield Stack(skus, url, database, pim, worker, channels, logs, args.analyze_every)
+        yield Stack(skus, url, database, pim, worker, channels, logs, catalog, args.analyze_every)
 
 
 def code_version() -> dict[str, Any]:
@@ -1216,6 +1225,7 @@ def run(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
                         t: bare_copy(st.url, t, args.copy_repeats, Path(tmp))
                         for t in ("channel_product", "pim_product")
                     }
+                report["floor"] = python_floor(st, report["bare_copy"], args.floor_products)
                 phases["warm"] = run_phase(st, "warm", units)
                 say(f"delta: renaming {args.delta} products in the reference PIM (untimed)")
                 renamed = rename_products(st.pim, args.skus, args.delta)
@@ -1229,6 +1239,33 @@ def run(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
                 cold_m = run_phase(big, "cold", units_m)
             report["memory_compare"] = memory_compare(report, args.memory_compare, cold_m)
     return report
+
+
+def python_floor(st: Stack, copies: dict[str, Any], products: int) -> dict[str, Any]:
+    """The cold sync's floor (see bench.floor): the workers' per-product Python work measured
+    in this process on the catalog's first ``products`` products, with the channels' runtimes
+    as the workers built them, plus the database CPU of a bare COPY of both tables."""
+    from app.config import get_settings
+    from app.db import session_scope
+    from app.sync.runtime import REGISTRY
+    from bench import floor
+
+    settings = get_settings()
+    say(f"floor: the per-product Python work, {products} products in this process")
+    with session_scope() as session:
+        runtimes = [REGISTRY.runtime(session, settings, code) for code in st.channels]
+    python = floor.measure(
+        st.catalog / "products.jsonl", runtimes, settings.identifier_attribute, products
+    )
+    copy_cpu = sum(c["backend_cpu_s"]["median"] for c in copies.values())
+    result = floor.floor(
+        python,
+        st.skus,
+        copy_cpu,
+        copies["channel_product"]["seconds"]["median"],
+        os.cpu_count() or 1,
+    )
+    return {"python": python, **result}
 
 
 def summary(report: dict[str, Any]) -> dict[str, Any]:
@@ -1248,6 +1285,9 @@ def summary(report: dict[str, Any]) -> dict[str, Any]:
         "bare_copy_pim_product_seconds": report["bare_copy"]["pim_product"]["seconds"]["median"],
         "ratio_cold_to_bare_copy": round(cold["wall_seconds"] / copy_s, 2) if copy_s else None,
         "ratio_warm_to_cold": round(warm["wall_seconds"] / cold["wall_seconds"], 3),
+        "floor_seconds": report["floor"]["seconds"],
+        "ratio_floor_to_bare_copy": report["floor"]["ratio_to_bare_copy"],
+        "python_floor_cpu_ms_per_product": report["floor"]["python"]["total_cpu_ms_per_product"],
         "cold_channel_rows_written": cold["rows_written"]["channel_product"]["written"],
         "warm_channel_rows_written": warm_written,
         "warm_synced_counter": warm["counters_total"]["synced"],
@@ -1324,6 +1364,14 @@ def print_table(report: dict[str, Any]) -> None:
             f"{s['ratio_warm_to_cold']}, warm wrote nothing: {s['warm_wrote_nothing']}",
             file=out,
         )
+        f = report["floor"]
+        print(
+            f"floor: {f['seconds']}s = {f['ratio_to_bare_copy']}x bare COPY (Python "
+            f"{f['python']['total_cpu_ms_per_product']} ms/product x {report['skus']} = "
+            f"{f['python_cpu_s']}s, COPY of both tables {f['postgres_copy_cpu_s']}s of database "
+            f"CPU, over {f['cpus']} cores; stages {f['python']['cpu_ms_per_product']})",
+            file=out,
+        )
     for name, p in phases.items():
         groups = p["cpu"]["by_group"]
         shown = ", ".join(f"{g} {v['avg_cores']}" for g, v in list(groups.items())[:6])
@@ -1358,6 +1406,13 @@ def main() -> None:
     )
     parser.add_argument(
         "--cold-only", action="store_true", help="only the cold full sync (no COPY, warm, delta)"
+    )
+    parser.add_argument(
+        "--floor-products",
+        type=int,
+        default=5000,
+        metavar="N",
+        help="products the floor's Python work is measured on (bench.floor)",
     )
     parser.add_argument("--keep-logs", action="store_true")
     args = parser.parse_args()

@@ -1,0 +1,52 @@
+"""bench.floor: the per-product Python work of a cold sync, measured stage by stage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from app.pim import generator
+from bench import floor
+
+
+def _catalog(tmp_path: Path, count: int) -> Path:
+    path = tmp_path / "products.jsonl"
+    path.write_bytes(
+        b"".join(orjson.dumps(p) + b"\n" for p in generator.iter_products(count, seed=3))
+    )
+    return path
+
+
+def test_measure_runs_every_stage_on_every_product_for_every_channel(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(floor, "CHUNK", 10)  # several chunks, the last one partial
+    runtimes = floor.sample_runtimes()
+    result = floor.measure(_catalog(tmp_path, 40), runtimes, limit=25)
+
+    assert result["products"] == 25
+    assert result["channels"] == len(runtimes) == 4
+    assert result["units"] == 25 * 4
+    stages = result["cpu_ms_per_product"]
+    assert set(stages) == set(floor.STAGES)
+    assert all(v >= 0 for v in stages.values())
+    assert result["total_cpu_ms_per_product"] > 0
+    assert result["total_cpu_ms_per_product"] == pytest.approx(sum(stages.values()), abs=0.01)
+
+
+def test_measure_refuses_a_file_without_products(tmp_path: Path) -> None:
+    empty = tmp_path / "products.jsonl"
+    empty.write_bytes(b"\n\n")
+    with pytest.raises(ValueError, match="holds no product"):
+        floor.measure(empty, floor.sample_runtimes())
+
+
+def test_floor_spreads_python_and_database_cpu_over_the_cores() -> None:
+    python = {"total_cpu_ms_per_product": 2.0}
+    # 1,000 products x 2 ms = 2 s of Python, 2 s of COPY CPU, over 2 cores: 2 s
+    result = floor.floor(python, 1000, copy_backend_cpu_s=2.0, copy_wall_s=0.5, cpus=2)
+    assert result["python_cpu_s"] == 2.0
+    assert result["seconds"] == 2.0
+    assert result["ratio_to_bare_copy"] == 4.0
