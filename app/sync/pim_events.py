@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from functools import cache
 from typing import Any, cast
 
-from sqlalchemy import Table, case, delete, or_, select, update
+from sqlalchemy import Select, Table, case, delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.channels import repository as channel_repo
@@ -333,6 +333,19 @@ def process(ctx: SyncContext, key: str) -> str:
     return f"{outcome} (and {others} more product(s))" if others else outcome
 
 
+def due_unclaimed(key: str, due: datetime, limit: int) -> Select[tuple[str]]:
+    """Up to ``limit`` other pending products due by ``due``, oldest first, skipping rows
+    another task holds (the index on unclaimed rows' age serves it)."""
+    t = cast(Table, PendingSku.__table__)
+    return (
+        select(t.c.key)
+        .where(t.c.key != key, t.c.claimed_at.is_(None), t.c.first_event_at <= due)
+        .order_by(t.c.first_event_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+
+
 def _claim(session: Session, key: str, due: datetime, extra: int, now: datetime) -> list[_Work]:
     """Claim this key's pending row, then up to ``extra`` other due, unclaimed ones. The
     others are taken with SKIP LOCKED: rows another task holds are skipped, never waited for,
@@ -342,13 +355,7 @@ def _claim(session: Session, key: str, due: datetime, extra: int, now: datetime)
     claim = update(t).values(claimed_at=now, claimed_events=t.c.events).returning(*returning)
     rows = list(session.execute(claim.where(t.c.key == key)).all())
     if extra > 0:
-        others = (
-            select(t.c.key)
-            .where(t.c.key != key, t.c.claimed_at.is_(None), t.c.first_event_at <= due)
-            .order_by(t.c.first_event_at)
-            .limit(extra)
-            .with_for_update(skip_locked=True)
-        )
+        others = due_unclaimed(key, due, extra)
         rows += session.execute(claim.where(t.c.key.in_(others.scalar_subquery()))).all()
     work = [_Work(r.key, r.action, r.product, int(r.events)) for r in rows]
     return sorted(work, key=lambda w: w.key)

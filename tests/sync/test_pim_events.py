@@ -403,3 +403,32 @@ def test_removals_of_a_burst_are_applied_together(harness, monkeypatch):
             assert s.get(PimProduct, sku).removed_at is not None
     with session_scope() as s:
         assert s.execute(select(func.count()).select_from(PendingSku)).scalar_one() == 0
+
+
+def test_claiming_due_work_under_a_backlog_reads_the_unclaimed_index(pg_db):
+    """A task that takes other due products along reads them oldest first from the partial
+    index on unclaimed rows, not by sorting every pending row (a backlog is when it matters)."""
+    from sqlalchemy import text
+
+    from app.sync.pim_events import due_unclaimed
+
+    now = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+    with session_scope() as s:
+        s.execute(
+            text(
+                "INSERT INTO pending_sku (key, action, events, first_event_at, claimed_at) "
+                "SELECT 'sku-' || i, 'upsert', 1, :t0 + i * interval '1 millisecond', "
+                "CASE WHEN i % 2 = 0 THEN :t0 END FROM generate_series(1, 20000) AS i"
+            ),
+            {"t0": now - timedelta(hours=1)},
+        )
+    with session_scope() as s:
+        s.execute(text("ANALYZE pending_sku"))
+        query = due_unclaimed("sku-1", now, 50)
+        compiled = query.compile(s.get_bind(), compile_kwargs={"literal_binds": True})
+        plan = "\n".join(r[0] for r in s.execute(text(f"EXPLAIN {compiled}")))
+        assert "ix_pending_sku_unclaimed_first_event_at" in plan, plan
+        assert "Sort" not in plan, plan
+        keys = list(s.execute(query).scalars())
+    # the 50 oldest unclaimed ones (odd numbers), the task's own key left out
+    assert keys == [f"sku-{i}" for i in range(3, 103, 2)]
