@@ -171,8 +171,9 @@ def read_connection(url: str | None = None) -> Iterator[Connection]:
         yield conn
 
 
-def after_commit(session: Session, hook: Callable[[], None]) -> None:
-    """Run ``hook`` once the session's transaction has committed (never if it rolls back)."""
+def after_commit(session: Session, hook: Callable[[], object]) -> None:
+    """Run ``hook`` once the session's transaction has committed (never if it rolls back);
+    what it returns is ignored."""
     session.info.setdefault("after_commit", []).append(hook)
 
 

@@ -18,7 +18,8 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
-from typing import Any
+from datetime import datetime
+from typing import Any, cast
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import (
@@ -138,8 +139,9 @@ class StateCollector:
                     SyncRun.finished_at.is_not(None),
                 )
             ).all():
-                durations.setdefault((channel, kind), []).append(
-                    (finished - started).total_seconds()
+                # not None: the WHERE excludes a null channel and finished_at
+                durations.setdefault((cast(str, channel), kind), []).append(
+                    (cast(datetime, finished) - started).total_seconds()
                 )
             for (channel, kind), values in sorted(durations.items()):
                 buckets = [(str(b), float(sum(1 for v in values if v <= b))) for b in RUN_BUCKETS]
@@ -150,7 +152,8 @@ class StateCollector:
                 .where(SyncRun.channel.is_not(None))
                 .group_by(SyncRun.channel, SyncRun.kind, SyncRun.status)
             ).all():
-                run_status.add_metric([channel, kind, status], float(n))
+                # not None: the WHERE excludes a null channel
+                run_status.add_metric([cast(str, channel), kind, status], float(n))
             for channel, kind, n in s.execute(
                 select(DeadLetter.channel, DeadLetter.kind, func.count())
                 .where(DeadLetter.status == "open")

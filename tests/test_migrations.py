@@ -88,3 +88,17 @@ def test_upgrade_from_the_previous_revision_keeps_data(empty_db):
         assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
     finally:
         engine.dispose()
+
+
+def test_migrating_without_a_database_url_says_so():
+    """env.py run with neither ``sqlalchemy.url`` nor a connection (e.g. a bare ``alembic``
+    config) fails with a message naming what is missing, not deep inside create_engine."""
+    from alembic import command
+    from alembic.config import Config
+
+    from app.migrations import MIGRATIONS_DIR
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with pytest.raises(RuntimeError, match="no database to migrate"):
+        command.upgrade(cfg, "head")

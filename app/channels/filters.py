@@ -40,6 +40,7 @@ def _attribute_value(
 ) -> Any:
     adef = defs.attributes.get(f.attribute)
     scope = channel.pim_scope if adef is not None and adef.scopable else None
+    locales: list[str | None]
     if adef is not None and adef.localizable:
         locales = [f.locale] if f.locale else list(channel.locales[0].chain)
     elif adef is None:

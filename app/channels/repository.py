@@ -6,10 +6,10 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import orjson
-from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy import Table, and_, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.channels.models import ORPHAN, REMOVED, ChannelProduct
@@ -173,8 +173,8 @@ def upsert_rows(session: Session, rows: Sequence[ChannelRow]) -> list[RowChange]
         }
         for r in rows
     ]
-    result = session.execute(stmt, params)
-    return [RowChange(c, s, int(v), bool(e), st) for c, s, v, e, st in result.all()]
+    returned = session.execute(stmt, params)
+    return [RowChange(c, s, int(v), bool(e), st) for c, s, v, e, st in returned.all()]
 
 
 def disable_rows_not_in(
@@ -189,7 +189,7 @@ def disable_rows_not_in(
     run's start (not the run id) keeps two overlapping full runs of different channels from
     blinding each other: a product seen by either since this run began exists in the PIM.
     """
-    cp = ChannelProduct.__table__
+    cp = cast(Table, ChannelProduct.__table__)
     p = PimProduct.__table__
     seen = exists().where(
         p.c.identifier == cp.c.sku,
@@ -226,7 +226,7 @@ def disable_skus(
     stay, docs stay."""
     if not skus:
         return []
-    cp = ChannelProduct.__table__
+    cp = cast(Table, ChannelProduct.__table__)
     cond = [cp.c.sku.in_(list(skus)), or_(cp.c.status != status, cp.c.enabled.is_(True))]
     if channels is not None:
         cond.append(cp.c.channel.in_(list(channels)))

@@ -21,7 +21,13 @@ from typing import Any
 from app.channels.config import ChannelConfig
 from app.mapping.contract import CompiledContract, MappingSpec
 from app.mapping.errors import DriftError, MappingError, TransformError
-from app.mapping.transforms import COMPUTED, TRANSFORMS, TransformContext, auto_transform_name
+from app.mapping.transforms import (
+    COMPUTED,
+    TRANSFORMS,
+    TransformContext,
+    TransformFn,
+    auto_transform_name,
+)
 from app.ownership import OwnershipTable, Violation
 from app.pim.catalog import IDENTIFIER_TYPE, AttributeDef, CatalogDefinitions
 from app.pim.product import MISSING, Product
@@ -88,6 +94,7 @@ def _pick(
     entries: list[dict[str, Any]], adef: AttributeDef | None, scope: str, chain: tuple[str, ...]
 ) -> Any:
     """The value for one locale chain (``()`` for a non-localizable read); MISSING if none."""
+    loc: str | None
     if adef is not None:
         sc = scope if adef.scopable else None
         if not chain:
@@ -192,7 +199,7 @@ class MappingPlan:
                 if localizable:  # a localizable spec becomes {locale: value} like `localized`
                     spec = spec.model_copy(update={"transform": "localized", "of": transform})
                     transform = "localized"
-            fn = TRANSFORMS[transform]
+            fn: TransformFn | None = TRANSFORMS[transform]
             identity = transform == "direct" and not spec.labels
             localized = transform == "localized"
             if localized and (spec.of or "direct") == "direct" and not spec.labels:

@@ -26,7 +26,13 @@ def run_migrations_online() -> None:
     if connectable is not None:
         _run(connectable)
         return
-    engine = create_engine(config.get_main_option("sqlalchemy.url"), poolclass=pool.NullPool)
+    url = config.get_main_option("sqlalchemy.url")
+    if url is None:
+        raise RuntimeError(
+            "no database to migrate: set sqlalchemy.url (app.migrations.alembic_config does) "
+            'or pass a connection in config.attributes["connection"]'
+        )
+    engine = create_engine(url, poolclass=pool.NullPool)
     with engine.connect() as connection:
         _run(connection)
     engine.dispose()

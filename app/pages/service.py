@@ -151,8 +151,7 @@ def reconcile(settings: Any, domains: Sequence[str] | None = None, trigger: str 
         )
     now = utcnow()
     with session_scope() as session:
-        run = sync_repo.create_run(session, "reconcile", None, now, trigger=trigger)
-        run_id = run.id
+        run_id = sync_repo.create_run(session, "reconcile", None, now, trigger=trigger).id
     channels = sorted(REGISTRY.channels(settings))
     corrected: dict[str, int] = {}
     status, error = COMPLETED, None

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime
 from typing import Any
+from uuid import UUID
 
 from sqlalchemy import JSON, BigInteger, Boolean, Index, String, Uuid, text
 from sqlalchemy.orm import Mapped, mapped_column
@@ -32,7 +32,8 @@ class PimProduct(Base):
     change_seq: Mapped[int] = mapped_column(BigInteger, nullable=False)
     ingested_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
-    last_seen_run: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    # UUID, not uuid.UUID: inside this class `uuid` names the column above.
+    last_seen_run: Mapped[UUID | None] = mapped_column(Uuid)
     removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     __table_args__ = (

@@ -6,10 +6,10 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import orjson
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import CursorResult, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.db import dialect_insert, is_postgres
@@ -75,7 +75,7 @@ def upsert_products(
     if not products:
         return set()
     token = change_token(session)
-    rows = []
+    rows: list[dict[str, Any]] = []
     seen: set[str] = set()
     for product, digest in products:
         if product.identifier in seen:  # a page repeating a product: keep the last copy
@@ -205,10 +205,13 @@ def mark_seen(
     ids = list(identifiers)
     if not ids:
         return 0
-    result = session.execute(
-        update(PimProduct)
-        .where(PimProduct.identifier.in_(ids))
-        .values(last_seen_at=now, last_seen_run=run_id)
+    result = cast(
+        CursorResult[Any],
+        session.execute(
+            update(PimProduct)
+            .where(PimProduct.identifier.in_(ids))
+            .values(last_seen_at=now, last_seen_run=run_id)
+        ),
     )
     return int(result.rowcount or 0)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 import orjson
@@ -518,7 +519,7 @@ def _finish_ingest(
         repo.finish_run(session, run, COMPLETED, now)
         codes = configured_channels(ctx)
         for code in codes:
-            after_commit(session, lambda c=code: ctx.dispatcher.catch_up(c, run.id, DELTA))
+            after_commit(session, partial(ctx.dispatcher.catch_up, code, run.id, DELTA))
         log.info(
             "delta_ingest_complete",
             run_id=str(run.id),
@@ -540,5 +541,7 @@ def _finish_ingest(
         # finished before planning did (then this finalises) or finishes after (then it does).
         session.execute(update(SyncRun).where(SyncRun.id == child.id).values(planning_done=True))
         fresh = repo.get_run(session, child.id)
+        if fresh is None:  # created by this run's planning: only a deleted row gets here
+            raise RuntimeError(f"channel run {child.id} of ingest {run.id} no longer exists")
         session.refresh(fresh)
         finalize_if_done(session, ctx, fresh)

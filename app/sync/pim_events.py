@@ -120,14 +120,18 @@ def parse_cloudevents(body: Any) -> list[PimEvent]:
         event_id, kind = e.get("id"), e.get("type")
         if not isinstance(event_id, str) or not event_id or not isinstance(kind, str):
             raise EventFormatError(f"event {i} needs `id` and `type` (CloudEvents)")
-        data = e.get("data") if isinstance(e.get("data"), dict) else {}
+        data = e.get("data")
+        if not isinstance(data, dict):
+            data = {}
         when = _time(e.get("time"))
         name = kind.removeprefix("com.akeneo.pim.v1.")
         if name.endswith(".delta"):
             name = name.removesuffix(".delta")
         subject, _, verb = name.partition(".")
         if subject == "product":
-            product = data.get("product") if isinstance(data.get("product"), dict) else {}
+            product = data.get("product")
+            if not isinstance(product, dict):
+                product = {}
             ident = product.get("identifier")
             key = ident if isinstance(ident, str) and ident else _uuid_key(product.get("uuid"), i)
             remove = verb in ("deleted", "removed")

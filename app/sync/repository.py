@@ -5,9 +5,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, delete, func, or_, select, text, update
+from sqlalchemy import CursorResult, and_, delete, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from app.db import dialect_insert, is_postgres
@@ -206,10 +206,13 @@ def renew_lock(
     session: Session, name: str, run_id: uuid.UUID, ttl: timedelta, now: datetime
 ) -> bool:
     """Extend the lease; False when another run took it over (this run must stop)."""
-    result = session.execute(
-        update(SyncLock)
-        .where(SyncLock.name == name, SyncLock.run_id == run_id)
-        .values(expires_at=now + ttl)
+    result = cast(
+        CursorResult[Any],
+        session.execute(
+            update(SyncLock)
+            .where(SyncLock.name == name, SyncLock.run_id == run_id)
+            .values(expires_at=now + ttl)
+        ),
     )
     return bool(result.rowcount)
 
@@ -308,10 +311,13 @@ def get_batch(session: Session, batch_id: int) -> SyncBatch | None:
 
 def mark_batch_done(session: Session, batch_id: int, now: datetime) -> bool:
     """Done exactly once: False when a redelivered message finds it already done."""
-    result = session.execute(
-        update(SyncBatch)
-        .where(SyncBatch.id == batch_id, SyncBatch.status != BATCH_DONE)
-        .values(status=BATCH_DONE, done_at=now)
+    result = cast(
+        CursorResult[Any],
+        session.execute(
+            update(SyncBatch)
+            .where(SyncBatch.id == batch_id, SyncBatch.status != BATCH_DONE)
+            .values(status=BATCH_DONE, done_at=now)
+        ),
     )
     return bool(result.rowcount)
 
@@ -324,11 +330,14 @@ def discard_open_batches(session: Session, run_id: uuid.UUID, now: datetime) -> 
     )
     if is_postgres(session):
         open_ids = open_ids.with_for_update(skip_locked=True)
-    result = session.execute(
-        update(SyncBatch)
-        .where(SyncBatch.id.in_(open_ids.scalar_subquery()))
-        .values(status=BATCH_DONE, done_at=now)
-        .execution_options(synchronize_session=False)
+    result = cast(
+        CursorResult[Any],
+        session.execute(
+            update(SyncBatch)
+            .where(SyncBatch.id.in_(open_ids.scalar_subquery()))
+            .values(status=BATCH_DONE, done_at=now)
+            .execution_options(synchronize_session=False)
+        ),
     )
     return int(result.rowcount or 0)
 
@@ -338,7 +347,9 @@ def delete_finished_batches(session: Session, finished_before: datetime) -> int:
     finished = select(SyncRun.id).where(
         SyncRun.status != RUNNING, SyncRun.finished_at < finished_before
     )
-    result = session.execute(delete(SyncBatch).where(SyncBatch.run_id.in_(finished)))
+    result = cast(
+        CursorResult[Any], session.execute(delete(SyncBatch).where(SyncBatch.run_id.in_(finished)))
+    )
     return int(result.rowcount or 0)
 
 
@@ -432,10 +443,13 @@ def resolve_dead_letters(
     ]
     if not wanted:
         return 0
-    result = session.execute(
-        update(DeadLetter)
-        .where(DeadLetter.status == DL_OPEN, or_(*wanted))
-        .values(status=DL_RESOLVED, replayed_at=now)
+    result = cast(
+        CursorResult[Any],
+        session.execute(
+            update(DeadLetter)
+            .where(DeadLetter.status == DL_OPEN, or_(*wanted))
+            .values(status=DL_RESOLVED, replayed_at=now)
+        ),
     )
     return int(result.rowcount or 0)
 
@@ -460,10 +474,13 @@ def list_dead_letters(
 def mark_replayed(session: Session, ids: Sequence[int], now: datetime) -> int:
     if not ids:
         return 0
-    result = session.execute(
-        update(DeadLetter)
-        .where(DeadLetter.id.in_(list(ids)), DeadLetter.status == DL_OPEN)
-        .values(status=DL_REPLAYED, replayed_at=now)
+    result = cast(
+        CursorResult[Any],
+        session.execute(
+            update(DeadLetter)
+            .where(DeadLetter.id.in_(list(ids)), DeadLetter.status == DL_OPEN)
+            .values(status=DL_REPLAYED, replayed_at=now)
+        ),
     )
     return int(result.rowcount or 0)
 

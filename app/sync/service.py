@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -172,7 +173,7 @@ def sweep(ctx: SyncContext) -> dict[str, int]:
         ids = repo.stale_enqueued_batches(session, stale)
         repo.touch_batches(session, ids, now)
         for batch_id in ids:
-            after_commit(session, lambda b=batch_id: ctx.dispatcher.publish([b]))
+            after_commit(session, partial(ctx.dispatcher.publish, [batch_id]))
         out["batches"] = len(ids)
         for lock in repo.expired_locks(session, now):
             if not lock.name.startswith("ingest-run:"):
@@ -182,7 +183,7 @@ def sweep(ctx: SyncContext) -> dict[str, int]:
         from app.sync.pim_events import stale_pending
 
         for key in stale_pending(session, stale):
-            after_commit(session, lambda k=key: ctx.dispatcher.pim_product(k))
+            after_commit(session, partial(ctx.dispatcher.pim_product, key))
             out["pim_events"] = out.get("pim_events", 0) + 1
         for run in repo.running_runs(session):
             if run.channel is None and run.kind == "full":
@@ -201,7 +202,7 @@ def sweep(ctx: SyncContext) -> dict[str, int]:
                     continue
             if run.channel is None and run.heartbeat_at is not None and run.heartbeat_at < stale:
                 run.heartbeat_at = now
-                after_commit(session, lambda r=run.id: ctx.dispatcher.ingest(r))
+                after_commit(session, partial(ctx.dispatcher.ingest, run.id))
                 out["ingests"] += 1
             elif run.channel is not None and run.planning_done and run.pending_batches == 0:
                 locked = repo.get_run(session, run.id, for_update=True)  # decide on fresh data
