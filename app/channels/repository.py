@@ -13,7 +13,7 @@ from sqlalchemy import Table, and_, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.channels.models import ORPHAN, REMOVED, ChannelProduct
-from app.db import dialect_insert, is_postgres
+from app.db import among, dialect_insert, is_postgres
 from app.pgbulk import execute_many
 from app.pim.models import PimProduct
 
@@ -64,7 +64,7 @@ def load_states(
     t = ChannelProduct
     rows = session.execute(
         select(t.channel, t.sku, t.input_hash, t.status, t.enabled, t.version, t.source_seq).where(
-            t.channel.in_(list(channels)), t.sku.in_(list(skus))
+            among(session, t.channel, channels), among(session, t.sku, skus)
         )
     ).all()
     return {
@@ -227,9 +227,9 @@ def disable_skus(
     if not skus:
         return []
     cp = cast(Table, ChannelProduct.__table__)
-    cond = [cp.c.sku.in_(list(skus)), or_(cp.c.status != status, cp.c.enabled.is_(True))]
+    cond = [among(session, cp.c.sku, skus), or_(cp.c.status != status, cp.c.enabled.is_(True))]
     if channels is not None:
-        cond.append(cp.c.channel.in_(list(channels)))
+        cond.append(among(session, cp.c.channel, channels))
     stmt = (
         update(cp)
         .where(*cond)

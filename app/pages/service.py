@@ -12,6 +12,7 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from app.channels.models import ChannelProduct
+from app.db import among
 from app.logging import get_logger
 from app.metrics import EVENTS_APPLIED, PROJECTION_LAG
 from app.ownership import OwnershipError, OwnershipTable
@@ -27,7 +28,7 @@ def catalog_projections(session: Session, changes: Mapping[str, Sequence[str]]) 
     """The channel catalog's current rows ({channel: skus}) as catalog projections (version
     = row version), read in one statement."""
     cp = ChannelProduct
-    wanted = [and_(cp.channel == ch, cp.sku.in_(list(skus))) for ch, skus in changes.items()]
+    wanted = [and_(cp.channel == ch, among(session, cp.sku, skus)) for ch, skus in changes.items()]
     if not wanted:
         return []
     rows = session.execute(

@@ -12,7 +12,7 @@ import orjson
 from sqlalchemy import CursorResult, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from app.db import dialect_insert, is_postgres
+from app.db import among, dialect_insert, is_postgres
 from app.pgbulk import execute_many
 from app.pim.models import MirrorClock, PimProduct, PimProductModel
 from app.pim.product import Product
@@ -224,7 +224,7 @@ def current_hashes(session: Session, identifiers: Sequence[str]) -> dict[str, st
         ident: digest
         for ident, digest in session.execute(
             select(PimProduct.identifier, PimProduct.content_hash).where(
-                PimProduct.identifier.in_(list(identifiers)), PimProduct.removed_at.is_(None)
+                among(session, PimProduct.identifier, identifiers), PimProduct.removed_at.is_(None)
             )
         ).all()
     }
@@ -241,7 +241,7 @@ def load_products(session: Session, identifiers: Sequence[str]) -> dict[str, Mir
             PimProduct.change_seq,
             PimProduct.enabled,
             PimProduct.removed_at,
-        ).where(PimProduct.identifier.in_(list(identifiers)))
+        ).where(among(session, PimProduct.identifier, identifiers))
     ).all()
     return {
         r.identifier: MirrorRow(r.identifier, r.raw, r.content_hash, r.change_seq, r.enabled)
@@ -256,7 +256,8 @@ def removed_identifiers(session: Session, identifiers: Sequence[str]) -> set[str
     return set(
         session.execute(
             select(PimProduct.identifier).where(
-                PimProduct.identifier.in_(list(identifiers)), PimProduct.removed_at.is_not(None)
+                among(session, PimProduct.identifier, identifiers),
+                PimProduct.removed_at.is_not(None),
             )
         ).scalars()
     )

@@ -28,7 +28,7 @@ from app.channels.models import (
     REMOVED,
 )
 from app.channels.repository import ChannelRow, RowChange
-from app.db import session_scope
+from app.db import among, session_scope
 from app.gcpause import collector_paused
 from app.logging import get_logger
 from app.maintenance import HOT_PATH_SHARE, analyze_if_stale
@@ -182,7 +182,7 @@ def publish_channels(
                 PimProduct.content_hash,
                 PimProduct.change_seq,
                 PimProduct.removed_at,
-            ).where(PimProduct.identifier.in_(skus))
+            ).where(among(session, PimProduct.identifier, skus))
         ).all()
     }
     states = channel_repo.load_states(session, list(results), skus)

@@ -10,7 +10,7 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, and_, delete, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
-from app.db import dialect_insert, is_postgres
+from app.db import among, dialect_insert, is_postgres
 from app.sync.models import (
     BATCH_DONE,
     BATCH_ENQUEUED,
@@ -437,7 +437,7 @@ def resolve_dead_letters(
     """Units that succeeded ({channel: skus}): their open dead letters are resolved, not left
     to rot. One statement for every channel."""
     wanted = [
-        and_(DeadLetter.channel == channel, DeadLetter.sku.in_(list(skus)))
+        and_(DeadLetter.channel == channel, among(session, DeadLetter.sku, skus))
         for channel, skus in sorted(succeeded.items())
         if skus
     ]
