@@ -204,8 +204,8 @@ def among(
 
     SQLAlchemy renders an IN list afresh on every execution, one parameter per value: for the
     500 SKUs of a publish batch that took 4.4 ms of client CPU per statement, the array 0.7 ms
-    (``bench``-style measurement on this machine). The statement's text also stays the same
-    whatever the number of values, so the server can reuse its plan.
+    (this project's 2-core machine). The statement's text also stays the same whatever the
+    number of values, so the server can reuse its plan.
     """
     values = list(values)
     if is_postgres(session):
