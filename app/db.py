@@ -21,6 +21,7 @@ from sqlalchemy import (
     DateTime,
     Engine,
     MetaData,
+    String,
     any_,
     bindparam,
     create_engine,
@@ -209,7 +210,12 @@ def among(
     """
     values = list(values)
     if is_postgres(session):
-        array = bindparam(None, values, type_=ARRAY(column.type), unique=True)
+        element = column.type
+        if isinstance(element, String):
+            # no length: a cast to VARCHAR(n)[] would silently cut a longer value, which
+            # would then match the row holding its first n characters
+            element = String()
+        array = bindparam(None, values, type_=ARRAY(element), unique=True)
         return column == any_(array)
     return column.in_(values)
 

@@ -65,3 +65,33 @@ def test_among_is_one_array_parameter_on_postgresql_whatever_the_count(pg_db):
         skus = ["sku-0001", "sku-0002"]
         rows = s.execute(select(DeadLetter.sku).where(among(s, DeadLetter.sku, skus))).scalars()
         assert sorted(rows) == skus
+
+
+def test_a_value_longer_than_the_column_matches_nothing(any_db):
+    """An over-long value (e.g. an identifier from a webhook) is not cut to the column's
+    length: it must not match the row holding its first 255 characters."""
+    now = datetime(2026, 11, 27, tzinfo=UTC)
+    with session_scope() as s:
+        s.add(
+            DeadLetter(
+                channel="c",
+                sku="x" * 255,
+                kind="publish",
+                error_type="E",
+                error="e",
+                permanent=True,
+                attempts=1,
+                status="open",
+                first_failed_at=now,
+                last_failed_at=now,
+            )
+        )
+    with session_scope() as s:
+        longer = ["x" * 255 + "-another-product"]
+        assert s.execute(select(DeadLetter.sku).where(among(s, DeadLetter.sku, longer))).all() == []
+        exact = ["x" * 255]
+        found = s.execute(select(DeadLetter.sku).where(among(s, DeadLetter.sku, exact))).scalars()
+        assert list(found) == exact
+        channel = ["c" + "y" * 80]  # channel is VARCHAR(64)
+        rows = s.execute(select(DeadLetter.sku).where(among(s, DeadLetter.channel, channel)))
+        assert rows.all() == []
