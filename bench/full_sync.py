@@ -1263,7 +1263,7 @@ def python_floor(st: Stack, copies: dict[str, Any], products: int) -> dict[str, 
         st.skus,
         copy_cpu,
         copies["channel_product"]["seconds"]["median"],
-        os.cpu_count() or 1,
+        len(os.sched_getaffinity(0)),  # the cores this machine lets us use
     )
     return {"python": python, **result}
 

@@ -44,9 +44,13 @@ def test_measure_refuses_a_file_without_products(tmp_path: Path) -> None:
 
 
 def test_floor_spreads_python_and_database_cpu_over_the_cores() -> None:
-    python = {"total_cpu_ms_per_product": 2.0}
-    # 1,000 products x 2 ms = 2 s of Python, 2 s of COPY CPU, over 2 cores: 2 s
-    result = floor.floor(python, 1000, copy_backend_cpu_s=2.0, copy_wall_s=0.5, cpus=2)
-    assert result["python_cpu_s"] == 2.0
+    python = {"total_cpu_ms_per_product": 3.0}
+    # 1,000 products x 3 ms = 3 s of Python, plus 1 s of COPY CPU, over 2 cores: 2 s,
+    # which is 4x a COPY that took 0.5 s (uneven inputs: a wrong formula shows)
+    result = floor.floor(python, 1000, copy_backend_cpu_s=1.0, copy_wall_s=0.5, cpus=2)
+    assert result["python_cpu_s"] == 3.0
+    assert result["postgres_copy_cpu_s"] == 1.0
     assert result["seconds"] == 2.0
     assert result["ratio_to_bare_copy"] == 4.0
+    # the same work on 4 cores: half the time
+    assert floor.floor(python, 1000, 1.0, 0.5, cpus=4)["seconds"] == 1.0

@@ -102,3 +102,35 @@ def test_migrating_without_a_database_url_says_so():
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     with pytest.raises(RuntimeError, match="no database to migrate"):
         command.upgrade(cfg, "head")
+
+
+def test_pending_sku_index_covers_only_unclaimed_rows_and_goes_on_downgrade(empty_db):
+    """The partial index's predicate (alembic's model comparison does not look at it): the
+    migration and the model both index unclaimed rows only, and 0003 has no such index."""
+    from app.pages.models import PendingSku
+
+    name = "ix_pending_sku_unclaimed_first_event_at"
+    (model_index,) = [i for i in PendingSku.__table__.indexes if i.name == name]
+    dialect = "sqlite" if empty_db.startswith("sqlite") else "postgresql"
+    assert str(model_index.dialect_options[dialect]["where"]) == "claimed_at IS NULL"
+
+    def definition() -> str | None:
+        engine = create_engine(empty_db)
+        try:
+            with engine.connect() as conn:
+                if dialect == "sqlite":
+                    sql = "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = :n"
+                else:
+                    sql = "SELECT indexdef FROM pg_indexes WHERE indexname = :n"
+                return conn.execute(text(sql), {"n": name}).scalar()
+        finally:
+            engine.dispose()
+
+    upgrade(empty_db)
+    made = definition()
+    assert made is not None and "first_event_at" in made
+    assert "claimed_at IS NULL" in made.replace("(", "").replace(")", "")
+    downgrade(empty_db, "0003")
+    assert definition() is None
+    upgrade(empty_db)
+    assert definition() is not None
