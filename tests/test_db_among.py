@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from sqlalchemy import select
@@ -10,13 +11,14 @@ from app.db import among, is_postgres, session_scope
 from app.sync.models import DeadLetter
 
 
-def _letters(count: int) -> None:
+def _letters(skus: Iterable[str]) -> None:
+    """Open dead letters of channel ``c`` for ``skus``."""
     now = datetime(2026, 11, 27, tzinfo=UTC)
     with session_scope() as s:
         s.add_all(
             DeadLetter(
                 channel="c",
-                sku=f"sku-{i:04d}",
+                sku=sku,
                 kind="publish",
                 error_type="E",
                 error="e",
@@ -26,12 +28,12 @@ def _letters(count: int) -> None:
                 first_failed_at=now,
                 last_failed_at=now,
             )
-            for i in range(count)
+            for sku in skus
         )
 
 
 def test_among_selects_exactly_the_given_values(any_db):
-    _letters(600)
+    _letters(f"sku-{i:04d}" for i in range(600))
     wanted = [f"sku-{i:04d}" for i in range(0, 1200, 2)]  # half of them do not exist
     with session_scope() as s:
         found = set(
@@ -49,7 +51,7 @@ def test_among_selects_exactly_the_given_values(any_db):
 
 
 def test_among_is_one_array_parameter_on_postgresql_whatever_the_count(pg_db):
-    _letters(3)
+    _letters(f"sku-{i:04d}" for i in range(3))
     with session_scope() as s:
         assert is_postgres(s)
         texts = set()
@@ -70,22 +72,7 @@ def test_among_is_one_array_parameter_on_postgresql_whatever_the_count(pg_db):
 def test_a_value_longer_than_the_column_matches_nothing(any_db):
     """An over-long value (e.g. an identifier from a webhook) is not cut to the column's
     length: it must not match the row holding its first 255 characters."""
-    now = datetime(2026, 11, 27, tzinfo=UTC)
-    with session_scope() as s:
-        s.add(
-            DeadLetter(
-                channel="c",
-                sku="x" * 255,
-                kind="publish",
-                error_type="E",
-                error="e",
-                permanent=True,
-                attempts=1,
-                status="open",
-                first_failed_at=now,
-                last_failed_at=now,
-            )
-        )
+    _letters(["x" * 255])
     with session_scope() as s:
         longer = ["x" * 255 + "-another-product"]
         assert s.execute(select(DeadLetter.sku).where(among(s, DeadLetter.sku, longer))).all() == []
