@@ -11,13 +11,14 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from sqlalchemy import (
     JSON,
     ColumnElement,
     Connection,
+    CursorResult,
     DateTime,
     Engine,
     MetaData,
@@ -29,6 +30,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.sql import Executable
 from sqlalchemy.types import TypeDecorator
 
 from app.config import Settings, get_settings
@@ -218,6 +220,12 @@ def among(
         array = bindparam(None, values, type_=ARRAY(element), unique=True)
         return column == any_(array)
     return column.in_(values)
+
+
+def affected(session: Session, statement: Executable) -> int:
+    """Run an UPDATE or DELETE; how many rows it touched."""
+    result = cast(CursorResult[Any], session.execute(statement))
+    return int(result.rowcount or 0)
 
 
 def dialect_insert(session: Session) -> Any:

@@ -121,3 +121,31 @@ def run_bench(
         report["logs"] = str(logs)
     table(report)
     print(json.dumps(report, indent=2, default=str))
+
+
+def sample_runtimes(definitions_file: Path | None = None) -> list[Any]:
+    """The bundled channels' runtimes (``ChannelRuntime``) over a generated catalog's
+    definitions: ``definitions_file`` (its ``catalog.json``), else the generator's own."""
+    import orjson
+
+    from app.channels.config import load_channels
+    from app.config import SAMPLE_DIR
+    from app.mapping.contract import ContractStore
+    from app.ownership import OwnershipTable
+    from app.pim import generator
+    from app.pim.catalog import definitions_from_dict
+    from app.sync.units import ChannelRuntime
+
+    if definitions_file is not None and definitions_file.exists():
+        defs = definitions_from_dict(orjson.loads(definitions_file.read_bytes()))
+    else:
+        defs = generator.generated_definitions()
+    channels = load_channels(SAMPLE_DIR / "channels.yaml")
+    store = ContractStore.load(SAMPLE_DIR / "contracts")
+    return [
+        ChannelRuntime(
+            ch, store.get(ch.contract.id, ch.contract.version), defs, OwnershipTable(), "bench"
+        )
+        for ch in channels.values()
+        if ch.contract
+    ]

@@ -32,6 +32,7 @@ import orjson
 from app.gcpause import collector_paused
 from app.pim.product import content_hash, parse_product
 from app.sync.units import ChannelRuntime, evaluate
+from bench.common import sample_runtimes
 
 CHUNK = 500  # products per step: the engine's publish batch size
 STAGES = (
@@ -130,30 +131,6 @@ def floor(
         "seconds": round(seconds, 1),
         "ratio_to_bare_copy": round(seconds / copy_wall_s, 2) if copy_wall_s else None,
     }
-
-
-def sample_runtimes(definitions_file: Path | None = None) -> list[ChannelRuntime]:
-    """The bundled channels' runtimes over the generated catalog's definitions."""
-    from app.channels.config import load_channels
-    from app.config import SAMPLE_DIR
-    from app.mapping.contract import ContractStore
-    from app.ownership import OwnershipTable
-    from app.pim import generator
-    from app.pim.catalog import definitions_from_dict
-
-    if definitions_file is not None and definitions_file.exists():
-        defs = definitions_from_dict(orjson.loads(definitions_file.read_bytes()))
-    else:
-        defs = generator.generated_definitions()
-    channels = load_channels(SAMPLE_DIR / "channels.yaml")
-    store = ContractStore.load(SAMPLE_DIR / "contracts")
-    return [
-        ChannelRuntime(
-            ch, store.get(ch.contract.id, ch.contract.version), defs, OwnershipTable(), "floor"
-        )
-        for ch in channels.values()
-        if ch.contract
-    ]
 
 
 def main() -> None:

@@ -19,16 +19,12 @@ from pathlib import Path
 import orjson
 from sqlalchemy import create_engine, text
 
-from app.channels.config import load_channels
 from app.channels.repository import ChannelRow, upsert_rows
-from app.config import SAMPLE_DIR
 from app.db import dispose_engines, session_scope
-from app.mapping.contract import ContractStore
-from app.ownership import OwnershipTable
 from app.pim import generator
 from app.pim.product import content_hash, parse_product
-from app.sync.units import ChannelRuntime, evaluate
-from bench.common import Timer, checkpoint, machine, scratch_database
+from app.sync.units import evaluate
+from bench.common import Timer, checkpoint, machine, sample_runtimes, scratch_database
 
 CHUNK = 500  # products per mapping chunk = the engine's publish batch size
 
@@ -73,16 +69,7 @@ COLUMNS = (
 
 def run(products: int) -> dict[str, object]:
     timer = Timer()
-    defs = generator.generated_definitions()
-    channels = load_channels(SAMPLE_DIR / "channels.yaml")
-    store = ContractStore.load(SAMPLE_DIR / "contracts")
-    runtimes = [
-        ChannelRuntime(
-            ch, store.get(ch.contract.id, ch.contract.version), defs, OwnershipTable(), "bench"
-        )
-        for ch in channels.values()
-        if ch.contract
-    ]
+    runtimes = sample_runtimes()
     run_id = uuid.uuid4()
     now = datetime.now(UTC)
     rows_written = 0

@@ -9,6 +9,7 @@ import pytest
 
 from app.pim import generator
 from bench import floor
+from bench.common import sample_runtimes
 
 
 def _catalog(tmp_path: Path, count: int) -> Path:
@@ -23,7 +24,7 @@ def test_measure_runs_every_stage_on_every_product_for_every_channel(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(floor, "CHUNK", 10)  # several chunks, the last one partial
-    runtimes = floor.sample_runtimes()
+    runtimes = sample_runtimes()
     result = floor.measure(_catalog(tmp_path, 40), runtimes, limit=25)
 
     assert result["products"] == 25
@@ -40,7 +41,7 @@ def test_measure_refuses_a_file_without_products(tmp_path: Path) -> None:
     empty = tmp_path / "products.jsonl"
     empty.write_bytes(b"\n\n")
     with pytest.raises(ValueError, match="holds no product"):
-        floor.measure(empty, floor.sample_runtimes())
+        floor.measure(empty, sample_runtimes())
 
 
 def test_floor_spreads_python_and_database_cpu_over_the_cores() -> None:

@@ -30,7 +30,7 @@ from app.mapping.transforms import (
 )
 from app.ownership import OwnershipTable, Violation
 from app.pim.catalog import IDENTIFIER_TYPE, AttributeDef, CatalogDefinitions
-from app.pim.product import MISSING, Product
+from app.pim.product import MISSING, Product, is_empty
 
 
 @dataclass(slots=True)
@@ -69,20 +69,6 @@ class _AttrPlan:
     violation: Violation | None = None
 
 
-def _empty(data: Any) -> bool:
-    if data is None:
-        return True
-    cls = data.__class__
-    if cls is str:
-        return not data or data.isspace()
-    if cls is list:
-        return not data
-    if cls is dict:
-        amount = data.get("amount")
-        return amount is None or (amount.__class__ is str and not amount.strip())
-    return False
-
-
 def _find(entries: list[dict[str, Any]], locale: str | None, scope: str | None) -> Any:
     for e in entries:
         if e.get("locale") == locale and e.get("scope") == scope:
@@ -106,7 +92,7 @@ def _pick(
             for e in entries:
                 if e.get("locale") == loc and e.get("scope") == sc:
                     data = e.get("data")
-                    if not _empty(data):
+                    if not is_empty(data):
                         return data
                     break
         return MISSING
@@ -114,7 +100,7 @@ def _pick(
     for sc in (scope, None):
         for loc in (*chain, None):
             data = _find(entries, loc, sc)
-            if data is not MISSING and not _empty(data):
+            if not is_empty(data):
                 return data
     return MISSING
 
@@ -274,7 +260,7 @@ class MappingPlan:
                             continue
                     else:
                         data = _pick(entries, plan.adef, scope, step.chain)  # type: ignore[arg-type]
-                        if data is MISSING or _empty(data):
+                        if is_empty(data):
                             continue
                         if step.fn is None:
                             value = data
@@ -333,7 +319,7 @@ class MappingPlan:
         localizable = _localizable(adef, entries)
         for loc in self.locales:
             data = _pick(entries, adef, self.scope, loc.chain if localizable else ())
-            if data is MISSING or _empty(data):
+            if is_empty(data):
                 if missing is None:
                     missing = loc
                 continue

@@ -6,13 +6,13 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 import orjson
-from sqlalchemy import CursorResult, and_, func, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from app.db import among, dialect_insert, is_postgres
+from app.db import affected, among, dialect_insert, is_postgres
 from app.pgbulk import execute_many
 from app.pim.models import MirrorClock, PimProduct, PimProductModel
 from app.pim.product import Product
@@ -205,15 +205,12 @@ def mark_seen(
     ids = list(identifiers)
     if not ids:
         return 0
-    result = cast(
-        CursorResult[Any],
-        session.execute(
-            update(PimProduct)
-            .where(PimProduct.identifier.in_(ids))
-            .values(last_seen_at=now, last_seen_run=run_id)
-        ),
+    return affected(
+        session,
+        update(PimProduct)
+        .where(PimProduct.identifier.in_(ids))
+        .values(last_seen_at=now, last_seen_run=run_id),
     )
-    return int(result.rowcount or 0)
 
 
 def current_hashes(session: Session, identifiers: Sequence[str]) -> dict[str, str]:

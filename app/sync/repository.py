@@ -5,12 +5,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import CursorResult, and_, delete, func, or_, select, text, update
+from sqlalchemy import and_, delete, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
-from app.db import among, dialect_insert, is_postgres
+from app.db import affected, among, dialect_insert, is_postgres
 from app.sync.models import (
     BATCH_DONE,
     BATCH_ENQUEUED,
@@ -206,15 +206,13 @@ def renew_lock(
     session: Session, name: str, run_id: uuid.UUID, ttl: timedelta, now: datetime
 ) -> bool:
     """Extend the lease; False when another run took it over (this run must stop)."""
-    result = cast(
-        CursorResult[Any],
-        session.execute(
-            update(SyncLock)
-            .where(SyncLock.name == name, SyncLock.run_id == run_id)
-            .values(expires_at=now + ttl)
-        ),
+    touched = affected(
+        session,
+        update(SyncLock)
+        .where(SyncLock.name == name, SyncLock.run_id == run_id)
+        .values(expires_at=now + ttl),
     )
-    return bool(result.rowcount)
+    return touched > 0
 
 
 def release_lock(session: Session, name: str, run_id: uuid.UUID) -> None:
@@ -311,15 +309,13 @@ def get_batch(session: Session, batch_id: int) -> SyncBatch | None:
 
 def mark_batch_done(session: Session, batch_id: int, now: datetime) -> bool:
     """Done exactly once: False when a redelivered message finds it already done."""
-    result = cast(
-        CursorResult[Any],
-        session.execute(
-            update(SyncBatch)
-            .where(SyncBatch.id == batch_id, SyncBatch.status != BATCH_DONE)
-            .values(status=BATCH_DONE, done_at=now)
-        ),
+    touched = affected(
+        session,
+        update(SyncBatch)
+        .where(SyncBatch.id == batch_id, SyncBatch.status != BATCH_DONE)
+        .values(status=BATCH_DONE, done_at=now),
     )
-    return bool(result.rowcount)
+    return touched > 0
 
 
 def discard_open_batches(session: Session, run_id: uuid.UUID, now: datetime) -> int:
@@ -330,16 +326,13 @@ def discard_open_batches(session: Session, run_id: uuid.UUID, now: datetime) -> 
     )
     if is_postgres(session):
         open_ids = open_ids.with_for_update(skip_locked=True)
-    result = cast(
-        CursorResult[Any],
-        session.execute(
-            update(SyncBatch)
-            .where(SyncBatch.id.in_(open_ids.scalar_subquery()))
-            .values(status=BATCH_DONE, done_at=now)
-            .execution_options(synchronize_session=False)
-        ),
+    return affected(
+        session,
+        update(SyncBatch)
+        .where(SyncBatch.id.in_(open_ids.scalar_subquery()))
+        .values(status=BATCH_DONE, done_at=now)
+        .execution_options(synchronize_session=False),
     )
-    return int(result.rowcount or 0)
 
 
 def delete_finished_batches(session: Session, finished_before: datetime) -> int:
@@ -347,10 +340,7 @@ def delete_finished_batches(session: Session, finished_before: datetime) -> int:
     finished = select(SyncRun.id).where(
         SyncRun.status != RUNNING, SyncRun.finished_at < finished_before
     )
-    result = cast(
-        CursorResult[Any], session.execute(delete(SyncBatch).where(SyncBatch.run_id.in_(finished)))
-    )
-    return int(result.rowcount or 0)
+    return affected(session, delete(SyncBatch).where(SyncBatch.run_id.in_(finished)))
 
 
 def stale_enqueued_batches(session: Session, older_than: datetime, limit: int = 500) -> list[int]:
@@ -443,15 +433,12 @@ def resolve_dead_letters(
     ]
     if not wanted:
         return 0
-    result = cast(
-        CursorResult[Any],
-        session.execute(
-            update(DeadLetter)
-            .where(DeadLetter.status == DL_OPEN, or_(*wanted))
-            .values(status=DL_RESOLVED, replayed_at=now)
-        ),
+    return affected(
+        session,
+        update(DeadLetter)
+        .where(DeadLetter.status == DL_OPEN, or_(*wanted))
+        .values(status=DL_RESOLVED, replayed_at=now),
     )
-    return int(result.rowcount or 0)
 
 
 def list_dead_letters(
@@ -474,15 +461,12 @@ def list_dead_letters(
 def mark_replayed(session: Session, ids: Sequence[int], now: datetime) -> int:
     if not ids:
         return 0
-    result = cast(
-        CursorResult[Any],
-        session.execute(
-            update(DeadLetter)
-            .where(DeadLetter.id.in_(list(ids)), DeadLetter.status == DL_OPEN)
-            .values(status=DL_REPLAYED, replayed_at=now)
-        ),
+    return affected(
+        session,
+        update(DeadLetter)
+        .where(DeadLetter.id.in_(list(ids)), DeadLetter.status == DL_OPEN)
+        .values(status=DL_REPLAYED, replayed_at=now),
     )
-    return int(result.rowcount or 0)
 
 
 def count_dead_letters(session: Session, status: str = DL_OPEN) -> dict[str, int]:
