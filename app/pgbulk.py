@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import psycopg
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 
@@ -37,11 +39,21 @@ def execute_many(
     conn = _driver_connection(session)
     session.flush()
     out: list[tuple[Any, ...]] = []
-    with conn.cursor() as cur:
-        cur.executemany(statement, rows, returning=returning)
-        if returning:
-            while True:
-                out.extend(cur.fetchall())
-                if not cur.nextset():
-                    break
+    try:
+        with conn.cursor() as cur:
+            cur.executemany(statement, rows, returning=returning)
+            if returning:
+                while True:
+                    out.extend(cur.fetchall())
+                    if not cur.nextset():
+                        break
+    except psycopg.Error as exc:
+        # The driver's own error, raised as SQLAlchemy raises it for every other statement
+        # (DataError, IntegrityError, OperationalError...): callers classify one family of
+        # errors, and a raw psycopg error can no longer slip past a fallback or a retry.
+        if conn.broken:
+            session.connection().invalidate(exc)  # the pool must not hand it out again
+        raise DBAPIError.instance(
+            statement, None, exc, psycopg.Error, connection_invalidated=conn.broken
+        ) from exc
     return out

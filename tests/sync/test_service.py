@@ -15,21 +15,28 @@ from app.channels.models import ChannelProduct
 from app.db import session_scope
 from app.mapping.models import DriftEvent, OwnershipViolation
 from app.pim.models import PimProduct
-from app.pim.product import parse_product
 from app.sync import repository as repo
 from app.sync import service
 from app.sync.models import DeadLetter, SyncRun
-from app.sync.runtime import REGISTRY
-from app.sync.units import evaluate
+from tests.sync.memory_source import later
 
 CHANNELS = ["at_storefront", "b2b_portal", "de_storefront", "uk_marketplace"]
 
 
-def expected_statuses(harness, channel: str) -> Counter[str]:
-    """What the pure unit logic says, computed independently of the store."""
-    with session_scope() as s:
-        rt = REGISTRY.runtime(s, harness.ctx.settings, channel)
-    return Counter(evaluate(parse_product(p), rt).status for p in harness.source.products.values())
+# What the generated 60-product catalog (seed 7) must give in each sample channel, written
+# out: a change in the deciding rules shows here as a different count.
+EXPECTED_STATUSES = {
+    "at_storefront": Counter(published=52, incomplete=8),
+    "b2b_portal": Counter(published=40, filtered=15, incomplete=5),
+    "de_storefront": Counter(published=52, incomplete=8),
+    "uk_marketplace": Counter(published=45, filtered=6, incomplete=9),
+}
+DANGEROUS = {"class_2", "class_3", "class_8", "class_9"}
+
+
+def hazmat(product: dict) -> str | None:
+    values = product["values"].get("hazmat_class") or [{}]
+    return values[0].get("data")
 
 
 def test_full_sync_publishes_every_unit_once(harness):
@@ -42,7 +49,7 @@ def test_full_sync_publishes_every_unit_once(harness):
         rows = harness.rows(channel)
         assert len(rows) == 60
         got = Counter(r.status for r in rows.values())
-        assert got == expected_statuses(harness, channel)
+        assert got == EXPECTED_STATUSES[channel]
         assert run.synced == got["published"]
         assert run.skipped_incomplete == got["incomplete"]
         assert run.filtered == got["filtered"]
@@ -53,6 +60,18 @@ def test_full_sync_publishes_every_unit_once(harness):
         assert all(r.contract_version for r in published)
         incomplete = [r for r in rows.values() if r.status == "incomplete"]
         assert all(r.detail["missing"] and not r.enabled for r in incomplete)
+    # An independent route to one channel's filter: the marketplace refuses dangerous goods,
+    # read straight from the PIM's payloads.
+    dangerous = {s for s, p in harness.source.products.items() if hazmat(p) in DANGEROUS}
+    filtered = {
+        s for (_c, s), r in harness.rows("uk_marketplace").items() if r.status == "filtered"
+    }
+    assert filtered == dangerous and len(dangerous) == 6
+    assert all(
+        r.detail == {"filter": "no_dangerous_goods"}
+        for r in harness.rows("uk_marketplace").values()
+        if r.status == "filtered"
+    )
 
 
 def test_second_full_sync_writes_nothing_yet_sees_everything(harness):
@@ -543,3 +562,108 @@ def test_unchanged_products_are_only_marked_seen(harness, monkeypatch):
             )
         ).scalar_one()
     assert price == 60 + 61
+
+
+def test_overlapping_full_syncs_of_different_channels_never_orphan_each_other(harness):
+    """Two full syncs of different channels, each with its own read of the PIM, interleaved:
+    the second read marks every product seen after the first one. A product counts as in the
+    PIM when *any* read saw it since this run began, not only this run's own read."""
+    harness.full()
+    gone = sorted(harness.source.products)[0]
+    harness.source.remove(gone)  # one real orphan, so the watermark is not vacuous
+    with session_scope() as s:
+        first = service.start_full(s, harness.ctx, ["de_storefront"])
+        assert first is not None
+        first_id = first.id
+    with session_scope() as s:
+        second = service.start_full(s, harness.ctx, ["uk_marketplace"])
+        assert second is not None
+        second_id = second.id
+    # Both reads are queued before any publish: the second read marks every product seen
+    # (by its own run id) before the first sync's channel finalises.
+    assert [m[0] for m in harness.dispatcher.queue] == ["ingest", "ingest"]
+    harness.drain()
+    for run_id, channel in ((first_id, "de_storefront"), (second_id, "uk_marketplace")):
+        run = harness.runs(run_id)[channel]
+        assert run.status == "completed", run.error
+        assert run.orphans_disabled == 1
+        orphans = {s for (_c, s), r in harness.rows(channel).items() if r.status == "orphan"}
+        assert orphans == {gone}
+    # the channels no run covered keep what they had
+    for channel in ("at_storefront", "b2b_portal"):
+        assert not [r for r in harness.rows(channel).values() if r.status == "orphan"]
+
+
+def test_failed_delta_keeps_the_cursor_and_the_next_delta_reads_the_changes(harness):
+    """The ingest cursor moves only when a delta's last read commits: a delta whose read
+    fails leaves it where it was, so the changes it missed are read by the next one."""
+    from app.pim.source import SourceError
+
+    harness.full()
+    with session_scope() as s:
+        before = repo.get_cursor(s, "ingest")
+    assert before is not None
+    edited = sorted(harness.source.products)[-3:]
+    for sku in edited:
+        harness.source.rename(sku, "(edited)", when=later(5))
+
+    def broken(page_no: int) -> None:
+        raise SourceError("PIM answered 404 on page 1 (test)")
+
+    harness.source.on_page = broken
+    with session_scope() as s:
+        run_id = service.start_delta(s, harness.ctx, trigger="test").id
+    _name, args = harness.dispatcher.queue.popleft()
+    with pytest.raises(SourceError):
+        service.ingest_slice(harness.ctx, args[0])
+    service.fail_ingest(harness.ctx, run_id, "PIM answered 404")  # what the task does
+    with session_scope() as s:
+        assert repo.get_run(s, run_id).status == "failed"
+        assert repo.get_cursor(s, "ingest") == before  # not moved by the failed cycle
+    harness.source.on_page = None
+    harness.delta()
+    with session_scope() as s:
+        assert repo.get_cursor(s, "ingest") > before
+        names = {
+            sku: next(e["data"] for e in s.get(PimProduct, sku).raw["values"]["name"])
+            for sku in edited
+        }
+    assert all(name.endswith("(edited)") for name in names.values()), names
+    published = {s for (_c, s), r in harness.rows("de_storefront").items() if r.enabled}
+    for sku in set(edited) & published:
+        doc = harness.rows("de_storefront")[("de_storefront", sku)].doc
+        assert "(edited)" in str(doc)
+
+
+def test_a_value_postgresql_refuses_fails_its_unit_alone(harness):
+    """The bulk write of a batch meets a value PostgreSQL refuses (a NUL character in a text
+    value: legal JSON, refused by jsonb): the batch falls back to one row at a time, the bad
+    unit is dead-lettered in each channel that would publish it, its neighbours publish."""
+    published_before = {
+        ch: {s for (_c, s), r in harness.rows(ch).items() if r.status == "published"}
+        for ch in CHANNELS
+    }
+    assert published_before == {ch: set() for ch in CHANNELS}
+    victim = sorted(
+        k for k, p in harness.source.products.items() if p["enabled"] and p["family"] == "laptops"
+    )[0]
+    for entry in harness.source.products[victim]["values"]["name"]:
+        entry["data"] = "Laptop\u0000 Pro"
+    run_id = harness.full()
+    runs = harness.runs(run_id)
+    with session_scope() as s:
+        letters = s.execute(select(DeadLetter).order_by(DeadLetter.channel)).scalars().all()
+    failed_in = {d.channel for d in letters}
+    assert letters and all(d.sku == victim and d.permanent for d in letters)
+    for channel in CHANNELS:
+        run = runs[channel]
+        assert run.status == "completed", run.error
+        rows = harness.rows(channel)
+        expected = EXPECTED_STATUSES[channel]
+        if channel in failed_in:
+            assert run.failed == 1 and (channel, victim) not in rows
+            assert run.synced == expected["published"] - 1
+        else:  # the channel does not publish it (filtered, incomplete): nothing to refuse
+            assert run.failed == 0
+        assert run.synced == sum(1 for r in rows.values() if r.status == "published")
+        assert run.synced + run.skipped_incomplete + run.filtered + run.failed == 60

@@ -221,6 +221,55 @@ def test_secondary_secret_signs_events_api_requests_during_a_rotation(web: Web) 
     assert recorded() == (1, 1)
 
 
+# An unset secret is "" in the settings: the HMAC under the empty key is public knowledge, so
+# it must never authenticate a request, whichever of the two secrets is the unset one.
+UNSET_SECRETS = pytest.mark.parametrize(
+    "configured",
+    [
+        {"webhook_secret": SECRET, "webhook_secret_secondary": None},
+        {"webhook_secret": None, "webhook_secret_secondary": SECRET},
+        {"webhook_secret": SECRET, "webhook_secret_secondary": ""},
+    ],
+    ids=["secondary_unset", "primary_unset", "secondary_empty"],
+)
+
+
+@UNSET_SECRETS
+def test_an_unset_secret_never_signs_an_events_api_request(
+    web: Web, configured: dict[str, str | None]
+) -> None:
+    web.setenv(**configured)
+    resource = {"uuid": "7d1b1d8e-0000-4000-8000-000000000001", "identifier": "sku-empty-key"}
+    body = dumps(
+        {
+            "events": [
+                {
+                    "action": "product.updated",
+                    "event_id": "evt-empty-key",
+                    "event_datetime": "2026-11-27T10:00:00+00:00",
+                    "data": {"resource": resource},
+                }
+            ]
+        }
+    )
+    resp = post_legacy(web, body, secret="")
+    assert resp.status_code == 401, resp.text
+    assert_nothing_happened(web)
+    assert post_legacy(web, body, secret=SECRET).status_code == 200  # the real one passes
+
+
+@UNSET_SECRETS
+def test_an_unset_secret_never_signs_an_event_platform_request(
+    web: Web, configured: dict[str, str | None]
+) -> None:
+    web.setenv(**configured)
+    for primary, secondary in (("", None), (None, ""), ("", "")):
+        resp = post_platform(web, cloudevent("ce-empty-key"), primary=primary, secondary=secondary)
+        assert resp.status_code == 401, (primary, secondary, resp.text)
+    assert_nothing_happened(web)
+    assert post_platform(web, cloudevent("ce-empty-key")).status_code == 200
+
+
 # --- Events API: refused ---------------------------------------------------------------------
 
 
