@@ -53,7 +53,9 @@ class RecordingDispatcher:
             visible = session.get(PendingSku, key) is not None
         self.calls.append(("pim_product", key, countdown, visible))
 
-    def publish(self, batch_ids: list[int], countdown: float = 0.0) -> None:
+    def publish(
+        self, batch_ids: list[int], countdown: float = 0.0, summary: dict[str, Any] | None = None
+    ) -> None:
         self.calls.append(("publish", list(batch_ids), countdown))
 
     def ingest(self, run_id: Any) -> None:
