@@ -12,8 +12,7 @@ from rich.table import Table
 
 from app.cli import CliError, _uuid, app, console, dead_letters_app, friendly, runs_app
 from app.db import session_scope
-
-TERMINAL = {"completed", "aborted", "failed", "skipped", "abandoned", "cancelled"}
+from app.sync.models import TERMINAL
 
 
 def _context() -> Any:

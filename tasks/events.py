@@ -7,15 +7,14 @@ from contextlib import contextmanager
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy.exc import OperationalError
 
 from app.db import session_scope, utcnow
+from app.errors import task_retry_policy
 from app.logging import get_logger
 from app.metrics import EVENT_BATCH
 from app.ownership import OwnershipError
 from app.pages import service as pages
 from app.pages.schemas import DomainEvent
-from app.pim.source import TransientSourceError
 from app.sync import pim_events
 from app.sync.runtime import REGISTRY
 from tasks import PimsyncTask, celery_app, context
@@ -23,14 +22,7 @@ from tasks import PimsyncTask, celery_app, context
 log = get_logger("pimsync.tasks.events")
 # High volume: no Flower task events (celeryconfig says why); metrics watch these instead.
 QUIET = {"base": PimsyncTask, "send_events": False}
-RETRY = {
-    **QUIET,
-    "autoretry_for": (OperationalError,),
-    "retry_backoff": 1,
-    "retry_backoff_max": 120,
-    "retry_jitter": True,
-    "max_retries": 10,
-}
+RETRY = {**QUIET, **task_retry_policy()}
 
 
 @celery_app.task(name="events.catalog.apply", **RETRY)
@@ -132,15 +124,7 @@ def media_apply(events: list[dict[str, Any]], source: str) -> None:
     _apply("media", events, source)
 
 
-@celery_app.task(
-    name="events.pim.product",
-    **QUIET,
-    autoretry_for=(OperationalError, TransientSourceError),
-    retry_backoff=2,
-    retry_backoff_max=300,
-    retry_jitter=True,
-    max_retries=10,
-)
+@celery_app.task(name="events.pim.product", **RETRY)
 def pim_product(key: str) -> None:
     """A product's coalesced PIM events: fetch once if needed, mirror, every channel."""
     outcome = pim_events.process(context(), key)

@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-from sqlalchemy.exc import OperationalError
-
+from app.errors import task_retry_policy
 from app.sync import service
 from tasks import PimsyncTask, celery_app, context
 
 
-@celery_app.task(
-    name="publish.units",
-    base=PimsyncTask,
-    autoretry_for=(OperationalError,),
-    retry_backoff=2,
-    retry_backoff_max=300,
-    retry_jitter=True,
-    max_retries=10,
-)
+@celery_app.task(name="publish.units", base=PimsyncTask, **task_retry_policy())
 def units(
     batch_ids: list[int] | int, channels: list[str] | None = None, units: int | None = None
 ) -> None:

@@ -4,22 +4,14 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy.exc import OperationalError
-
 from app.db import session_scope
-from app.pim.source import SourceError, TransientSourceError
+from app.errors import TRANSIENT, task_retry_policy
+from app.pim.source import SourceError
 from app.sync import service
 from tasks import PimsyncTask, celery_app, context
 
 # PIM 429/5xx and database hiccups: retried with exponential backoff and jitter, bounded.
-TRANSIENT = (TransientSourceError, OperationalError)
-RETRY = {
-    "autoretry_for": TRANSIENT,
-    "retry_backoff": 5,
-    "retry_backoff_max": 300,
-    "retry_jitter": True,
-    "max_retries": 8,
-}
+RETRY = task_retry_policy()
 
 
 @celery_app.task(name="sync.delta", base=PimsyncTask, **RETRY)

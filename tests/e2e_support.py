@@ -204,7 +204,8 @@ def run_finished(run_id: Any, expected_children: int) -> bool:
     from app.db import session_scope
     from app.sync import repository as repo
 
-    terminal = {"completed", "aborted", "failed", "skipped", "abandoned", "cancelled"}
+    from app.sync.models import TERMINAL as terminal
+
     with session_scope() as s:
         run = repo.get_run(s, run_id)
         children = repo.child_runs(s, run_id)

@@ -27,6 +27,7 @@ import httpx
 import orjson
 
 from app.config import get_settings
+from app.errors import is_transient_status
 from app.pim.catalog import SELECT_TYPES, CatalogDefinitions, DefinitionError, build_definitions
 from app.pim.ratelimit import (
     Limiter,
@@ -47,11 +48,6 @@ REFRESH_MARGIN_SECONDS = 60.0
 MALFORMED_BODY_RETRIES = 2
 # Sleep at most this much longer than the backoff cap when honouring Retry-After.
 RETRY_AFTER_SLACK_SECONDS = 1.0
-
-
-def _retryable(status: int) -> bool:
-    # 501 Not Implemented will not get better by asking again
-    return status == 429 or (status >= 500 and status != 501)
 
 
 # Limiters used when none is given, shared by every source of the process with the same name
@@ -463,7 +459,7 @@ class AkeneoRestSource:
                 failure = f"{type(exc).__name__}: {exc or 'no detail'}"
                 delay = self._backoff(attempt)
             else:
-                if not _retryable(response.status_code):
+                if not is_transient_status(response.status_code):
                     return response
                 failure = f"HTTP {response.status_code}: {_message(response)}"
                 delay = self._retry_delay(response, attempt, what)

@@ -20,6 +20,8 @@ from typing import Any
 
 import orjson
 
+from app.errors import InputError
+
 MAX_IDENTIFIER_LENGTH = 255
 # A single product's payload; Akeneo products with 1,000 attributes stay well below this.
 MAX_PRODUCT_BYTES = 2_000_000
@@ -32,7 +34,7 @@ _SCALAR_TYPES = frozenset({str, bool})
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 
 
-class ProductParseError(ValueError):
+class ProductParseError(InputError):
     """A product payload that is not valid standard format. Names the product and the field."""
 
     def __init__(self, product_ref: str, field_name: str, message: str) -> None:

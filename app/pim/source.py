@@ -14,14 +14,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from app.errors import PermanentError, TransientError
 from app.pim.catalog import CatalogDefinitions
 
 
-class SourceError(RuntimeError):
+class SourceError(PermanentError):
     """The PIM could not be read (permanent: bad credentials, 404, malformed page...)."""
 
 
-class TransientSourceError(SourceError):
+class TransientSourceError(SourceError, TransientError):
     """The PIM failed in a way worth retrying later (429, 5xx, timeouts, connection errors)."""
 
 

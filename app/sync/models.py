@@ -29,6 +29,8 @@ FAILED = "failed"
 SKIPPED = "skipped"
 ABANDONED = "abandoned"
 CANCELLED = "cancelled"
+# A run in one of these states is over: nothing of it runs or will run again.
+TERMINAL = frozenset({COMPLETED, ABORTED, FAILED, SKIPPED, ABANDONED, CANCELLED})
 
 
 class SyncRun(Base):

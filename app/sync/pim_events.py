@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from app.channels import repository as channel_repo
 from app.channels.models import PUBLISHED, REMOVED
 from app.db import after_commit, dialect_insert, session_scope
+from app.errors import InputError
 from app.logging import get_logger
 from app.pages.models import PendingSku, WebhookEvent
 from app.pim import repository as pim_repo
@@ -35,7 +36,7 @@ log = get_logger("pimsync.events")
 UPSERT, REMOVE = "upsert", "remove"
 
 
-class EventFormatError(ValueError):
+class EventFormatError(InputError):
     """A webhook body that is JSON but not an Akeneo event payload."""
 
 
