@@ -143,21 +143,21 @@ def run_demo(console: Console) -> None:
 
     from app.cli_ops import runs_table, wait_for
     from app.db import session_scope
-    from app.sync import service
-    from app.sync.ingest import configured_channels
+    from app.sync import ingest
+    from app.sync.runtime import configured_channels
     from tasks import celery_app
     from tasks.dispatch import process_context, reset_process_context
 
     celery_app.conf.broker_url = "memory://"
     reset_process_context()
     ctx = process_context()
-    channels = configured_channels(ctx)
+    channels = configured_channels(ctx.settings)
     with start_worker(
         celery_app, pool="solo", perform_ping_check=False, loglevel="WARNING", shutdown_timeout=30
     ):
         console.rule("1. Full sync of every channel")
         with session_scope() as session:
-            run = service.start_full(session, ctx, None, trigger="demo")
+            run = ingest.start_full(session, ctx, None, trigger="demo")
             assert run is not None
             run_id = run.id
         runs = wait_for(run_id, len(channels), timeout=600)
@@ -185,7 +185,7 @@ def run_demo(console: Console) -> None:
 
         console.rule("3. Delta sync")
         with session_scope() as session:
-            run = service.start_delta(session, ctx, trigger="demo")
+            run = ingest.start_delta(session, ctx, trigger="demo")
             run_id = run.id
         runs = wait_for(run_id, len(channels), timeout=600)
         console.print(runs_table(runs, "delta sync", compact=True))

@@ -124,23 +124,23 @@ def sync(
     timeout: float = typer.Option(3600, help="With --wait: give up waiting after this long."),
 ) -> None:
     """Enqueue a delta or full sync (workers run it); --wait shows progress and a summary."""
-    from app.sync import service
-    from app.sync.ingest import configured_channels
+    from app.sync import ingest
+    from app.sync.runtime import configured_channels
 
     ctx = _context()
     if kind not in ("delta", "full"):
         raise CliError("sync takes `delta` or `full`", 2)
     with session_scope() as session:
         if kind == "full":
-            run = service.start_full(session, ctx, channel or None, trigger="cli")
+            run = ingest.start_full(session, ctx, channel or None, trigger="cli")
             if run is None:
                 raise CliError("every requested channel already has a full sync running")
-            expected = len(configured_channels(ctx, channel or None))
+            expected = len(configured_channels(ctx.settings, channel or None))
         else:
             if channel:
                 raise CliError("a delta cycle covers every channel; use --channel with full", 2)
-            run = service.start_delta(session, ctx, trigger="cli")
-            expected = len(configured_channels(ctx))
+            run = ingest.start_delta(session, ctx, trigger="cli")
+            expected = len(configured_channels(ctx.settings))
         run_id, status, error = run.id, run.status, run.error
     if status == "skipped":
         raise CliError(f"skipped: {error}")
@@ -164,10 +164,10 @@ def republish(
     timeout: float = typer.Option(3600),
 ) -> None:
     """Re-publish a channel from the mirror without reading the PIM (after a contract change)."""
-    from app.sync import service
+    from app.sync import publish
 
     with session_scope() as session:
-        run = service.republish(session, _context(), channel)
+        run = publish.republish(session, _context(), channel)
         run_id, status, error = run.id, run.status, run.error
     if status == "skipped":
         raise CliError(f"skipped: {error}")
@@ -198,10 +198,10 @@ def runs_list(
 @friendly
 def runs_cancel(run_id: str) -> None:
     """Cancel a running run and its channel runs (nothing more published, nothing disabled)."""
-    from app.sync import service
+    from app.sync import runs
 
     with session_scope() as session:
-        stopped = service.cancel_run(session, _context(), _uuid(run_id))
+        stopped = runs.cancel(session, _context(), _uuid(run_id))
     console.print(f"cancelled {len(stopped)} run(s)")
 
 
@@ -246,12 +246,14 @@ def dead_letters_replay(
     all_: bool = typer.Option(False, "--all", help="Replay every open dead letter."),
 ) -> None:
     """Send dead-lettered units through publishing again (workers run them)."""
-    from app.sync import service
+    from app.sync import operations
 
     if not (ids or channel or all_):
         raise CliError("say what to replay: --id N, --channel C or --all", 2)
     with session_scope() as session:
-        result = service.replay_dead_letters(session, _context(), ids=ids or None, channel=channel)
+        result = operations.replay_dead_letters(
+            session, _context(), ids=ids or None, channel=channel
+        )
     console.print(f"replayed {result['replayed']} dead letter(s) in {len(result['runs'])} run(s)")
 
 

@@ -611,12 +611,12 @@ class Web(Service):
 
 def full_sync(worker: Service) -> None:
     from app.db import session_scope
-    from app.sync import service
+    from app.sync import ingest
     from app.sync.models import SyncRun
     from tasks.dispatch import process_context
 
     with session_scope() as s:
-        run_id = service.start_full(s, process_context(), None, trigger="bench").id
+        run_id = ingest.start_full(s, process_context(), None, trigger="bench").id
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         worker.check_alive()

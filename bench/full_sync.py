@@ -973,7 +973,7 @@ class Stack:
 def run_phase(stack: Stack, name: str, units: int) -> dict[str, Any]:
     """Start a full (cold, warm) or delta sync and wait for every channel run to finish."""
     from app.db import session_scope
-    from app.sync import service
+    from app.sync import ingest
 
     checkpoint(stack.url)
     stack.pim.reset_stats()
@@ -992,9 +992,9 @@ def run_phase(stack: Stack, name: str, units: int) -> dict[str, Any]:
     p0 = time.perf_counter()
     with session_scope() as s:
         if name == "delta":
-            run_id = service.start_delta(s, stack.context(), trigger="bench").id
+            run_id = ingest.start_delta(s, stack.context(), trigger="bench").id
         else:
-            started = service.start_full(s, stack.context(), trigger="bench")
+            started = ingest.start_full(s, stack.context(), trigger="bench")
             if started is None:
                 raise RuntimeError("start_full refused: every channel is already syncing")
             run_id = started.id

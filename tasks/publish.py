@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from app.errors import task_retry_policy
-from app.sync import service
+from app.sync import publish
 from tasks import PimsyncTask, celery_app, context
 
 
@@ -17,4 +17,4 @@ def units(
     stay enqueued and the sweeper sends them again: nothing is lost. ``channels`` and
     ``units`` are there for people reading Flower, not for the task."""
     ids = [batch_ids] if isinstance(batch_ids, int) else list(batch_ids)
-    service.publish_batches(context(), ids)
+    publish.publish_batches(context(), ids)

@@ -7,7 +7,11 @@ import uuid
 from app.db import session_scope
 from app.errors import TRANSIENT, task_retry_policy
 from app.pim.source import SourceError
-from app.sync import service
+from app.sync.ingest import ingest_slice, start_delta, start_full
+from app.sync.publish import republish as republish_channel
+from app.sync.publish import start_catchup
+from app.sync.runs import fail_ingest
+from app.sync.sweep import sweep as sweep_once
 from tasks import PimsyncTask, celery_app, context
 
 # PIM 429/5xx and database hiccups: retried with exponential backoff and jitter, bounded.
@@ -18,14 +22,14 @@ RETRY = task_retry_policy()
 def delta(trigger: str = "beat") -> None:
     """Start a delta cycle (beat every PIMSYNC_DELTA_INTERVAL_SECONDS)."""
     with session_scope() as session:
-        service.start_delta(session, context(), trigger=trigger)
+        start_delta(session, context(), trigger=trigger)
 
 
 @celery_app.task(name="sync.full", base=PimsyncTask, **RETRY)
 def full(channels: list[str] | None = None, trigger: str = "beat") -> None:
     """Start a full sync of some or all channels (beat weekly)."""
     with session_scope() as session:
-        service.start_full(session, context(), channels, trigger=trigger)
+        start_full(session, context(), channels, trigger=trigger)
 
 
 @celery_app.task(name="sync.ingest", base=PimsyncTask, bind=True, **RETRY)
@@ -33,21 +37,21 @@ def ingest(self: PimsyncTask, run_id: str) -> None:
     """Read the PIM for one time slice of a run; re-enqueues itself until the export ends."""
     ctx = context()
     try:
-        service.ingest_slice(ctx, uuid.UUID(run_id))
+        ingest_slice(ctx, uuid.UUID(run_id))
     except TRANSIENT as exc:
         if self.request.retries >= self.max_retries:
-            service.fail_ingest(ctx, uuid.UUID(run_id), f"{type(exc).__name__}: {exc}")
+            fail_ingest(ctx, uuid.UUID(run_id), f"{type(exc).__name__}: {exc}")
             return
         raise
     except SourceError as exc:  # permanent: bad credentials, 404, malformed page
-        service.fail_ingest(ctx, uuid.UUID(run_id), str(exc))
+        fail_ingest(ctx, uuid.UUID(run_id), str(exc))
 
 
 @celery_app.task(name="sync.catch_up", base=PimsyncTask, **RETRY)
 def catch_up(channel: str, parent_id: str | None = None, kind: str = "delta") -> None:
     """Plan one channel's catch-up from the mirror (delta) after an ingest."""
     with session_scope() as session:
-        service.start_catchup(
+        start_catchup(
             session, context(), channel, kind, uuid.UUID(parent_id) if parent_id else None
         )
 
@@ -55,10 +59,10 @@ def catch_up(channel: str, parent_id: str | None = None, kind: str = "delta") ->
 @celery_app.task(name="sync.republish", base=PimsyncTask, **RETRY)
 def republish(channel: str, trigger: str = "cli") -> None:
     with session_scope() as session:
-        service.republish(session, context(), channel, trigger=trigger)
+        republish_channel(session, context(), channel, trigger=trigger)
 
 
 @celery_app.task(name="sync.sweep", base=PimsyncTask)
 def sweep() -> None:
     """Re-enqueue lost work, finish idle runs, free expired leases (beat, every minute)."""
-    service.sweep(context())
+    sweep_once(context())

@@ -203,7 +203,6 @@ def wait_until(
 def run_finished(run_id: Any, expected_children: int) -> bool:
     from app.db import session_scope
     from app.sync import repository as repo
-
     from app.sync.models import TERMINAL as terminal
 
     with session_scope() as s:

@@ -25,7 +25,7 @@ def _scenario(products: int) -> None:
     from app.db import session_scope, utcnow
     from app.pages import service as pages
     from app.pages.schemas import DomainEvent
-    from app.sync import pim_events, service
+    from app.sync import ingest, pim_events
     from app.sync.context import SyncContext
     from app.sync.local import LocalDispatcher, drain
     from app.sync.runtime import REGISTRY
@@ -34,7 +34,7 @@ def _scenario(products: int) -> None:
     source = MemorySource.generated(products, seed=11)
     ctx = SyncContext(get_settings(), LocalDispatcher(), lambda: source)
     with session_scope() as s:
-        service.start_full(s, ctx, trigger="digest")
+        ingest.start_full(s, ctx, trigger="digest")
     drain(ctx)
     skus = sorted(source.products)
     later = datetime.now(UTC) + timedelta(seconds=5)
@@ -43,7 +43,7 @@ def _scenario(products: int) -> None:
     source.set_enabled(skus[1], False)
     source.remove(skus[2])
     with session_scope() as s:
-        service.start_delta(s, ctx, trigger="digest")
+        ingest.start_delta(s, ctx, trigger="digest")
     drain(ctx)
     # a burst of PIM events: updates carrying the product, a removal, a model, redeliveries
     events = []

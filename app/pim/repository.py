@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -9,12 +10,12 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.db import affected, among, dialect_insert, is_postgres
 from app.pgbulk import execute_many
-from app.pim.models import MirrorClock, PimProduct, PimProductModel
+from app.pim.models import MirrorClock, PimDefinitions, PimProduct, PimProductModel
 from app.pim.product import Product
 
 
@@ -112,8 +113,6 @@ def upsert_products(
     )
 
     def pick(column: str) -> Any:
-        from sqlalchemy import case
-
         return case((changed, ex[column]), else_=t.c[column])
 
     stmt = stmt.on_conflict_do_update(
@@ -347,12 +346,6 @@ def mirror_count(session: Session) -> int:
 
 def save_definitions(session: Session, data: dict[str, Any], source: str, now: datetime) -> str:
     """Store the catalog definitions if they changed; returns their hash."""
-    import hashlib
-
-    import orjson
-
-    from app.pim.models import PimDefinitions
-
     digest = hashlib.blake2b(
         orjson.dumps(data, option=orjson.OPT_SORT_KEYS), digest_size=16
     ).hexdigest()
@@ -368,13 +361,14 @@ def save_definitions(session: Session, data: dict[str, Any], source: str, now: d
 
 
 def definitions_hash(session: Session) -> str | None:
-    from app.pim.models import PimDefinitions
-
     return session.execute(select(PimDefinitions.hash).where(PimDefinitions.id == 1)).scalar()
 
 
 def load_definitions(session: Session) -> tuple[dict[str, Any], str] | None:
-    from app.pim.models import PimDefinitions
-
     row = session.get(PimDefinitions, 1)
     return None if row is None else (row.data, row.hash)
+
+
+def definitions_fetched_at(session: Session) -> datetime | None:
+    """When the stored definitions were last read from the PIM (None: never)."""
+    return session.execute(select(PimDefinitions.fetched_at).where(PimDefinitions.id == 1)).scalar()

@@ -37,77 +37,13 @@ from app.pim.product import (
 )
 from app.pim.source import Page
 from app.sync import repository as repo
+from app.sync import runs
 from app.sync.context import SyncContext
 from app.sync.models import COMPLETED, DELTA, FULL, RUNNING, SKIPPED, SyncRun
-from app.sync.runtime import REGISTRY
+from app.sync.publish import finalize_if_done
+from app.sync.runtime import REGISTRY, configured_channels
 
 log = get_logger("pimsync.ingest")
-
-INGEST_CURSOR = "ingest"
-DELTA_INGEST_LOCK = "ingest:delta"
-
-
-def channel_lock(kind: str, channel: str) -> str:
-    return f"{kind}:{channel}"
-
-
-def configured_channels(ctx: SyncContext, only: list[str] | None = None) -> list[str]:
-    channels = REGISTRY.channels(ctx.settings)
-    if not only:
-        return sorted(channels)
-    unknown = [c for c in only if c not in channels]
-    if unknown:
-        raise ValueError(
-            f"unknown channel(s) {', '.join(unknown)}; configured: {', '.join(sorted(channels))}"
-        )
-    return list(dict.fromkeys(only))
-
-
-def _skip(
-    session: Session,
-    kind: str,
-    channel: str | None,
-    now: datetime,
-    trigger: str,
-    reason: str,
-    parent_id: uuid.UUID | None = None,
-) -> SyncRun:
-    run = repo.create_run(
-        session,
-        kind,
-        channel,
-        now,
-        trigger=trigger,
-        status=SKIPPED,
-        parent_id=parent_id,
-        error=reason,
-    )
-    run.finished_at = now
-    log.info(f"{kind}_sync_skipped", run_id=str(run.id), channel=channel, reason=reason)
-    return run
-
-
-def _take_lock(session: Session, ctx: SyncContext, name: str, run: SyncRun) -> str | None:
-    """Acquire ``name`` for ``run``; None on success, else why not."""
-    now = ctx.now()
-    acquired, previous = repo.acquire_lock(session, name, run.id, ctx.lock_ttl(), now)
-    if not acquired:
-        holder = repo.lock_holder(session, name)
-        held_by = f" (run {holder.run_id})" if holder else ""
-        return f"a run holding {name!r} is still in progress{held_by}"
-    if previous is not None:
-        _abandon(session, ctx, previous, f"its lease {name!r} expired (worker lost?)")
-    return None
-
-
-def _abandon(session: Session, ctx: SyncContext, run_id: uuid.UUID, reason: str) -> None:
-    from app.sync.models import ABANDONED
-
-    old = repo.get_run(session, run_id)
-    if old is not None and old.status == RUNNING:
-        repo.finish_run(session, old, ABANDONED, ctx.now(), error=reason)
-        repo.discard_open_batches(session, old.id, ctx.now())
-        log.warning("run_abandoned", run_id=str(old.id), channel=old.channel, reason=reason)
 
 
 def start_full(
@@ -115,7 +51,7 @@ def start_full(
 ) -> SyncRun | None:
     """Start a full sync for some or all channels; None when every channel is already busy."""
     now = ctx.now()
-    codes = configured_channels(ctx, channels)
+    codes = configured_channels(ctx.settings, channels)
     ingest = repo.create_run(session, FULL, None, now, trigger=trigger)
     hw = pim_repo.high_watermark(session)
     started = []
@@ -123,10 +59,9 @@ def start_full(
         child = repo.create_run(
             session, FULL, code, now, parent_id=ingest.id, trigger=trigger, cursor_to=str(hw)
         )
-        reason = _take_lock(session, ctx, channel_lock(FULL, code), child)
+        reason = runs.take_lock(session, ctx, runs.channel_lock(FULL, code), child)
         if reason is not None:
-            repo.finish_run(session, child, SKIPPED, now, error=reason)
-            log.info("full_sync_skipped", run_id=str(child.id), channel=code, reason=reason)
+            runs.skip(session, child, now, reason)
         else:
             started.append(code)
     if not started:
@@ -143,12 +78,11 @@ def start_delta(session: Session, ctx: SyncContext, trigger: str = "beat") -> Sy
     """Start a delta cycle: read what changed since the cursor, then every channel catches up."""
     now = ctx.now()
     run = repo.create_run(session, DELTA, None, now, trigger=trigger)
-    reason = _take_lock(session, ctx, DELTA_INGEST_LOCK, run)
+    reason = runs.take_lock(session, ctx, runs.DELTA_INGEST_LOCK, run)
     if reason is not None:
-        repo.finish_run(session, run, SKIPPED, now, error=reason)
-        log.info("delta_sync_skipped", run_id=str(run.id), reason=reason)
+        runs.skip(session, run, now, reason)
         return run
-    cursor = repo.get_cursor(session, INGEST_CURSOR)
+    cursor = repo.get_cursor(session, runs.INGEST_CURSOR)
     overlap = timedelta(seconds=ctx.settings.delta_overlap_seconds)
     # Products updated at or after the cursor are re-read: the overlap window catches
     # same-second updates and clock skew; content hashes make the re-read free downstream.
@@ -290,9 +224,9 @@ def _ingest_slice(ctx: SyncContext, run_id: uuid.UUID) -> bool:
         run = repo.get_run(session, run_id)
         if run is None or run.status != RUNNING:
             return True
-        lease = f"ingest-run:{run_id}"
-        ttl = timedelta(seconds=max(ctx.settings.ingest_slice_seconds * 3, 60))
-        acquired, _ = repo.acquire_lock(session, lease, run.id, ttl, ctx.now())
+        acquired, _ = repo.acquire_lock(
+            session, runs.ingest_lease(run_id), run.id, runs.ingest_lease_ttl(settings), ctx.now()
+        )
         if not acquired:
             return True  # another copy of this message is reading: let it
         kind, resume, since = run.kind, run.resume_token, run.cursor_from
@@ -321,7 +255,7 @@ def _ingest_slice(ctx: SyncContext, run_id: uuid.UUID) -> bool:
             return True
         if ctx.now() >= deadline:
             with session_scope() as session:
-                repo.release_lock(session, f"ingest-run:{run_id}", run_id)
+                repo.release_lock(session, runs.ingest_lease(run_id), run_id)
                 after_commit(session, lambda: ctx.dispatcher.ingest(run_id))
             return False
 
@@ -329,13 +263,10 @@ def _ingest_slice(ctx: SyncContext, run_id: uuid.UUID) -> bool:
 def _refresh_definitions(ctx: SyncContext, source: Any, force: bool) -> None:
     now = ctx.now()
     with session_scope() as session:
-        current = pim_repo.load_definitions(session)
-        if current is not None and not force:
-            from app.pim.models import PimDefinitions
-
-            row = session.get(PimDefinitions, 1)
-            age = (now - row.fetched_at).total_seconds() if row else None
-            if age is not None and age < ctx.settings.definitions_refresh_seconds:
+        fetched_at = pim_repo.definitions_fetched_at(session)
+        if fetched_at is not None and not force:
+            age = (now - fetched_at).total_seconds()
+            if age < ctx.settings.definitions_refresh_seconds:
                 return
     invalidate = getattr(source, "invalidate_definitions", None)
     if callable(invalidate):
@@ -368,13 +299,13 @@ def _commit_group(
         # Lock order everywhere: run row, then batch rows, then lease rows (publish tasks
         # do the same); so leases are only *read* here and renewed after planning.
         for child in children:
-            holder = repo.lock_holder(session, channel_lock(child.kind, child.channel or ""))
+            holder = repo.lock_holder(session, runs.run_lock(child))
             if holder is None or holder.run_id != child.id:
-                _abandon(session, ctx, child.id, "its lease was taken over by another run")
+                runs.abandon(session, ctx, child.id, "its lease was taken over by another run")
         if run.kind == DELTA and not repo.renew_lock(
-            session, DELTA_INGEST_LOCK, run.id, ctx.lock_ttl(), now
+            session, runs.DELTA_INGEST_LOCK, run.id, ctx.lock_ttl(), now
         ):
-            _abandon(session, ctx, run.id, "its lease was taken over by another run")
+            runs.abandon(session, ctx, run.id, "its lease was taken over by another run")
             return False
         if run.kind == FULL and not children:
             repo.finish_run(
@@ -386,11 +317,7 @@ def _commit_group(
             )
             return False
         repo.renew_lock(
-            session,
-            f"ingest-run:{run_id}",
-            run_id,
-            timedelta(seconds=max(settings.ingest_slice_seconds * 3, 60)),
-            now,
+            session, runs.ingest_lease(run_id), run_id, runs.ingest_lease_ttl(settings), now
         )
 
         pim_repo.upsert_products(session, good, run_id, now)
@@ -414,13 +341,7 @@ def _commit_group(
         if run.kind == FULL:
             for child in children:
                 _plan_batches(session, ctx, child, skus, failed=len(bad), group_key=group_key)
-                repo.renew_lock(
-                    session,
-                    channel_lock(child.kind, child.channel or ""),
-                    child.id,
-                    ctx.lock_ttl(),
-                    now,
-                )
+                repo.renew_lock(session, runs.run_lock(child), child.id, ctx.lock_ttl(), now)
         log.info(
             "ingest_page",
             run_id=str(run_id),
@@ -508,16 +429,14 @@ def _plan_batches(
 def _finish_ingest(
     session: Session, ctx: SyncContext, run: SyncRun, children: list[SyncRun]
 ) -> None:
-    from app.sync.publish import finalize_if_done
-
     now = ctx.now()
-    repo.release_lock(session, f"ingest-run:{run.id}", run.id)
+    repo.release_lock(session, runs.ingest_lease(run.id), run.id)
     if run.kind == DELTA:
         if run.cursor_to:
-            repo.set_cursor(session, INGEST_CURSOR, run.cursor_to, now, run.id)
-        repo.release_lock(session, DELTA_INGEST_LOCK, run.id)
+            repo.set_cursor(session, runs.INGEST_CURSOR, run.cursor_to, now, run.id)
+        repo.release_lock(session, runs.DELTA_INGEST_LOCK, run.id)
         repo.finish_run(session, run, COMPLETED, now)
-        codes = configured_channels(ctx)
+        codes = configured_channels(ctx.settings)
         for code in codes:
             after_commit(session, partial(ctx.dispatcher.catch_up, code, run.id, DELTA))
         log.info(
@@ -532,10 +451,10 @@ def _finish_ingest(
     # The export held everything updated before this run started: a delta may start there
     # (products updated while it read are newer than its start, so the next delta sees them).
     if run.rejected == 0:
-        current = repo.get_cursor(session, INGEST_CURSOR)
+        current = repo.get_cursor(session, runs.INGEST_CURSOR)
         started = run.started_at.isoformat()
         if current is None or datetime.fromisoformat(current) < run.started_at:
-            repo.set_cursor(session, INGEST_CURSOR, started, now, run.id)
+            repo.set_cursor(session, runs.INGEST_CURSOR, started, now, run.id)
     for child in children:
         # Under the row lock, with the counters as committed: the last publish task may have
         # finished before planning did (then this finalises) or finishes after (then it does).

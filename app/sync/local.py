@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.db import session_scope
-from app.sync import service
+from app.sync import ingest, publish
 from app.sync.context import SyncContext
 
 
@@ -52,9 +52,9 @@ def drain(ctx: SyncContext, max_steps: int = 1_000_000) -> int:
         name, args = dispatcher.queue.popleft()
         steps += 1
         if name == "ingest":
-            service.ingest_slice(ctx, args[0])
+            ingest.ingest_slice(ctx, args[0])
         elif name == "publish":
-            service.publish_batches(ctx, args[0])
+            publish.publish_batches(ctx, args[0])
         elif name == "catalog":
             from app.db import utcnow
             from app.pages.service import apply_catalog
@@ -67,5 +67,5 @@ def drain(ctx: SyncContext, max_steps: int = 1_000_000) -> int:
             process(ctx, args[0])
         elif name == "catch_up":
             with session_scope() as session:
-                service.start_catchup(session, ctx, args[0], args[2], args[1])
+                publish.start_catchup(session, ctx, args[0], args[2], args[1])
     return steps

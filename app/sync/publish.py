@@ -39,16 +39,15 @@ from app.pim.models import PimProduct
 from app.pim.product import Product
 from app.pim.repository import MirrorRow
 from app.sync import repository as repo
+from app.sync import runs
 from app.sync.context import SyncContext
-from app.sync.ingest import INGEST_CURSOR, channel_lock
-from app.sync.models import ABORTED, COMPLETED, DELTA, FAILED, FULL, RUNNING, SKIPPED, SyncRun
+from app.sync.models import ABORTED, COMPLETED, DELTA, FAILED, FULL, REPUBLISH, RUNNING, SyncRun
 from app.sync.repository import Released
-from app.sync.runtime import REGISTRY, ChannelUnavailable
+from app.sync.runtime import REGISTRY, ChannelUnavailable, configured_channels
 from app.sync.units import FAILED as UNIT_FAILED
 from app.sync.units import ChannelRuntime, UnitOutcome, evaluate
 
 log = get_logger("pimsync.publish")
-del INGEST_CURSOR  # (imported for symmetry of cursor names in docs)
 
 
 @dataclass
@@ -360,7 +359,7 @@ def publish_batch(
         try:
             rt = REGISTRY.runtime(session, ctx.settings, batch.channel)
         except ChannelUnavailable as exc:
-            _stop_run(session, ctx, run, FAILED, f"channel unavailable: {exc}")
+            runs.stop(session, ctx, run, FAILED, f"channel unavailable: {exc}")
             return
         res = publish_units(session, ctx, rt, run.id, list(batch.skus), batch.attempt, cache)
         run = repo.add_counts(
@@ -376,11 +375,9 @@ def publish_batch(
             planned_batches=len(res.retry_batches),
             pending_batches=len(res.retry_batches) - 1,
         )
-        repo.renew_lock(
-            session, channel_lock(run.kind, run.channel or ""), run.id, ctx.lock_ttl(), ctx.now()
-        )
+        repo.renew_lock(session, runs.run_lock(run), run.id, ctx.lock_ttl(), ctx.now())
         if run.kind != DELTA and _over_budget(ctx, run):
-            _stop_run(
+            runs.stop(
                 session,
                 ctx,
                 run,
@@ -410,15 +407,6 @@ def _over_budget(ctx: SyncContext, run: SyncRun) -> bool:
     return processed >= 100 and run.failed / processed > s.error_budget_max_failed_ratio
 
 
-def _stop_run(session: Session, ctx: SyncContext, run: SyncRun, status: str, reason: str) -> None:
-    now = ctx.now()
-    repo.finish_run(session, run, status, now, error=reason)
-    repo.discard_open_batches(session, run.id, now)
-    repo.release_lock(session, channel_lock(run.kind, run.channel or ""), run.id)
-    event = "full_sync_aborted" if run.kind == FULL else f"{run.kind}_sync_{status}"
-    log.error(event, run_id=str(run.id), channel=run.channel, reason=reason, failed=run.failed)
-
-
 def finalize_if_done(session: Session, ctx: SyncContext, run: SyncRun) -> bool:
     """Finish a channel run once planning is over and no batch is pending. Orphans and the
     channel cursor move only here, inside the transaction that committed the last batch."""
@@ -438,19 +426,15 @@ def finalize_if_done(session: Session, ctx: SyncContext, run: SyncRun) -> bool:
     elif run.kind == DELTA and run.cursor_to is not None:
         _advance_channel_cursor(session, run.channel or "", int(run.cursor_to), now, run.id)
     repo.finish_run(session, run, COMPLETED, now)
-    repo.release_lock(session, channel_lock(run.kind, run.channel or ""), run.id)
+    repo.release_lock(session, runs.run_lock(run), run.id)
     _log_complete(run)
     return True
-
-
-def channel_cursor_name(channel: str) -> str:
-    return f"channel:{channel}"
 
 
 def _advance_channel_cursor(
     session: Session, channel: str, value: int, now: datetime, run_id: uuid.UUID
 ) -> None:
-    name = channel_cursor_name(channel)
+    name = runs.channel_cursor_name(channel)
     current = repo.get_cursor(session, name)
     if current is None or int(current) < value:
         repo.set_cursor(session, name, str(value), now, run_id)
@@ -487,17 +471,14 @@ def start_catchup(
     """Plan a channel's catch-up from the mirror (delta) or its republish (every product)."""
     now = ctx.now()
     run = repo.create_run(session, kind, channel, now, parent_id=parent_id, trigger=trigger)
-    from app.sync.ingest import _take_lock
-
-    reason = _take_lock(session, ctx, channel_lock(kind, channel), run)
+    reason = runs.take_lock(session, ctx, runs.channel_lock(kind, channel), run)
     if reason is not None:
-        repo.finish_run(session, run, SKIPPED, now, error=reason)
-        log.info(f"{kind}_sync_skipped", run_id=str(run.id), channel=channel, reason=reason)
+        runs.skip(session, run, now, reason)
         return run
     size = ctx.settings.publish_batch_size
     total = 0
     if kind == DELTA:
-        start = int(repo.get_cursor(session, channel_cursor_name(channel)) or 0)
+        start = int(repo.get_cursor(session, runs.channel_cursor_name(channel)) or 0)
         end = pim_repo.high_watermark(session)
         run.cursor_from, run.cursor_to = str(start), str(end)
         after: tuple[int, str] | None = None
@@ -525,3 +506,9 @@ def start_catchup(
     ctx.enqueue_publish(session, released)
     finalize_if_done(session, ctx, run)
     return run
+
+
+def republish(session: Session, ctx: SyncContext, channel: str, trigger: str = "cli") -> SyncRun:
+    """Re-publish a channel from the mirror, without reading the PIM (e.g. a new contract)."""
+    configured_channels(ctx.settings, [channel])
+    return start_catchup(session, ctx, channel, REPUBLISH, trigger=trigger)

@@ -145,3 +145,16 @@ class RuntimeRegistry:
 
 
 REGISTRY = RuntimeRegistry()
+
+
+def configured_channels(settings: Settings, only: list[str] | None = None) -> list[str]:
+    """The configured channels' codes (sorted), or ``only`` checked against them (in order)."""
+    channels = REGISTRY.channels(settings)
+    if not only:
+        return sorted(channels)
+    unknown = [c for c in only if c not in channels]
+    if unknown:
+        raise ValueError(
+            f"unknown channel(s) {', '.join(unknown)}; configured: {', '.join(sorted(channels))}"
+        )
+    return list(dict.fromkeys(only))

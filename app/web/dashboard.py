@@ -110,7 +110,7 @@ def replay(letter_id: int, request: Request, csrf: str = Form("")) -> Response:
     operator = require_operator(request)
     if not hmac.compare_digest(csrf.encode(), _csrf(operator).encode()):
         raise Refused(403, "bad_csrf", "stale or missing form token: reload the dashboard")
-    from app.sync.service import replay_dead_letters
+    from app.sync.operations import replay_dead_letters
 
     with session_scope() as session:
         result = replay_dead_letters(session, _sync_context(request), ids=[letter_id])

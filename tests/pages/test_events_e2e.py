@@ -19,8 +19,8 @@ from sqlalchemy import select, text, update
 from app.db import session_scope
 from app.pages.models import PendingSku, ProductPage, WebhookEvent
 from app.pim import generator
+from app.sync import ingest
 from app.sync import repository as repo
-from app.sync import service
 from tests.conftest import create_pg_database, drop_pg_database, truncate_all
 from tests.e2e_support import (
     Worker,
@@ -87,7 +87,7 @@ class Stack:
         from tasks.dispatch import process_context
 
         with session_scope() as s:
-            run_id = service.start_full(s, process_context(), None, trigger="test").id
+            run_id = ingest.start_full(s, process_context(), None, trigger="test").id
         wait_until(lambda: run_finished(run_id, 4), 240, what="full sync")
 
 

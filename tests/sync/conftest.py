@@ -34,19 +34,19 @@ class Harness:
         return drain(self.ctx)
 
     def full(self, channels: list[str] | None = None) -> Any:
-        from app.sync import service
+        from app.sync import ingest
 
         with session_scope() as s:
-            run = service.start_full(s, self.ctx, channels)
+            run = ingest.start_full(s, self.ctx, channels)
             run_id = run.id if run else None
         self.drain()
         return run_id
 
     def delta(self) -> Any:
-        from app.sync import service
+        from app.sync import ingest
 
         with session_scope() as s:
-            run_id = service.start_delta(s, self.ctx, trigger="test").id
+            run_id = ingest.start_delta(s, self.ctx, trigger="test").id
         self.drain()
         return run_id
 

@@ -15,8 +15,8 @@ from app.channels.models import ChannelProduct
 from app.db import session_scope
 from app.mapping.models import DriftEvent, OwnershipViolation
 from app.pim.models import PimProduct
+from app.sync import ingest, operations, publish, runs, sweep
 from app.sync import repository as repo
-from app.sync import service
 from app.sync.models import DeadLetter, SyncRun
 from tests.sync.memory_source import later
 
@@ -159,10 +159,10 @@ def test_disabled_in_pim_then_enabled_again(harness):
 
 def test_overlapping_runs_are_refused_and_recorded(harness):
     with session_scope() as s:
-        first = service.start_full(s, harness.ctx)
+        first = ingest.start_full(s, harness.ctx)
         assert first is not None
     with session_scope() as s:
-        second = service.start_full(s, harness.ctx)
+        second = ingest.start_full(s, harness.ctx)
         assert second is None
         skipped = (
             s.execute(
@@ -174,9 +174,9 @@ def test_overlapping_runs_are_refused_and_recorded(harness):
         assert {r.channel for r in skipped} == set(CHANNELS)
         assert all("still in progress" in r.error for r in skipped)
     with session_scope() as s:
-        d1 = service.start_delta(s, harness.ctx)
+        d1 = ingest.start_delta(s, harness.ctx)
     with session_scope() as s:
-        d2 = service.start_delta(s, harness.ctx)
+        d2 = ingest.start_delta(s, harness.ctx)
         assert d1.status == "running" and d2.status == "skipped"
     harness.drain()
 
@@ -192,22 +192,21 @@ def test_killed_run_disables_nothing(harness, monkeypatch):
     for sku in gone:
         harness.source.remove(sku)
     with session_scope() as s:
-        run = service.start_full(s, harness.ctx)
+        run = ingest.start_full(s, harness.ctx)
         run_id = run.id
     # The worker dies after reading the PIM and publishing a few batches: the rest of the
     # queue is lost with it.
     for _ in range(3):
         name, args = harness.dispatcher.queue.popleft()
-        getattr(service, {"ingest": "ingest_slice", "publish": "publish_batches"}[name])(
-            harness.ctx, args[0]
-        )
+        step = {"ingest": ingest.ingest_slice, "publish": publish.publish_batches}[name]
+        step(harness.ctx, args[0])
     harness.dispatcher.queue.clear()
     rows = harness.rows()
     assert not [r for r in rows.values() if r.status == "orphan"]
     assert all(r.status == "running" for c, r in harness.runs(run_id).items() if c)
     # Its leases expire; the sweeper declares it abandoned, still disabling nothing.
     harness.ctx.clock = lambda: __import__("app.db").db.utcnow() + timedelta(hours=1)
-    service.sweep(harness.ctx)
+    sweep.sweep(harness.ctx)
     runs = harness.runs(run_id)
     assert all(r.status == "abandoned" for c, r in runs.items() if c)
     assert not [r for r in harness.rows().values() if r.status == "orphan"]
@@ -399,7 +398,7 @@ def test_republish_applies_a_new_contract_version(harness, channels_file):
     channels_file(pin_v2)
     harness.reload_settings()
     with session_scope() as s:
-        service.republish(s, harness.ctx, "de_storefront")
+        publish.republish(s, harness.ctx, "de_storefront")
     harness.drain()
     rows = harness.rows("de_storefront")
     for key in published_scored:
@@ -426,7 +425,7 @@ def test_replay_after_the_cause_is_fixed(harness):
     harness.source.products[victim]["values"]["color"] = good_color
     harness.source.touch(victim)
     with session_scope() as s:
-        result = service.replay_dead_letters(s, harness.ctx, ids=[dl_id])
+        result = operations.replay_dead_letters(s, harness.ctx, ids=[dl_id])
     assert result["replayed"] == 1
     harness.delta()
     harness.drain()
@@ -459,13 +458,13 @@ def test_pim_unreachable_fails_the_run_and_disables_nothing(harness):
     harness.source.remove(sorted(harness.source.products)[0])
     harness.source.fail_reads = 1
     with session_scope() as s:
-        run_id = service.start_full(s, harness.ctx).id
+        run_id = ingest.start_full(s, harness.ctx).id
     _name, args = harness.dispatcher.queue.popleft()
     with pytest.raises(TransientSourceError):
-        service.ingest_slice(harness.ctx, args[0])
-    service.fail_ingest(harness.ctx, run_id, "PIM answered 503")
-    runs = harness.runs(run_id)
-    assert all(r.status == "failed" for r in runs.values())
+        ingest.ingest_slice(harness.ctx, args[0])
+    runs.fail_ingest(harness.ctx, run_id, "PIM answered 503")
+    ended = harness.runs(run_id)
+    assert all(r.status == "failed" for r in ended.values())
     assert not [r for r in harness.rows().values() if r.status == "orphan"]
     with session_scope() as s:
         assert s.execute(select(func.count()).select_from(ChannelProduct)).scalar_one() == 240
@@ -572,11 +571,11 @@ def test_overlapping_full_syncs_of_different_channels_never_orphan_each_other(ha
     gone = sorted(harness.source.products)[0]
     harness.source.remove(gone)  # one real orphan, so the watermark is not vacuous
     with session_scope() as s:
-        first = service.start_full(s, harness.ctx, ["de_storefront"])
+        first = ingest.start_full(s, harness.ctx, ["de_storefront"])
         assert first is not None
         first_id = first.id
     with session_scope() as s:
-        second = service.start_full(s, harness.ctx, ["uk_marketplace"])
+        second = ingest.start_full(s, harness.ctx, ["uk_marketplace"])
         assert second is not None
         second_id = second.id
     # Both reads are queued before any publish: the second read marks every product seen
@@ -612,11 +611,11 @@ def test_failed_delta_keeps_the_cursor_and_the_next_delta_reads_the_changes(harn
 
     harness.source.on_page = broken
     with session_scope() as s:
-        run_id = service.start_delta(s, harness.ctx, trigger="test").id
+        run_id = ingest.start_delta(s, harness.ctx, trigger="test").id
     _name, args = harness.dispatcher.queue.popleft()
     with pytest.raises(SourceError):
-        service.ingest_slice(harness.ctx, args[0])
-    service.fail_ingest(harness.ctx, run_id, "PIM answered 404")  # what the task does
+        ingest.ingest_slice(harness.ctx, args[0])
+    runs.fail_ingest(harness.ctx, run_id, "PIM answered 404")  # what the task does
     with session_scope() as s:
         assert repo.get_run(s, run_id).status == "failed"
         assert repo.get_cursor(s, "ingest") == before  # not moved by the failed cycle

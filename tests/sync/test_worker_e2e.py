@@ -16,8 +16,8 @@ from sqlalchemy import select
 from app.channels.models import ChannelProduct
 from app.db import session_scope
 from app.pim.models import PimProduct
+from app.sync import ingest, sweep
 from app.sync import repository as repo
-from app.sync import service
 from app.sync.models import DeadLetter, SyncRun
 from tests.conftest import create_pg_database, drop_pg_database, truncate_all
 from tests.e2e_support import (
@@ -54,12 +54,12 @@ class Stack:
 
     def full(self, channels: list[str] | None = None) -> Any:
         with session_scope() as s:
-            run = service.start_full(s, self.ctx(), channels, trigger="test")
+            run = ingest.start_full(s, self.ctx(), channels, trigger="test")
             return run.id if run else None
 
     def delta(self) -> Any:
         with session_scope() as s:
-            return service.start_delta(s, self.ctx(), trigger="test").id
+            return ingest.start_delta(s, self.ctx(), trigger="test").id
 
     def wait(self, run_id: Any, children: int = 3, timeout: float = 240) -> dict[Any, SyncRun]:
         try:
@@ -210,7 +210,7 @@ def test_killed_worker_disables_nothing(fresh: Stack):
     try:
 
         def swept() -> bool:
-            service.sweep(fresh.ctx())
+            sweep.sweep(fresh.ctx())
             return all(r.status != "running" for r in _runs(run_id).values())
 
         wait_until(swept, 60, interval=1, what="leases to expire")

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from app.db import session_scope
-from app.sync import service
+from app.sync import ingest
 from tests.conftest import create_pg_database, drop_pg_database
 from tests.e2e_support import (
     ROOT,
@@ -65,7 +65,7 @@ def test_flower_lists_the_worker_and_a_syncs_tasks(redis_url: str, pg_url: str, 
                 from tasks.dispatch import process_context
 
                 with session_scope() as s:
-                    run_id = service.start_full(s, process_context(), None).id
+                    run_id = ingest.start_full(s, process_context(), None).id
                 wait_until(lambda: run_finished(run_id, 4), 120, what="full sync")
 
                 def publish_tasks() -> list[dict]:

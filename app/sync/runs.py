@@ -1,0 +1,132 @@
+"""Run bookkeeping: the names of leases and cursors, taking and giving back leases, and every
+change of a run's state. Ingest, publish, operations and the sweeper all go through here, so a
+run ends the same way (finished, its batches closed, its lease released) wherever it ends.
+
+The SQL is in ``app.sync.repository``; this module holds the rules around it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+
+from sqlalchemy.orm import Session
+
+from app.config import Settings
+from app.db import session_scope
+from app.logging import get_logger
+from app.sync import repository as repo
+from app.sync.context import SyncContext
+from app.sync.models import ABANDONED, CANCELLED, FAILED, FULL, RUNNING, SKIPPED, SyncRun
+
+log = get_logger("pimsync.runs")
+
+# The PIM's `updated` up to which the mirror holds every product (delta syncs read from it).
+INGEST_CURSOR = "ingest"
+# One delta read of the PIM at a time, whatever the channels.
+DELTA_INGEST_LOCK = "ingest:delta"
+
+
+def channel_lock(kind: str, channel: str) -> str:
+    """The lease of a channel run: one run of a kind per channel at a time."""
+    return f"{kind}:{channel}"
+
+
+def run_lock(run: SyncRun) -> str:
+    """The lease a channel run holds while it works."""
+    return channel_lock(run.kind, run.channel or "")
+
+
+def ingest_lease(run_id: uuid.UUID) -> str:
+    """The lease of one read of the PIM: one slice of a run reads at a time."""
+    return f"ingest-run:{run_id}"
+
+
+def is_ingest_lease(name: str) -> bool:
+    return name.startswith("ingest-run:")
+
+
+def ingest_lease_ttl(settings: Settings) -> timedelta:
+    """A slice's lease outlives the slice, so a slow page does not hand the read on early."""
+    return timedelta(seconds=max(settings.ingest_slice_seconds * 3, 60))
+
+
+def channel_cursor_name(channel: str) -> str:
+    """A channel's progress marker in the mirror's change log (``pim_product.change_seq``)."""
+    return f"channel:{channel}"
+
+
+def skip(session: Session, run: SyncRun, now: datetime, reason: str) -> None:
+    """The run will not run (another holds its lease, nothing to do): recorded, with why."""
+    repo.finish_run(session, run, SKIPPED, now, error=reason)
+    log.info(f"{run.kind}_sync_skipped", run_id=str(run.id), channel=run.channel, reason=reason)
+
+
+def take_lock(session: Session, ctx: SyncContext, name: str, run: SyncRun) -> str | None:
+    """Acquire ``name`` for ``run``; None on success, else why not. A run whose lease expired
+    (its worker died) is abandoned when its lease is taken over."""
+    now = ctx.now()
+    acquired, previous = repo.acquire_lock(session, name, run.id, ctx.lock_ttl(), now)
+    if not acquired:
+        holder = repo.lock_holder(session, name)
+        held_by = f" (run {holder.run_id})" if holder else ""
+        return f"a run holding {name!r} is still in progress{held_by}"
+    if previous is not None:
+        abandon(session, ctx, previous, f"its lease {name!r} expired (worker lost?)")
+    return None
+
+
+def abandon(session: Session, ctx: SyncContext, run_id: uuid.UUID, reason: str) -> None:
+    """A run nobody works on any more: abandoned, its open batches closed."""
+    old = repo.get_run(session, run_id)
+    if old is not None and old.status == RUNNING:
+        repo.finish_run(session, old, ABANDONED, ctx.now(), error=reason)
+        repo.discard_open_batches(session, old.id, ctx.now())
+        log.warning("run_abandoned", run_id=str(old.id), channel=old.channel, reason=reason)
+
+
+def stop(session: Session, ctx: SyncContext, run: SyncRun, status: str, reason: str) -> None:
+    """End a channel run before its work is done (aborted, failed): its open batches closed,
+    its lease released, nothing disabled."""
+    now = ctx.now()
+    repo.finish_run(session, run, status, now, error=reason)
+    repo.discard_open_batches(session, run.id, now)
+    repo.release_lock(session, run_lock(run), run.id)
+    event = "full_sync_aborted" if run.kind == FULL else f"{run.kind}_sync_{status}"
+    log.error(event, run_id=str(run.id), channel=run.channel, reason=reason, failed=run.failed)
+
+
+def fail_ingest(ctx: SyncContext, run_id: uuid.UUID, error: str) -> None:
+    """The PIM could not be read (retries exhausted or a permanent error): the run and its
+    channel runs fail, and nothing is disabled."""
+    now = ctx.now()
+    with session_scope() as session:
+        run = repo.get_run(session, run_id, for_update=True)
+        if run is None or run.status != RUNNING:
+            return
+        repo.finish_run(session, run, FAILED, now, error=error)
+        repo.release_lock(session, DELTA_INGEST_LOCK, run.id)
+        repo.release_lock(session, ingest_lease(run.id), run.id)
+        for child in repo.child_runs(session, run.id):
+            if child.status == RUNNING:
+                repo.finish_run(session, child, FAILED, now, error=f"PIM read failed: {error}")
+                repo.discard_open_batches(session, child.id, now)
+                repo.release_lock(session, run_lock(child), child.id)
+    log.error("run_failed", run_id=str(run_id), error=error)
+
+
+def cancel(session: Session, ctx: SyncContext, run_id: uuid.UUID) -> list[SyncRun]:
+    """Cancel a run (and its channel runs): nothing more is published, nothing is disabled."""
+    now = ctx.now()
+    run = repo.get_run(session, run_id, for_update=True)
+    if run is None:
+        raise LookupError(f"no run {run_id}")
+    stopped = []
+    for r in [run, *repo.child_runs(session, run.id)]:
+        if r.status == RUNNING:
+            repo.finish_run(session, r, CANCELLED, now, error="cancelled by an operator")
+            repo.discard_open_batches(session, r.id, now)
+            repo.release_lock(session, run_lock(r), r.id)
+            stopped.append(r)
+    repo.release_lock(session, DELTA_INGEST_LOCK, run.id)
+    return stopped
