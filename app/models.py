@@ -3,9 +3,10 @@
 from app.channels.models import ChannelProduct
 from app.db import Base
 from app.mapping.models import DriftEvent, OwnershipViolation
-from app.pages.models import PendingSku, ProductPage, WebhookEvent
+from app.pages.models import ProductPage
 from app.pim.models import MirrorClock, PimDefinitions, PimProduct, PimProductModel
 from app.sync.models import DeadLetter, SyncBatch, SyncCursor, SyncLock, SyncRun
+from app.sync.pim_events.models import PendingSku, WebhookEvent
 
 __all__ = [
     "Base",

@@ -15,7 +15,7 @@ from app.metrics import EVENT_BATCH
 from app.ownership import OwnershipError
 from app.pages import service as pages
 from app.pages.schemas import DomainEvent
-from app.sync import pim_events
+from app.sync.pim_events import apply as pim_events
 from app.sync.runtime import REGISTRY
 from tasks import PimsyncTask, celery_app, context
 

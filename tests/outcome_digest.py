@@ -25,9 +25,11 @@ def _scenario(products: int) -> None:
     from app.db import session_scope, utcnow
     from app.pages import service as pages
     from app.pages.schemas import DomainEvent
-    from app.sync import ingest, pim_events
+    from app.sync import ingest
     from app.sync.context import SyncContext
     from app.sync.local import LocalDispatcher, drain
+    from app.sync.pim_events import apply as pim_events
+    from app.sync.pim_events.formats import PimEvent
     from app.sync.runtime import REGISTRY
     from tests.sync.memory_source import MemorySource
 
@@ -53,11 +55,11 @@ def _scenario(products: int) -> None:
         for entry in raw["values"].get("name", []):
             entry["data"] = f"{entry['data']} (event {i})"
         source.products[sku] = raw
-        events.append(pim_events.PimEvent(f"evt-{i}", "product.upsert", sku, raw, later))
-    events.append(pim_events.PimEvent("evt-removed", "product.remove", skus[41], None, later))
+        events.append(PimEvent(f"evt-{i}", "product.upsert", sku, raw, later))
+    events.append(PimEvent("evt-removed", "product.remove", skus[41], None, later))
     models = sorted({p["parent"] for p in source.products.values() if p.get("parent")})
     if models:
-        events.append(pim_events.PimEvent("evt-model", "model.upsert", models[0], None, later))
+        events.append(PimEvent("evt-model", "model.upsert", models[0], None, later))
     now = utcnow()
     with session_scope() as s:
         keys = pim_events.accept(s, events + events[:5], now).new_keys or []

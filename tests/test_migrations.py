@@ -107,7 +107,7 @@ def test_migrating_without_a_database_url_says_so():
 def test_pending_sku_index_covers_only_unclaimed_rows_and_goes_on_downgrade(empty_db):
     """The partial index's predicate (alembic's model comparison does not look at it): the
     migration and the model both index unclaimed rows only, and 0003 has no such index."""
-    from app.pages.models import PendingSku
+    from app.sync.pim_events.models import PendingSku
 
     name = "ix_pending_sku_unclaimed_first_event_at"
     (model_index,) = [i for i in PendingSku.__table__.indexes if i.name == name]

@@ -62,7 +62,7 @@ def drain(ctx: SyncContext, max_steps: int = 1_000_000) -> int:
             with session_scope() as session:
                 apply_catalog(session, args[0], utcnow())
         elif name == "pim":
-            from app.sync.pim_events import process
+            from app.sync.pim_events.apply import process
 
             process(ctx, args[0])
         elif name == "catch_up":

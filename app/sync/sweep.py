@@ -12,7 +12,7 @@ from app.sync import repository as repo
 from app.sync import runs
 from app.sync.context import SyncContext
 from app.sync.models import ABANDONED, FULL, RUNNING
-from app.sync.pim_events import stale_pending
+from app.sync.pim_events.repository import stale_pending
 from app.sync.publish import finalize_if_done
 
 log = get_logger("pimsync.sync")

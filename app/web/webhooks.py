@@ -11,17 +11,16 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-from sqlalchemy import func, select
 from starlette.concurrency import run_in_threadpool
 
 from app.config import get_settings
 from app.db import after_commit, session_scope, utcnow
 from app.metrics import WEBHOOK_ACCEPTED
-from app.pages.models import PendingSku
-from app.sync.pim_events import (
+from app.sync.pim_events import repository as events_repo
+from app.sync.pim_events.apply import accept
+from app.sync.pim_events.formats import (
     EventFormatError,
     PimEvent,
-    accept,
     parse_cloudevents,
     parse_events_api,
 )
@@ -44,7 +43,7 @@ def _require_secret() -> None:
 
 def _backlog() -> int:
     with session_scope() as session:
-        return int(session.execute(select(func.count()).select_from(PendingSku)).scalar_one())
+        return events_repo.backlog(session)
 
 
 def _intake(events: list[PimEvent], dispatcher: Any) -> dict[str, int]:

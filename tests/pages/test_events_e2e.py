@@ -17,10 +17,11 @@ import redis
 from sqlalchemy import select, text, update
 
 from app.db import session_scope
-from app.pages.models import PendingSku, ProductPage, WebhookEvent
+from app.pages.models import ProductPage
 from app.pim import generator
 from app.sync import ingest
 from app.sync import repository as repo
+from app.sync.pim_events.models import PendingSku, WebhookEvent
 from tests.conftest import create_pg_database, drop_pg_database, truncate_all
 from tests.e2e_support import (
     Worker,

@@ -8,9 +8,11 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import func, select
 
 from app.db import session_scope, utcnow
-from app.pages.models import PendingSku, ProductPage, WebhookEvent
+from app.pages.models import ProductPage
 from app.pim.models import PimProduct
-from app.sync.pim_events import accept, parse_cloudevents, parse_events_api
+from app.sync.pim_events.apply import accept
+from app.sync.pim_events.formats import parse_cloudevents, parse_events_api
+from app.sync.pim_events.models import PendingSku, WebhookEvent
 
 CHANNELS = ["at_storefront", "b2b_portal", "de_storefront", "uk_marketplace"]
 
@@ -267,7 +269,7 @@ def _renamed(harness, sku: str, title: str, seconds: int = 1) -> dict:
 def test_due_products_of_a_burst_are_applied_together(harness, monkeypatch):
     """The first product's task takes every other due, unclaimed product along: one
     transaction; their own tasks then find nothing pending."""
-    from app.sync.pim_events import process
+    from app.sync.pim_events.apply import process
 
     _coalesce(harness, monkeypatch, 0)
     harness.full()
@@ -299,7 +301,7 @@ def test_due_products_of_a_burst_are_applied_together(harness, monkeypatch):
 
 def test_work_not_due_or_held_by_another_task_is_left_alone(harness, monkeypatch):
     from app.db import get_engine
-    from app.sync.pim_events import process
+    from app.sync.pim_events.apply import process
 
     _coalesce(harness, monkeypatch, 60)
     harness.full()
@@ -327,7 +329,7 @@ def test_work_not_due_or_held_by_another_task_is_left_alone(harness, monkeypatch
 def test_work_that_changed_while_applied_is_due_again_for_any_task(harness, monkeypatch):
     """An event for a product arriving while its task runs: the row stays, unclaimed, so the
     next task of any product takes it (not only its own message, at the queue's back)."""
-    from app.sync import pim_events
+    from app.sync.pim_events import apply as pim_events
 
     _coalesce(harness, monkeypatch, 0)
     harness.full()
@@ -357,7 +359,7 @@ def test_work_that_changed_while_applied_is_due_again_for_any_task(harness, monk
 
 def test_a_burst_of_pim_events_is_applied_together_on_sqlite_too(sqlite_harness, monkeypatch):
     """The embedded default (SQLite: no row locks to skip) takes due work along as well."""
-    from app.sync.pim_events import process
+    from app.sync.pim_events.apply import process
 
     _coalesce(sqlite_harness, monkeypatch, 0)
     sqlite_harness.full()
@@ -375,7 +377,7 @@ def test_a_burst_of_pim_events_is_applied_together_on_sqlite_too(sqlite_harness,
 def test_removals_of_a_burst_are_applied_together(harness, monkeypatch):
     """Removals by SKU (Events API) and by uuid (Event Platform) in one task: every product
     flagged in the mirror and disabled in every channel; an unknown uuid is said so."""
-    from app.sync.pim_events import process
+    from app.sync.pim_events.apply import process
 
     _coalesce(harness, monkeypatch, 0)
     harness.full()
@@ -410,7 +412,7 @@ def test_claiming_due_work_under_a_backlog_reads_the_unclaimed_index(pg_db):
     index on unclaimed rows, not by sorting every pending row (a backlog is when it matters)."""
     from sqlalchemy import text
 
-    from app.sync.pim_events import due_unclaimed
+    from app.sync.pim_events.repository import due_unclaimed
 
     now = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
     with session_scope() as s:

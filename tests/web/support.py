@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 
 from app.config import DEFAULT_ICECAT_DIR, reset_settings_cache
 from app.db import session_scope
-from app.pages.models import PendingSku, WebhookEvent
+from app.sync.pim_events.models import PendingSku, WebhookEvent
 
 SECRET = "s3cret-primary"
 WEB_ENV = (

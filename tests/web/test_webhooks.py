@@ -15,9 +15,9 @@ import pytest
 from sqlalchemy import select
 
 from app.db import session_scope, utcnow
-from app.pages.models import PendingSku, WebhookEvent
 from app.pim import repository as pim_repo
 from app.pim.product import content_hash, parse_product
+from app.sync.pim_events.models import PendingSku, WebhookEvent
 from tests.web.support import (
     SECRET,
     Web,
