@@ -311,9 +311,9 @@ def worker(
     if metrics_port:
         from prometheus_client import start_http_server
 
-        from app.metrics import registry
+        from app.metrics import process_registry
 
-        start_http_server(metrics_port, registry=registry(with_state=False))
+        start_http_server(metrics_port, registry=process_registry())
     extra = [f"--hostname={hostname}"] if hostname else []
 
     celery_app.worker_main(
@@ -382,7 +382,7 @@ def reconcile(
     ),
 ) -> None:
     """Rebuild product pages from each domain's snapshot; print what was corrected."""
-    from app.pages.service import reconcile as run_reconcile
+    from app.pages.reconcile import reconcile as run_reconcile
     from app.sync.runtime import REGISTRY
 
     settings = _context().settings

@@ -13,7 +13,8 @@ from app.errors import task_retry_policy
 from app.logging import get_logger
 from app.metrics import EVENT_BATCH
 from app.ownership import OwnershipError
-from app.pages import service as pages
+from app.pages import projection as pages
+from app.pages.reconcile import reconcile as reconcile_pages
 from app.pages.schemas import DomainEvent
 from app.sync.pim_events import apply as pim_events
 from app.sync.runtime import REGISTRY
@@ -134,4 +135,4 @@ def pim_product(key: str) -> None:
 @celery_app.task(name="pages.reconcile", base=PimsyncTask)
 def reconcile(domains: list[str] | None = None, trigger: str = "beat") -> None:
     """Rebuild product pages from each domain's snapshot (beat, nightly)."""
-    pages.reconcile(context().settings, domains, trigger=trigger)
+    reconcile_pages(context().settings, domains, trigger=trigger)

@@ -23,7 +23,7 @@ from sqlalchemy import text
 def _scenario(products: int) -> None:
     from app.config import get_settings
     from app.db import session_scope, utcnow
-    from app.pages import service as pages
+    from app.pages import projection as pages
     from app.pages.schemas import DomainEvent
     from app.sync import ingest
     from app.sync.context import SyncContext

@@ -57,7 +57,7 @@ def drain(ctx: SyncContext, max_steps: int = 1_000_000) -> int:
             publish.publish_batches(ctx, args[0])
         elif name == "catalog":
             from app.db import utcnow
-            from app.pages.service import apply_catalog
+            from app.pages.projection import apply_catalog
 
             with session_scope() as session:
                 apply_catalog(session, args[0], utcnow())

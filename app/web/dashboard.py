@@ -17,10 +17,12 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from app.config import get_settings
 from app.db import session_scope, utcnow
 from app.web import charts, health
+from app.web.metrics import exposition
 from app.web.security import Refused, bearer
 
 router = APIRouter(tags=["operations"])
@@ -140,8 +142,4 @@ def metrics(request: Request) -> Response:
     presented = bearer(request)
     if not presented or not hmac.compare_digest(presented.encode(), token.encode()):
         raise Refused(401, "unauthenticated", "metrics need Authorization: Bearer <token>")
-    from prometheus_client import CONTENT_TYPE_LATEST
-
-    from app.metrics import exposition
-
     return Response(exposition(get_settings()), media_type=CONTENT_TYPE_LATEST)

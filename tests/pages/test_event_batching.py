@@ -101,7 +101,7 @@ def test_waiting_messages_are_applied_with_the_first_and_acknowledged(broker):
 
 
 def test_a_failed_transaction_puts_every_taken_message_back(broker, monkeypatch):
-    from app.pages import service
+    from app.pages import projection
     from tasks.events import _apply
 
     for i in range(10):
@@ -110,7 +110,7 @@ def test_a_failed_transaction_puts_every_taken_message_back(broker, monkeypatch)
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise OperationalError("UPDATE", {}, Exception("server closed the connection"))
 
-    monkeypatch.setattr(service, "apply_events", broken)
+    monkeypatch.setattr(projection, "apply_events", broken)
     with pytest.raises(OperationalError):
         _apply("pricing", [event("FIRST", 1)], "erp")
     assert waiting(broker, "events.pricing") == 10, "taken messages go back on the queue"

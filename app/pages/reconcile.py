@@ -1,84 +1,32 @@
-"""The rules of the Product Page Service: projecting catalog changes and domain events,
-and reconciliation from snapshots. Services flush; the caller's session scope commits."""
+"""Reconciliation: product pages rebuilt from the channel catalog and from each domain's
+snapshot (beat, nightly), through the same version guard as events, so a newer event that
+arrived meanwhile always wins."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime
 from itertools import islice
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.channels.models import ChannelProduct
-from app.db import among
+from app.config import Settings
+from app.db import session_scope, utcnow
 from app.logging import get_logger
-from app.metrics import EVENTS_APPLIED, PROJECTION_LAG
-from app.ownership import OwnershipError, OwnershipTable
 from app.pages.repository import Projection, apply_projections
-from app.pages.schemas import DomainEvent
-from app.pages.snapshots import SnapshotRecord
+from app.pages.snapshots import SnapshotRecord, open_snapshot
+from app.sync import repository as sync_repo
+from app.sync.models import COMPLETED, FAILED, SyncRun
+from app.sync.runtime import REGISTRY
 
 log = get_logger("pimsync.pages")
+# Pages rebuilt per transaction.
 BATCH = 1000
-
-
-def catalog_projections(session: Session, changes: Mapping[str, Sequence[str]]) -> list[Projection]:
-    """The channel catalog's current rows ({channel: skus}) as catalog projections (version
-    = row version), read in one statement."""
-    cp = ChannelProduct
-    wanted = [and_(cp.channel == ch, among(session, cp.sku, skus)) for ch, skus in changes.items()]
-    if not wanted:
-        return []
-    rows = session.execute(
-        select(cp.channel, cp.sku, cp.version, cp.doc, cp.enabled, cp.status).where(or_(*wanted))
-    ).all()
-    return [Projection(r.channel, r.sku, int(r.version), r.doc, r.enabled, r.status) for r in rows]
-
-
-def apply_catalog(session: Session, changes: Mapping[str, Sequence[str]], now: datetime) -> int:
-    """Project committed channel catalog changes ({channel: skus}) onto product pages."""
-    written = apply_projections(session, "catalog", catalog_projections(session, changes), now)
-    total = sum(len(skus) for skus in changes.values())
-    EVENTS_APPLIED.labels("catalog", "applied").inc(len(written))
-    EVENTS_APPLIED.labels("catalog", "stale").inc(max(0, total - len(written)))
-    return len(written)
-
-
-def check_ownership(table: OwnershipTable, source: str, events: Iterable[DomainEvent]) -> None:
-    """Refuse events of a domain ``source`` does not own (raises OwnershipError)."""
-    for domain in {e.type for e in events}:
-        table.check(source, domain)
-
-
-def apply_events(
-    session: Session,
-    events: Sequence[DomainEvent],
-    channels: Sequence[str],
-    now: datetime,
-) -> dict[str, int]:
-    """Apply pricing/inventory/media events; an event for every channel (channel None) is
-    projected onto each of ``channels``. Returns counts of applied and stale events."""
-    by_domain: dict[str, list[Projection]] = {}
-    for e in events:
-        if e.type == "catalog":
-            raise OwnershipError("external", "catalog", "pimsync (from the PIM)")
-        targets = [e.channel] if e.channel else channels
-        for ch in targets:
-            by_domain.setdefault(e.type, []).append(
-                Projection(ch, e.sku, e.source_version, e.payload)
-            )
-    counts = {"applied": 0, "stale": 0}
-    for domain, projections in sorted(by_domain.items()):
-        written = apply_projections(session, domain, projections, now)
-        counts["applied"] += len(written)
-        counts["stale"] += len(projections) - len(written)
-        EVENTS_APPLIED.labels(domain, "applied").inc(len(written))
-        EVENTS_APPLIED.labels(domain, "stale").inc(len(projections) - len(written))
-    for e in events:
-        PROJECTION_LAG.labels(e.type).observe(max(0.0, (now - e.occurred_at).total_seconds()))
-    return counts
+ScopeFactory = Callable[[], AbstractContextManager[Session]]
 
 
 def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
@@ -87,7 +35,7 @@ def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
         yield chunk
 
 
-def reconcile_catalog(session_scope_factory: Any, now: datetime) -> int:
+def reconcile_catalog(session_scope_factory: ScopeFactory, now: datetime) -> int:
     """Rebuild catalog projections from the channel catalog; returns pages corrected."""
     corrected = 0
     last: tuple[str, str] | None = None
@@ -109,7 +57,7 @@ def reconcile_catalog(session_scope_factory: Any, now: datetime) -> int:
 
 
 def reconcile_records(
-    session_scope_factory: Any,
+    session_scope_factory: ScopeFactory,
     domain: str,
     records: Iterable[SnapshotRecord],
     channels: Sequence[str],
@@ -128,19 +76,15 @@ def reconcile_records(
     return corrected
 
 
-def reconcile(settings: Any, domains: Sequence[str] | None = None, trigger: str = "cli") -> Any:
+def reconcile(
+    settings: Settings, domains: Sequence[str] | None = None, trigger: str = "cli"
+) -> SyncRun:
     """Rebuild projections from each domain's snapshot and count what was corrected.
 
     Uses the same version guard as events (plus: same version, different content is a
     corrupted document and is repaired), so it never overwrites a newer event that arrived
     meanwhile. Recorded as a ``reconcile`` run with the corrected count per domain.
     """
-    from app.db import session_scope, utcnow
-    from app.pages.snapshots import open_snapshot
-    from app.sync import repository as sync_repo
-    from app.sync.models import COMPLETED, FAILED
-    from app.sync.runtime import REGISTRY
-
     wanted = list(domains or ["catalog", *sorted(settings.snapshot_sources)])
     unknown = [d for d in wanted if d not in ("catalog", "pricing", "inventory", "media")]
     if unknown:

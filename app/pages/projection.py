@@ -1,0 +1,78 @@
+"""Projecting onto product pages: committed channel catalog changes (catalog events) and the
+pricing, inventory and media events of their systems of record. Flushes; the caller's session
+scope commits."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.orm import Session
+
+from app.channels.models import ChannelProduct
+from app.db import among
+from app.logging import get_logger
+from app.metrics import EVENTS_APPLIED, PROJECTION_LAG
+from app.ownership import OwnershipError, OwnershipTable
+from app.pages.repository import Projection, apply_projections
+from app.pages.schemas import DomainEvent
+
+log = get_logger("pimsync.pages")
+
+
+def catalog_projections(session: Session, changes: Mapping[str, Sequence[str]]) -> list[Projection]:
+    """The channel catalog's current rows ({channel: skus}) as catalog projections (version
+    = row version), read in one statement."""
+    cp = ChannelProduct
+    wanted = [and_(cp.channel == ch, among(session, cp.sku, skus)) for ch, skus in changes.items()]
+    if not wanted:
+        return []
+    rows = session.execute(
+        select(cp.channel, cp.sku, cp.version, cp.doc, cp.enabled, cp.status).where(or_(*wanted))
+    ).all()
+    return [Projection(r.channel, r.sku, int(r.version), r.doc, r.enabled, r.status) for r in rows]
+
+
+def apply_catalog(session: Session, changes: Mapping[str, Sequence[str]], now: datetime) -> int:
+    """Project committed channel catalog changes ({channel: skus}) onto product pages."""
+    written = apply_projections(session, "catalog", catalog_projections(session, changes), now)
+    total = sum(len(skus) for skus in changes.values())
+    EVENTS_APPLIED.labels("catalog", "applied").inc(len(written))
+    EVENTS_APPLIED.labels("catalog", "stale").inc(max(0, total - len(written)))
+    return len(written)
+
+
+def check_ownership(table: OwnershipTable, source: str, events: Iterable[DomainEvent]) -> None:
+    """Refuse events of a domain ``source`` does not own (raises OwnershipError)."""
+    for domain in {e.type for e in events}:
+        table.check(source, domain)
+
+
+def apply_events(
+    session: Session,
+    events: Sequence[DomainEvent],
+    channels: Sequence[str],
+    now: datetime,
+) -> dict[str, int]:
+    """Apply pricing/inventory/media events; an event for every channel (channel None) is
+    projected onto each of ``channels``. Returns counts of applied and stale events."""
+    by_domain: dict[str, list[Projection]] = {}
+    for e in events:
+        if e.type == "catalog":
+            raise OwnershipError("external", "catalog", "pimsync (from the PIM)")
+        targets = [e.channel] if e.channel else channels
+        for ch in targets:
+            by_domain.setdefault(e.type, []).append(
+                Projection(ch, e.sku, e.source_version, e.payload)
+            )
+    counts = {"applied": 0, "stale": 0}
+    for domain, projections in sorted(by_domain.items()):
+        written = apply_projections(session, domain, projections, now)
+        counts["applied"] += len(written)
+        counts["stale"] += len(projections) - len(written)
+        EVENTS_APPLIED.labels(domain, "applied").inc(len(written))
+        EVENTS_APPLIED.labels(domain, "stale").inc(len(projections) - len(written))
+    for e in events:
+        PROJECTION_LAG.labels(e.type).observe(max(0.0, (now - e.occurred_at).total_seconds()))
+    return counts

@@ -1,0 +1,172 @@
+"""``GET /metrics``'s state, read from the database and the broker at scrape time: units per
+channel and kind, run durations, dead letters, drift, cursor ages, queue depths, page
+readiness. The database is the one truth every worker on every host writes to, so these need
+no aggregation and survive restarts. The samples counted inside processes come from
+``app.metrics``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from typing import cast
+
+import redis
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from sqlalchemy import func, select
+
+from app.config import Settings
+from app.db import session_scope
+from app.mapping.models import DriftEvent
+from app.metrics import process_registry
+from app.pages.repository import readiness_counts
+from app.sync.models import DeadLetter, SyncCursor, SyncRun
+from celeryconfig import ALL_QUEUES
+
+RUN_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 3600, 7200)
+OUTCOMES = {
+    "published": "synced",
+    "unchanged": "unchanged",
+    "incomplete": "skipped_incomplete",
+    "filtered": "filtered",
+    "disabled": "disabled",
+    "failed": "failed",
+}
+
+
+class StateCollector:
+    """Metrics read from PostgreSQL (and the broker's queue lengths) at scrape time."""
+
+    def __init__(self, queues: tuple[str, ...] = (), broker_url: str | None = None) -> None:
+        self.queues = queues
+        self.broker_url = broker_url
+
+    def describe(self) -> list[Metric]:
+        return []  # collected at scrape time only (the database may be down at start-up)
+
+    def collect(self) -> Iterator[Metric]:
+        units = CounterMetricFamily(
+            "pimsync_units",
+            "Publish units by channel, sync kind and outcome (from finished and running runs).",
+            labels=["channel", "kind", "outcome"],
+        )
+        runs = HistogramMetricFamily(
+            "pimsync_sync_run_duration_seconds",
+            "Duration of finished channel runs.",
+            labels=["channel", "kind"],
+        )
+        run_status = CounterMetricFamily(
+            "pimsync_sync_runs", "Channel runs by status.", labels=["channel", "kind", "status"]
+        )
+        dead = GaugeMetricFamily(
+            "pimsync_dead_letters_open", "Open dead letters.", labels=["channel", "kind"]
+        )
+        drift = GaugeMetricFamily(
+            "pimsync_drift_attributes",
+            "Unmapped attributes per contract version (drift).",
+            labels=["contract"],
+        )
+        drift_products = CounterMetricFamily(
+            "pimsync_drift_products",
+            "Products carrying unmapped attributes, per contract.",
+            labels=["contract"],
+        )
+        cursor_age = GaugeMetricFamily(
+            "pimsync_cursor_age_seconds",
+            "Age of each progress marker (ingest, channel:*).",
+            labels=["cursor"],
+        )
+        readiness = GaugeMetricFamily(
+            "pimsync_product_pages",
+            "Product pages per channel, and how many lack a domain.",
+            labels=["channel", "state"],
+        )
+        now = time.time()
+        with session_scope() as s:
+            sums = [func.sum(getattr(SyncRun, col)) for col in OUTCOMES.values()]
+            for channel, kind, *values in s.execute(
+                select(SyncRun.channel, SyncRun.kind, *sums)
+                .where(SyncRun.channel.is_not(None))
+                .group_by(SyncRun.channel, SyncRun.kind)
+            ).all():
+                for outcome, value in zip(OUTCOMES, values, strict=True):
+                    units.add_metric([channel, kind, outcome], float(value or 0))
+            durations: dict[tuple[str, str], list[float]] = {}
+            for channel, kind, started, finished in s.execute(
+                select(
+                    SyncRun.channel, SyncRun.kind, SyncRun.started_at, SyncRun.finished_at
+                ).where(
+                    SyncRun.channel.is_not(None),
+                    SyncRun.status == "completed",
+                    SyncRun.finished_at.is_not(None),
+                )
+            ).all():
+                # not None: the WHERE excludes a null channel and finished_at
+                durations.setdefault((cast(str, channel), kind), []).append(
+                    (cast(datetime, finished) - started).total_seconds()
+                )
+            for (channel, kind), values in sorted(durations.items()):
+                buckets = [(str(b), float(sum(1 for v in values if v <= b))) for b in RUN_BUCKETS]
+                buckets.append(("+Inf", float(len(values))))
+                runs.add_metric([channel, kind], buckets, sum(values))
+            for channel, kind, status, n in s.execute(
+                select(SyncRun.channel, SyncRun.kind, SyncRun.status, func.count())
+                .where(SyncRun.channel.is_not(None))
+                .group_by(SyncRun.channel, SyncRun.kind, SyncRun.status)
+            ).all():
+                # not None: the WHERE excludes a null channel
+                run_status.add_metric([cast(str, channel), kind, status], float(n))
+            for channel, kind, n in s.execute(
+                select(DeadLetter.channel, DeadLetter.kind, func.count())
+                .where(DeadLetter.status == "open")
+                .group_by(DeadLetter.channel, DeadLetter.kind)
+            ).all():
+                dead.add_metric([channel, kind], float(n))
+            for cid, version, n, total in s.execute(
+                select(
+                    DriftEvent.contract_id,
+                    DriftEvent.contract_version,
+                    func.count(),
+                    func.sum(DriftEvent.count),
+                ).group_by(DriftEvent.contract_id, DriftEvent.contract_version)
+            ).all():
+                drift.add_metric([f"{cid}@{version}"], float(n))
+                drift_products.add_metric([f"{cid}@{version}"], float(total or 0))
+            for name, updated in s.execute(select(SyncCursor.name, SyncCursor.updated_at)).all():
+                cursor_age.add_metric([name], max(0.0, now - updated.timestamp()))
+            for channel, counts in readiness_counts(s).items():
+                for state, n in counts.items():
+                    readiness.add_metric([channel, state], float(n))
+        yield from (units, runs, run_status, dead, drift, drift_products, cursor_age, readiness)
+        if self.queues and self.broker_url and self.broker_url.startswith("redis"):
+            yield self._queue_depth()
+
+    def _queue_depth(self) -> Metric:
+        depth = GaugeMetricFamily(
+            "pimsync_queue_depth", "Messages waiting per Celery queue.", labels=["queue"]
+        )
+        client = redis.Redis.from_url(self.broker_url or "", socket_timeout=2)
+        try:
+            for queue in self.queues:
+                depth.add_metric([queue], float(client.llen(queue)))
+        finally:
+            client.close()
+        return depth
+
+
+def registry(settings: Settings) -> CollectorRegistry:
+    """What a scrape exports: this host's process samples, plus the state."""
+    reg = process_registry()
+    reg.register(StateCollector(ALL_QUEUES, settings.broker_url))
+    return reg
+
+
+def exposition(settings: Settings) -> bytes:
+    return generate_latest(registry(settings))
