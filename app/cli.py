@@ -192,7 +192,7 @@ def completeness(
     from app.channels.config import channels_from_pim, load_channels
     from app.channels.report import completeness_report
     from app.pim.product import ProductParseError, parse_product
-    from app.pim.source import open_source
+    from app.pim.sources import open_source
 
     s = get_settings()
     spec = source or s.pim_source
@@ -265,7 +265,7 @@ def generate(
     seed: int = typer.Option(42, help="Random seed (same seed, same catalog)."),
 ) -> None:
     """Write a generated catalog (products.jsonl, product_models.jsonl, catalog.json)."""
-    from app.pim.generator import write_generated_catalog
+    from app.dev.generator import write_generated_catalog
 
     path = write_generated_catalog(out, count, seed)
     console.print(f"wrote {count} products to {path}")
@@ -284,7 +284,7 @@ def reference_pim(
     timezone: str = typer.Option("UTC", help="The server's time zone for `updated` searches."),
 ) -> None:
     """Serve a dataset over the Akeneo REST API (with switchable faults) for tests and demos."""
-    from app.pim.reference_server import run
+    from app.dev.reference_server import run
 
     s = get_settings()
     faults = {

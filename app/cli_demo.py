@@ -36,7 +36,7 @@ def _prepare_env(pim_dir: Path, db: Path) -> None:
 
 
 def _copy_sample(workdir: Path) -> Path:
-    from app.pim.generator import sample_catalog_dir
+    from app.dev.generator import sample_catalog_dir
 
     sample = sample_catalog_dir()
     pim_dir = workdir / "pim"

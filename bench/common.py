@@ -130,9 +130,9 @@ def sample_runtimes(definitions_file: Path | None = None) -> list[Any]:
 
     from app.channels.config import load_channels
     from app.config import SAMPLE_DIR
+    from app.dev import generator
     from app.mapping.contract import ContractStore
     from app.ownership import OwnershipTable
-    from app.pim import generator
     from app.pim.catalog import definitions_from_dict
     from app.sync.units import ChannelRuntime
 

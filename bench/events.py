@@ -730,7 +730,7 @@ def run(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
             raise RuntimeError("no published product in de_storefront")
         report["skus_with_pages"] = len(skus)
         from app.config import get_settings
-        from app.pim.source import open_source
+        from app.pim.sources import open_source
 
         pim = open_source(get_settings().pim_source)
         products = {sku: pim.get(sku) for sku in skus}  # untimed: what webhooks carry

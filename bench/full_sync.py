@@ -6,7 +6,7 @@
 What runs (everything on this machine):
 
 - the reference PIM (``python -m app reference-pim``) in its own process, serving a generated
-  catalog (``app.pim.generator``, ~200 attributes per product) over Akeneo's REST API; the
+  catalog (``app.dev.generator``, ~200 attributes per product) over Akeneo's REST API; the
   catalog is data, generated once into ``bench/.cache/catalog-N-SEED-vV/`` and reused;
 - the Akeneo REST client (``PIMSYNC_PIM_SOURCE=http://127.0.0.1:PORT``) in the workers;
 - Redis as broker and for the shared PIM-call limit: a free database (12 preferred), claimed
@@ -118,7 +118,7 @@ def _median_range(values: list[float]) -> dict[str, Any]:
 
 def ensure_catalog(count: int, seed: int) -> Path:
     """The generated catalog folder for (count, seed), written once and reused."""
-    from app.pim.generator import GENERATOR_VERSION, write_generated_catalog
+    from app.dev.generator import GENERATOR_VERSION, write_generated_catalog
 
     path = CACHE / f"catalog-{count}-{seed}-v{GENERATOR_VERSION}"
     if (path / "products.jsonl").exists():
@@ -1111,7 +1111,7 @@ def wait_for_run(
 
 def rename_products(pim: ReferencePim, skus: int, count: int) -> list[str]:
     """Rename ``count`` products spread over the catalog through the admin PATCH."""
-    from app.pim.generator import PIM_LOCALES, sku_of
+    from app.dev.generator import PIM_LOCALES, sku_of
 
     step = max(1, skus // count)
     chosen = [sku_of(i) for i in range(0, skus, step)][:count]

@@ -21,7 +21,7 @@ from sqlalchemy import create_engine, text
 
 from app.channels.repository import ChannelRow, upsert_rows
 from app.db import dispose_engines, session_scope
-from app.pim import generator
+from app.dev import generator
 from app.pim.product import content_hash, parse_product
 from app.sync.units import evaluate
 from bench.common import Timer, checkpoint, machine, sample_runtimes, scratch_database

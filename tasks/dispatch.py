@@ -7,7 +7,8 @@ import uuid
 from typing import Any
 
 from app.config import get_settings
-from app.pim.source import PimSource, open_source
+from app.pim.source import PimSource
+from app.pim.sources import open_source
 from app.sync.context import SyncContext
 from tasks import celery_app
 

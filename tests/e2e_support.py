@@ -170,7 +170,7 @@ class Worker:
 @contextmanager
 def reference_pim(spec: str, **app_options: Any) -> Iterator[tuple[str, Any]]:
     """A reference PIM in a thread: yields (base URL, its ReferenceCatalog)."""
-    from app.pim.reference_server import ReferenceCatalog, create_app, serve_in_thread
+    from app.dev.reference_server import ReferenceCatalog, create_app, serve_in_thread
 
     catalog = ReferenceCatalog.load(spec)
     app = create_app(catalog, **app_options)

@@ -23,11 +23,11 @@ from sqlalchemy import text
 def _scenario(products: int) -> None:
     from app.config import get_settings
     from app.db import session_scope, utcnow
+    from app.dev.local import LocalDispatcher, drain
     from app.pages import projection as pages
     from app.pages.schemas import DomainEvent
     from app.sync import ingest
     from app.sync.context import SyncContext
-    from app.sync.local import LocalDispatcher, drain
     from app.sync.pim_events import apply as pim_events
     from app.sync.pim_events.formats import PimEvent
     from app.sync.runtime import REGISTRY

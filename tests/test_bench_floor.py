@@ -7,7 +7,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from app.pim import generator
+from app.dev import generator
 from bench import floor
 from bench.common import sample_runtimes
 

@@ -427,7 +427,7 @@ def test_web_health_endpoint_answers() -> None:
 def test_reference_pim_health_endpoint_answers(services: dict[str, dict[str, Any]]) -> None:
     from fastapi.testclient import TestClient
 
-    from app.pim.reference_server import ReferenceCatalog, create_app
+    from app.dev.reference_server import ReferenceCatalog, create_app
 
     path = _url_in(_python_check_code(_healthcheck(services["reference-pim"])))
     path = "/" + path.split("/", 3)[3]

@@ -9,8 +9,8 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from app.dev.generator import GeneratedSource
 from app.pim.files import JsonLinesSource
-from app.pim.generator import GeneratedSource
 from app.pim.source import Page
 from app.sync.ingest import _groups
 from tests.pim.test_files import make_product, write_jsonl

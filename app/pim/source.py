@@ -1,4 +1,4 @@
-"""The one protocol every PIM source speaks, and ``open_source`` to pick one from a spec.
+"""The one protocol every PIM source speaks (``app.pim.sources.open_source`` picks one).
 
 A source yields *pages* of raw standard-format products (dicts, unvalidated: the ingest parses
 each one and isolates the bad ones) and can say what the catalog defines (attributes,
@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from app.errors import PermanentError, TransientError
@@ -65,53 +64,3 @@ class PimSource(Protocol):
 def snapshot(source: PimSource, page_size: int = 100, resume: str | None = None) -> Iterator[Page]:
     """The full export: every product, streamed page by page."""
     return source.iter_pages(None, page_size=page_size, resume=resume)
-
-
-def open_source(spec: str | Path, **options: Any) -> PimSource:
-    """Open a source from a spec.
-
-    - ``sample``: the bundled sample catalog (generated with a fixed seed on first use),
-    - ``generated:N[:SEED]``: a generated catalog of N products,
-    - ``http(s)://...``: an Akeneo PIM over REST (credentials from settings or ``options``),
-    - a folder holding Akeneo's icecat CSV fixtures (``products.csv`` + ``attributes.csv``),
-    - a catalog folder (``products.jsonl`` [+ ``catalog.json``, ``product_models.jsonl``]),
-    - a JSON lines file, one product per line (definitions from ``catalog.json`` beside it).
-    """
-    text = str(spec)
-    if text.startswith(("http://", "https://")):
-        from app.pim.akeneo import AkeneoRestSource
-
-        return AkeneoRestSource.from_settings(text, **options)
-    if text == "sample":
-        from app.pim.generator import sample_catalog_dir
-
-        return open_source(sample_catalog_dir(), **options)
-    if text.startswith("generated:"):
-        from app.pim.generator import GeneratedSource
-
-        parts = text.split(":")
-        try:
-            count = int(parts[1])
-            seed = int(parts[2]) if len(parts) > 2 else 42
-        except (IndexError, ValueError):
-            raise SourceError(f"bad generated source {text!r}: use generated:N[:SEED]") from None
-        return GeneratedSource(count, seed=seed)
-    path = Path(text).expanduser()
-    if not path.exists():
-        raise SourceError(f"PIM source {text!r} not found (a folder, a .jsonl file or a URL)")
-    if path.is_dir():
-        if (path / "products.csv").exists() and (path / "attributes.csv").exists():
-            from app.pim.icecat import IcecatSource
-
-            return IcecatSource(path)
-        if (path / "products.jsonl").exists():
-            from app.pim.files import CatalogDirSource
-
-            return CatalogDirSource(path)
-        raise SourceError(
-            f"{path} holds neither Akeneo CSV fixtures (products.csv, attributes.csv) "
-            "nor a catalog (products.jsonl)"
-        )
-    from app.pim.files import JsonLinesSource
-
-    return JsonLinesSource(path)

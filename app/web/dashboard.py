@@ -123,7 +123,7 @@ def replay(letter_id: int, request: Request, csrf: str = Form("")) -> Response:
 
 
 def _sync_context(request: Request):  # type: ignore[no-untyped-def]
-    from app.pim.source import open_source
+    from app.pim.sources import open_source
     from app.sync.context import SyncContext
 
     settings = get_settings()

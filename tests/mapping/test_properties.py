@@ -19,12 +19,12 @@ from hypothesis import strategies as st
 from app.channels.completeness import compute_completeness
 from app.channels.config import load_channels, parse_channels
 from app.config import SAMPLE_DIR
+from app.dev import generator
 from app.mapping.contract import CompiledContract, ContractStore, parse_contract
 from app.mapping.errors import MappingError
 from app.mapping.mapper import MappingPlan, MapResult
 from app.mapping.transforms import _plain, _plain_amount
 from app.ownership import OwnershipTable
-from app.pim import generator
 from app.pim.product import Product, ProductParseError, content_hash, parse_product
 from app.sync.units import ChannelRuntime, UnitOutcome, evaluate
 

@@ -17,8 +17,8 @@ import redis
 from sqlalchemy import select, text, update
 
 from app.db import session_scope
+from app.dev import generator
 from app.pages.models import ProductPage
-from app.pim import generator
 from app.sync import ingest
 from app.sync import repository as repo
 from app.sync.pim_events.models import PendingSku, WebhookEvent
@@ -94,7 +94,7 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(redis_url: str, pg_url: str, tmp_path_factory) -> Iterator[Stack]:
-    from app.pim.reference_server import serve_in_thread
+    from app.dev.reference_server import serve_in_thread
     from app.web.app import create_app
 
     db = create_pg_database("pimsync_events")

@@ -9,8 +9,8 @@ from typing import Any
 
 import httpx
 
+from app.dev.reference_server import ReferenceCatalog, create_app, serve_in_thread
 from app.pim.catalog import CatalogDefinitions, build_definitions
-from app.pim.reference_server import ReferenceCatalog, create_app, serve_in_thread
 
 CLIENT = {
     "client_id": "pimsync",

@@ -18,10 +18,11 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from app.config import reset_settings_cache
+from app.dev.reference_server import serve_in_thread
 from app.pim.akeneo import AkeneoRestSource, format_pim_datetime, retry_after_seconds
 from app.pim.ratelimit import LocalSemaphore, RedisSemaphore
-from app.pim.reference_server import serve_in_thread
-from app.pim.source import SourceError, TransientSourceError, open_source
+from app.pim.source import SourceError, TransientSourceError
+from app.pim.sources import open_source
 from tests.pim.reference_data import CLIENT, RunningPim, catalog, product, running_pim, value
 
 SPAWN = multiprocessing.get_context("spawn")

@@ -20,7 +20,8 @@ from app.pim.files import (
     write_catalog_dir,
 )
 from app.pim.product import parse_product
-from app.pim.source import Page, PimSource, SourceError, open_source
+from app.pim.source import Page, PimSource, SourceError
+from app.pim.sources import open_source
 
 
 def make_product(n: int, day: int = 1, **fields: Any) -> dict[str, Any]:

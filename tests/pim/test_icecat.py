@@ -17,7 +17,8 @@ import pytest
 from app.pim.catalog import CatalogDefinitions
 from app.pim.icecat import ICECAT_TIMESTAMP, IcecatSource, product_uuid
 from app.pim.product import Product, content_hash, is_missing, parse_product
-from app.pim.source import Page, PimSource, SourceError, open_source
+from app.pim.source import Page, PimSource, SourceError
+from app.pim.sources import open_source
 
 # --- helpers --------------------------------------------------------------------------------
 

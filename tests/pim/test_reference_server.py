@@ -16,8 +16,8 @@ import httpx
 import orjson
 import pytest
 
+from app.dev.reference_server import UUID_NAMESPACE, ReferenceCatalog, create_app, serve_in_thread
 from app.pim.catalog import CatalogDefinitions
-from app.pim.reference_server import UUID_NAMESPACE, ReferenceCatalog, create_app, serve_in_thread
 from app.pim.source import Page
 from tests.pim.reference_data import (
     CLIENT,

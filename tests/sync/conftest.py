@@ -10,8 +10,8 @@ from sqlalchemy import select
 from app.channels.models import ChannelProduct
 from app.config import get_settings
 from app.db import session_scope
+from app.dev.local import LocalDispatcher, drain
 from app.sync.context import SyncContext
-from app.sync.local import LocalDispatcher, drain
 from tests.sync.memory_source import MemorySource
 
 

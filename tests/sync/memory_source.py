@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from app.pim import generator
+from app.dev import generator
 from app.pim.catalog import CatalogDefinitions
 from app.pim.product import parse_datetime
 from app.pim.source import Page, TransientSourceError

@@ -8,10 +8,10 @@ import pytest
 from app.channels.config import ChannelConfig, load_channels
 from app.channels.models import DISABLED_IN_PIM, FILTERED, INCOMPLETE, PUBLISHED
 from app.config import SAMPLE_DIR
+from app.dev import generator
 from app.mapping.contract import CompiledContract, ContractStore
 from app.mapping.errors import DriftError, TransformError
 from app.ownership import OwnershipTable, Violation
-from app.pim import generator
 from app.pim.product import Product, content_hash, parse_product
 from app.sync.units import FAILED, ChannelRuntime, UnitOutcome, evaluate
 from tests.catalog_builders import make_channel, make_contract, make_product, small_defs, v

@@ -103,7 +103,7 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(icecat_dir: Path, redis_url: str, pg_url: str, tmp_path_factory) -> Iterator[Stack]:
-    from app.pim.reference_server import ReferenceCatalog
+    from app.dev.reference_server import ReferenceCatalog
 
     db = create_pg_database("pimsync_e2e")
     pristine = ReferenceCatalog.load(str(icecat_dir))

@@ -62,7 +62,7 @@ def browser():
 
 def test_dashboard_renders_and_replays(harness, browser, monkeypatch):
     from app.config import reset_settings_cache
-    from app.pim.reference_server import serve_in_thread
+    from app.dev.reference_server import serve_in_thread
     from app.web.app import create_app
 
     # A database with runs, drift (sustainability_score) and a dead letter.

@@ -38,7 +38,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.pim.catalog import CatalogDefinitions
 from app.pim.product import parse_datetime
-from app.pim.source import PimSource, open_source
+from app.pim.source import PimSource
+from app.pim.sources import open_source
 
 API = "/api/rest/v1"
 TOKEN_PATH = "/api/oauth/v1/token"

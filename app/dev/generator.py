@@ -17,12 +17,14 @@ order, by any process (the reference PIM and the benchmarks rely on it).
 from __future__ import annotations
 
 import random
+import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from app.pim.catalog import CatalogDefinitions, definitions_from_dict
+from app.pim.files import write_catalog_dir
 from app.pim.source import Page
 
 GENERATOR_VERSION = 1
@@ -665,8 +667,6 @@ class GeneratedSource:
 
 
 def write_generated_catalog(path: Path, count: int, seed: int = 42) -> Path:
-    from app.pim.files import write_catalog_dir
-
     return write_catalog_dir(
         path, generated_definitions(), iter_products(count, seed), iter_models(count, seed)
     )
@@ -683,8 +683,6 @@ def sample_catalog_dir(base: Path | None = None) -> Path:
     if not (path / "products.jsonl").exists():
         tmp = base / f".sample-catalog-v{GENERATOR_VERSION}.tmp"
         if tmp.exists():
-            import shutil
-
             shutil.rmtree(tmp)
         write_generated_catalog(tmp, SAMPLE_COUNT, SAMPLE_SEED)
         tmp.rename(path)
