@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from app import cli_ops  # noqa: F401  (registers the operations commands)
 from app.cli import app
 from app.config import reset_settings_cache
 

@@ -30,6 +30,7 @@ from pydantic import (
 )
 
 from app.mapping.errors import ContractError
+from app.mapping.transforms import COMPUTED, TRANSFORMS
 from app.yamlio import load_yaml
 
 UnmappedStrategy = Literal["skip", "warn", "fail"]
@@ -93,9 +94,6 @@ class Contract(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> Contract:
-        # Late import: the registry imports this module's types.
-        from app.mapping.transforms import COMPUTED, TRANSFORMS
-
         targets: set[str] = set()
         # (where, target, fixed path, leaf?): "seo" and "seo.title" would overwrite each other
         paths: list[tuple[str, str, tuple[str, ...], bool]] = []

@@ -15,12 +15,13 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from app.channels.config import ChannelConfig
+from app.channels.filters import categories_in_tree
 from app.mapping.errors import TransformError
 from app.pim.catalog import AttributeDef, CatalogDefinitions
 from app.pim.product import Product
 
-if TYPE_CHECKING:
-    from app.channels.config import ChannelConfig
+if TYPE_CHECKING:  # types only: the contract module imports this registry
     from app.mapping.contract import Contract, MappingSpec
 
 
@@ -331,8 +332,6 @@ def vat_rate(ctx: TransformContext, spec: MappingSpec) -> Any:
 @register_computed("category_codes")
 def category_codes(ctx: TransformContext, spec: MappingSpec) -> list[str]:
     """The product's categories inside the channel's tree."""
-    from app.channels.filters import categories_in_tree
-
     return categories_in_tree(ctx.product, ctx.channel, ctx.defs)
 
 

@@ -16,11 +16,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from celery.contrib.testing.worker import start_worker
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy import select
 
+from app.channels.models import ChannelProduct
+from app.cli.runs import runs_table, wait_for
 from app.config import get_settings, reset_settings_cache
+from app.db import session_scope
+from app.dev.generator import sample_catalog_dir
+from app.migrations import upgrade
+from app.pim.files import JsonLinesSource, rewrite_products
+from app.sync import ingest
+from app.sync.models import DeadLetter
+from app.sync.runtime import configured_channels
 
 
 def _prepare_env(pim_dir: Path, db: Path) -> None:
@@ -36,8 +46,6 @@ def _prepare_env(pim_dir: Path, db: Path) -> None:
 
 
 def _copy_sample(workdir: Path) -> Path:
-    from app.dev.generator import sample_catalog_dir
-
     sample = sample_catalog_dir()
     pim_dir = workdir / "pim"
     if pim_dir.exists():
@@ -48,8 +56,6 @@ def _copy_sample(workdir: Path) -> Path:
 
 def _edit_pim(pim_dir: Path, skus: list[str], disable: str | None) -> int:
     """Edit products as a catalog team would: new German names, one product switched off."""
-    from app.pim.files import JsonLinesSource, rewrite_products
-
     src = JsonLinesSource(pim_dir / "products.jsonl")
     now = datetime.now(UTC).isoformat()
     updates: dict[str, dict[str, Any]] = {}
@@ -74,9 +80,6 @@ def _edit_pim(pim_dir: Path, skus: list[str], disable: str | None) -> int:
 
 
 def _channel_summary(session: Any, console: Console) -> None:
-    from app.channels.models import ChannelProduct
-    from app.sync.models import DeadLetter
-
     rows = session.execute(
         select(ChannelProduct.channel, ChannelProduct.status, ChannelProduct.detail)
     ).all()
@@ -127,8 +130,6 @@ def _channel_summary(session: Any, console: Console) -> None:
 
 
 def run_demo(console: Console) -> None:
-    from app.migrations import upgrade
-
     workdir = Path.cwd() / ".pimsync" / "demo"
     workdir.mkdir(parents=True, exist_ok=True)
     pim_dir = _copy_sample(workdir)
@@ -139,12 +140,8 @@ def run_demo(console: Console) -> None:
     console.print(f"PIM: sample catalog copied to {pim_dir}")
     upgrade(settings.database_url)
 
-    from celery.contrib.testing.worker import start_worker
-
-    from app.cli_ops import runs_table, wait_for
-    from app.db import session_scope
-    from app.sync import ingest
-    from app.sync.runtime import configured_channels
+    # The Celery app reads the settings when it is imported: only now, after the demo has
+    # pointed them at its own database, broker and PIM copy.
     from tasks import celery_app
     from tasks.dispatch import process_context, reset_process_context
 
@@ -167,8 +164,6 @@ def run_demo(console: Console) -> None:
 
         console.rule("2. The catalog team edits products in the PIM")
         with session_scope() as session:
-            from app.channels.models import ChannelProduct
-
             published = list(
                 session.execute(
                     select(ChannelProduct.sku)

@@ -1,0 +1,64 @@
+"""Development commands: a generated catalog, the reference PIM server, the demo. They are
+the only commands that use the development package (``app.dev``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from app.cli.demo import run_demo
+from app.cli.terminal import console, friendly
+from app.config import get_settings
+from app.dev.generator import write_generated_catalog
+from app.dev.reference_server import run
+
+
+@friendly
+def generate(
+    out: Path = typer.Option(..., help="Folder to write the catalog to."),
+    count: int = typer.Option(1000, min=1, help="How many products."),
+    seed: int = typer.Option(42, help="Random seed (same seed, same catalog)."),
+) -> None:
+    """Write a generated catalog (products.jsonl, product_models.jsonl, catalog.json)."""
+    path = write_generated_catalog(out, count, seed)
+    console.print(f"wrote {count} products to {path}")
+
+
+@friendly
+def reference_pim(
+    data: str = typer.Option(..., help="Dataset: a folder, a .jsonl file or generated:N[:SEED]."),
+    host: str = typer.Option("127.0.0.1"),
+    port: int = typer.Option(8081),
+    latency_ms: float = typer.Option(0.0, help="Added latency per API call."),
+    rate_429: float = typer.Option(0.0, help="Share of API calls answered 429."),
+    rate_500: float = typer.Option(0.0, help="Share of API calls answered 500."),
+    malformed_pages: int = typer.Option(0, help="The next N product pages are malformed."),
+    timezone: str = typer.Option("UTC", help="The server's time zone for `updated` searches."),
+) -> None:
+    """Serve a dataset over the Akeneo REST API (with switchable faults) for tests and demos."""
+    s = get_settings()
+    faults = {
+        "latency_ms": latency_ms,
+        "rate_429": rate_429,
+        "rate_500": rate_500,
+        "malformed_pages": malformed_pages,
+    }
+    console.print(f"reference PIM on http://{host}:{port} serving {data}")
+    run(
+        data,
+        host=host,
+        port=port,
+        timezone=timezone,
+        faults=faults,
+        client_id=s.akeneo_client_id or "pimsync",
+        secret=s.akeneo_secret.get_secret_value() or "pimsync-secret",
+        username=s.akeneo_username or "pimsync",
+        password=s.akeneo_password.get_secret_value() or "pimsync",
+    )
+
+
+@friendly
+def demo() -> None:
+    """Run a full and a delta sync of the bundled sample catalog, with no servers at all."""
+    run_demo(console)
