@@ -29,6 +29,8 @@ from sqlalchemy import (
     event,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.sql import Executable
 from sqlalchemy.types import TypeDecorator
@@ -230,10 +232,4 @@ def affected(session: Session, statement: Executable) -> int:
 
 def dialect_insert(session: Session) -> Any:
     """``insert`` of the session's dialect (both have ``on_conflict_do_update``)."""
-    if is_postgres(session):
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        return pg_insert
-    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-    return sqlite_insert
+    return pg_insert if is_postgres(session) else sqlite_insert

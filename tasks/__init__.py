@@ -40,13 +40,8 @@ def _child_init(**_: Any) -> None:
 def _child_shutdown(**_: Any) -> None:
     dispose_engines()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # not at the top: prometheus-client picks its multiprocess mode when it is imported,
+        # and `pimsync worker` sets the folder after importing this package
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(os.getpid())
-
-
-def context() -> Any:
-    """The sync context of this process (settings, Celery dispatcher, PIM source)."""
-    from tasks.dispatch import process_context
-
-    return process_context()

@@ -7,6 +7,7 @@ import uuid
 from typing import Any
 
 from app.config import get_settings
+from app.pages.schemas import serialise
 from app.pim.source import PimSource
 from app.pim.sources import open_source
 from app.sync.context import SyncContext
@@ -79,8 +80,6 @@ def reset_process_context() -> None:
 
 def send_domain_events(domain: str, source: str, events: list[Any]) -> None:
     """Domain events onto their own queue (events.pricing, events.inventory, events.media)."""
-    from app.web.events import serialise
-
     celery_app.send_task(
         f"events.{domain}.apply", args=[serialise(events), source], queue=f"events.{domain}"
     )

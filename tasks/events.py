@@ -18,7 +18,8 @@ from app.pages.reconcile import reconcile as reconcile_pages
 from app.pages.schemas import DomainEvent
 from app.sync.pim_events import apply as pim_events
 from app.sync.runtime import REGISTRY
-from tasks import PimsyncTask, celery_app, context
+from tasks import PimsyncTask, celery_app
+from tasks.dispatch import process_context as context
 
 log = get_logger("pimsync.tasks.events")
 # High volume: no Flower task events (celeryconfig says why); metrics watch these instead.

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from app.errors import task_retry_policy
 from app.sync import publish
-from tasks import PimsyncTask, celery_app, context
+from tasks import PimsyncTask, celery_app
+from tasks.dispatch import process_context as context
 
 
 @celery_app.task(name="publish.units", base=PimsyncTask, **task_retry_policy())

@@ -12,7 +12,8 @@ from app.sync.publish import republish as republish_channel
 from app.sync.publish import start_catchup
 from app.sync.runs import fail_ingest
 from app.sync.sweep import sweep as sweep_once
-from tasks import PimsyncTask, celery_app, context
+from tasks import PimsyncTask, celery_app
+from tasks.dispatch import process_context as context
 
 # PIM 429/5xx and database hiccups: retried with exponential backoff and jitter, bounded.
 RETRY = task_retry_policy()

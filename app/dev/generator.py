@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import random
 import shutil
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -557,8 +558,6 @@ def product(i: int, seed: int = 42) -> dict[str, Any]:
 
 
 def _uuid(seed: int, i: int) -> str:
-    import uuid
-
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"pimsync-generated/{seed}/{i}"))
 
 

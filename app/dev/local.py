@@ -11,9 +11,11 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.db import session_scope
+from app.db import session_scope, utcnow
+from app.pages.projection import apply_catalog
 from app.sync import ingest, publish
 from app.sync.context import SyncContext
+from app.sync.pim_events.apply import process
 
 
 @dataclass
@@ -56,14 +58,9 @@ def drain(ctx: SyncContext, max_steps: int = 1_000_000) -> int:
         elif name == "publish":
             publish.publish_batches(ctx, args[0])
         elif name == "catalog":
-            from app.db import utcnow
-            from app.pages.projection import apply_catalog
-
             with session_scope() as session:
                 apply_catalog(session, args[0], utcnow())
         elif name == "pim":
-            from app.sync.pim_events.apply import process
-
             process(ctx, args[0])
         elif name == "catch_up":
             with session_scope() as session:

@@ -32,6 +32,7 @@ from urllib.parse import parse_qsl, quote, urlencode
 from zoneinfo import ZoneInfo
 
 import orjson
+import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -1080,8 +1081,6 @@ def _add_admin_routes(app: FastAPI, state: _ServerState) -> None:
 @contextmanager
 def serve_in_thread(app: ASGIApp, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
     """Run ``app`` with uvicorn in a background thread; yields its base URL."""
-    import uvicorn
-
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets that say so, and
     # without it every answer waits ~40 ms for a delayed ACK
@@ -1113,8 +1112,6 @@ def serve_in_thread(app: ASGIApp, host: str = "127.0.0.1", port: int = 0) -> Ite
 
 def run(data_spec: str, host: str = "127.0.0.1", port: int = 8081, **options: Any) -> None:
     """Serve the dataset ``data_spec`` (any ``open_source`` spec) until interrupted."""
-    import uvicorn
-
     catalog = ReferenceCatalog.load(data_spec)
     app = create_app(catalog, **options)
     uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)

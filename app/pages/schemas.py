@@ -46,3 +46,8 @@ class EventBatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     events: list[DomainEvent] = Field(min_length=1, max_length=1000)
+
+
+def serialise(events: list[DomainEvent]) -> list[dict[str, Any]]:
+    """Events as a queue message carries them (JSON types only)."""
+    return [e.model_dump(mode="json") for e in events]

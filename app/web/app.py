@@ -56,11 +56,13 @@ def create_app(
     )
     api.state.page_reader = reader
     if dispatcher is None:
+        # The Celery side only when asked for (tests pass their own): importing tasks reads
+        # the settings and configures the Celery app.
         from tasks.dispatch import CeleryDispatcher
 
         dispatcher = CeleryDispatcher()
     if events_sender is None:
-        from tasks.dispatch import send_domain_events
+        from tasks.dispatch import send_domain_events  # (the same reason)
 
         events_sender = send_domain_events
     api.state.dispatcher = dispatcher

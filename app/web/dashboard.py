@@ -21,6 +21,10 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from app.config import get_settings
 from app.db import session_scope, utcnow
+from app.pim.sources import open_source
+from app.sync.context import SyncContext
+from app.sync.operations import replay_dead_letters
+from app.sync.runtime import REGISTRY
 from app.web import charts, health
 from app.web.metrics import exposition
 from app.web.security import Refused, bearer
@@ -78,8 +82,6 @@ def _csrf(operator: str) -> str:
 @router.get("/dashboard", response_class=HTMLResponse)
 def dashboard(request: Request, replayed: int | None = None) -> HTMLResponse:
     operator = require_operator(request)
-    from app.sync.runtime import REGISTRY
-
     now = utcnow()
     channels = REGISTRY.channels(get_settings())
     with session_scope() as session:
@@ -112,8 +114,6 @@ def replay(letter_id: int, request: Request, csrf: str = Form("")) -> Response:
     operator = require_operator(request)
     if not hmac.compare_digest(csrf.encode(), _csrf(operator).encode()):
         raise Refused(403, "bad_csrf", "stale or missing form token: reload the dashboard")
-    from app.sync.operations import replay_dead_letters
-
     with session_scope() as session:
         result = replay_dead_letters(session, _sync_context(request), ids=[letter_id])
     return RedirectResponse(
@@ -122,10 +122,7 @@ def replay(letter_id: int, request: Request, csrf: str = Form("")) -> Response:
     )
 
 
-def _sync_context(request: Request):  # type: ignore[no-untyped-def]
-    from app.pim.sources import open_source
-    from app.sync.context import SyncContext
-
+def _sync_context(request: Request) -> SyncContext:
     settings = get_settings()
     return SyncContext(
         settings, request.app.state.dispatcher, lambda: open_source(settings.pim_source)

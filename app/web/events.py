@@ -19,7 +19,7 @@ from app.logging import get_logger
 from app.mapping import repository as mapping_repo
 from app.mapping.repository import Tally
 from app.ownership import OwnershipError
-from app.pages.schemas import DomainEvent, EventBatch
+from app.pages.schemas import EventBatch
 from app.sync.runtime import REGISTRY
 from app.web.security import Refused, bearer, parse_json, read_body, token_owner
 
@@ -74,7 +74,3 @@ def _errors(exc: ValidationError) -> str:
         loc = ".".join(str(p) for p in err["loc"])
         parts.append(f"{loc}: {err['msg']}")
     return "; ".join(parts)
-
-
-def serialise(events: list[DomainEvent]) -> list[dict[str, Any]]:
-    return [e.model_dump(mode="json") for e in events]
