@@ -14,6 +14,7 @@ lint:
 	ruff check app tasks tests bench celeryconfig.py
 	ruff format --check app tasks tests bench celeryconfig.py
 	mypy app tasks
+	lint-imports
 
 format:
 	ruff check --fix app tasks tests bench celeryconfig.py

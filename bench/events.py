@@ -36,12 +36,15 @@ Output: the JSON report on stdout; progress and a short table on stderr.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import copy
 import hashlib
 import hmac
 import json
 import random
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -57,18 +60,27 @@ from typing import Any
 
 import httpx
 import orjson
+import psutil
+import psycopg
+from sqlalchemy import create_engine, text
 
-from bench.common import machine, run_bench, say, scratch_database
-from bench.full_sync import (
+from app.config import SAMPLE_DIR, get_settings
+from app.db import session_scope
+from app.pim.sources import open_source
+from app.sync import ingest
+from app.sync.models import SyncRun
+from bench.harness.catalog import ensure_catalog
+from bench.harness.report import machine, run_bench, say
+from bench.harness.stack import (
     CREDENTIALS,
     ReferencePim,
     Service,
     Worker,
-    ensure_catalog,
     flush_redis,
     free_port,
     point_this_process_at,
     redis_database,
+    scratch_database,
 )
 
 SECRET = "bench-webhook-secret"
@@ -159,7 +171,6 @@ class Tracker:
         return self._left
 
     def _loop(self) -> None:
-        import psycopg
 
         conn = psycopg.connect(self.url.replace("postgresql+psycopg://", "postgresql://"))
         conn.autocommit = True
@@ -254,7 +265,6 @@ def make_events(
 
     A webhook carries the product as the PIM serves it (a variant with the values it
     inherits, as Akeneo sends them), renamed."""
-    import copy
 
     rng = random.Random(seed)
     base = datetime.now(UTC)
@@ -371,7 +381,6 @@ def send(events: list[Event], web: str, rate: float, on_sent: Any = None) -> flo
     connections is free. Requests are written and read as raw HTTP/1.1 on asyncio streams:
     an HTTP client library would take a good share of the two cores the stack is measured on.
     """
-    import asyncio
 
     host, _, port = web.removeprefix("http://").partition(":")
     queue: asyncio.Queue[int | None] = asyncio.Queue()
@@ -529,7 +538,6 @@ def read_phase_wrk(web: str, skus: list[str], rate: float, seconds: float) -> di
     the machine's two cores than Python clients. Each of the connections waits a random time
     between requests (uniform, so arrivals spread as a steady stream's would) so that
     together they offer about ``rate`` requests/s."""
-    import subprocess
 
     order = list(skus)
     random.Random(3).shuffle(order)
@@ -579,7 +587,6 @@ def settle(idle_below: float = 20.0, timeout: float = 60.0) -> float:
     """Wait until the machine is quiet (what the event phases left: the last catalog events,
     autovacuum after thousands of updates), so the reads are measured at a steady state;
     returns the seconds waited."""
-    import psutil
 
     started = time.monotonic()
     while time.monotonic() - started < timeout:
@@ -610,9 +617,7 @@ class Web(Service):
 
 
 def full_sync(worker: Service) -> None:
-    from app.db import session_scope
-    from app.sync import ingest
-    from app.sync.models import SyncRun
+    # tasks reads the settings when imported: only once this process points at the stack
     from tasks.dispatch import process_context
 
     with session_scope() as s:
@@ -633,7 +638,6 @@ def full_sync(worker: Service) -> None:
 def published_skus(url: str, worker: Service, timeout: float = 120) -> list[str]:
     """The SKUs published in de_storefront, once every catalog event of the full sync is on
     the pages (they are applied after the runs finish, by the events.catalog consumer)."""
-    from sqlalchemy import create_engine, text
 
     engine = create_engine(url)
     deadline = time.monotonic() + timeout
@@ -667,7 +671,6 @@ def published_skus(url: str, worker: Service, timeout: float = 120) -> list[str]
 
 @contextmanager
 def stack(args: argparse.Namespace, logs: Path) -> Iterator[tuple[str, Web, Worker]]:
-    from app.config import SAMPLE_DIR
 
     catalog = ensure_catalog(args.skus, 7)
     with redis_database(args.redis_db) as redis_url, scratch_database() as url, ExitStack() as st:
@@ -729,8 +732,6 @@ def run(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
         if not skus:
             raise RuntimeError("no published product in de_storefront")
         report["skus_with_pages"] = len(skus)
-        from app.config import get_settings
-        from app.pim.sources import open_source
 
         pim = open_source(get_settings().pim_source)
         products = {sku: pim.get(sku) for sku in skus}  # untimed: what webhooks carry

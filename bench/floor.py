@@ -32,7 +32,7 @@ import orjson
 from app.gcpause import collector_paused
 from app.pim.product import content_hash, parse_product
 from app.sync.units import ChannelRuntime, evaluate
-from bench.common import sample_runtimes
+from bench.harness.catalog import ensure_catalog, sample_runtimes
 
 CHUNK = 500  # products per step: the engine's publish batch size
 STAGES = (
@@ -134,8 +134,6 @@ def floor(
 
 
 def main() -> None:
-    from bench.full_sync import ensure_catalog
-
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

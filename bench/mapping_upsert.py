@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import uuid
 from datetime import UTC, datetime
@@ -20,11 +21,14 @@ import orjson
 from sqlalchemy import create_engine, text
 
 from app.channels.repository import ChannelRow, upsert_rows
+from app.config import reset_settings_cache
 from app.db import dispose_engines, session_scope
 from app.dev import generator
 from app.pim.product import content_hash, parse_product
 from app.sync.units import evaluate
-from bench.common import Timer, checkpoint, machine, sample_runtimes, scratch_database
+from bench.harness.catalog import sample_runtimes
+from bench.harness.report import Timer, machine
+from bench.harness.stack import checkpoint, scratch_database
 
 CHUNK = 500  # products per mapping chunk = the engine's publish batch size
 
@@ -75,10 +79,7 @@ def run(products: int) -> dict[str, object]:
     rows_written = 0
     copy_file = Path(tempfile.mkstemp(prefix="pimsync-bench-", suffix=".copy")[1])
     with scratch_database() as url:
-        import os
-
         os.environ["PIMSYNC_DATABASE_URL"] = url
-        from app.config import reset_settings_cache
 
         reset_settings_cache()
         dispose_engines()

@@ -9,7 +9,7 @@ import pytest
 
 from app.dev import generator
 from bench import floor
-from bench.common import sample_runtimes
+from bench.harness.catalog import sample_runtimes
 
 
 def _catalog(tmp_path: Path, count: int) -> Path:

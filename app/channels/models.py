@@ -9,16 +9,16 @@ from typing import Any
 from sqlalchemy import BigInteger, Boolean, Index, SmallInteger, String, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
+from app.channels.statuses import (  # noqa: F401  (the statuses, where the rows are)
+    DISABLED_IN_PIM,
+    FILTERED,
+    INCOMPLETE,
+    ORPHAN,
+    PUBLISHED,
+    REMOVED,
+    STATUSES,
+)
 from app.db import Base, JSONDoc, UTCDateTime
-
-# Row statuses. Only `published` rows are enabled; every other one says why not.
-PUBLISHED = "published"
-INCOMPLETE = "incomplete"
-FILTERED = "filtered"
-DISABLED_IN_PIM = "disabled_in_pim"
-ORPHAN = "orphan"
-REMOVED = "removed"
-STATUSES = (PUBLISHED, INCOMPLETE, FILTERED, DISABLED_IN_PIM, ORPHAN, REMOVED)
 
 
 class ChannelProduct(Base):

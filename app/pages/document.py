@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from app.pages.models import DOMAINS
-
+# The domains a page is composed of, each with its own source version and readiness.
+DOMAINS = ("catalog", "pricing", "inventory", "media")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 

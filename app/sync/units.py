@@ -16,7 +16,7 @@ from typing import Any
 from app.channels.completeness import compute_completeness
 from app.channels.config import ChannelConfig
 from app.channels.filters import categories_in_tree, first_failing_filter
-from app.channels.models import DISABLED_IN_PIM, FILTERED, INCOMPLETE, PUBLISHED
+from app.channels.statuses import DISABLED_IN_PIM, FILTERED, INCOMPLETE, PUBLISHED
 from app.mapping.contract import CompiledContract
 from app.mapping.errors import MappingError
 from app.mapping.mapper import MappingPlan
