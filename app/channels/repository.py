@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -261,3 +261,31 @@ def status_counts(session: Session, channel: str | None = None) -> dict[str, dic
 
 def get_row(session: Session, channel: str, sku: str) -> ChannelProduct | None:
     return session.get(ChannelProduct, (channel, sku))
+
+
+# (channel, sku, version, doc, enabled, status): what a product page's catalog part is built from
+CatalogRow = tuple[str, str, int, dict[str, Any] | None, bool, str]
+
+
+def catalog_rows(session: Session, changes: Mapping[str, Sequence[str]]) -> list[CatalogRow]:
+    """The current rows of ``changes`` ({channel: skus}), read in one statement."""
+    cp = ChannelProduct
+    wanted = [and_(cp.channel == ch, among(session, cp.sku, skus)) for ch, skus in changes.items()]
+    if not wanted:
+        return []
+    rows = session.execute(
+        select(cp.channel, cp.sku, cp.version, cp.doc, cp.enabled, cp.status).where(or_(*wanted))
+    ).all()
+    return [(r.channel, r.sku, int(r.version), r.doc, r.enabled, r.status) for r in rows]
+
+
+def catalog_rows_after(
+    session: Session, last: tuple[str, str] | None, limit: int
+) -> list[CatalogRow]:
+    """Every row in (channel, sku) order after ``last``, ``limit`` at a time (keyset)."""
+    cp = ChannelProduct
+    q = select(cp.channel, cp.sku, cp.version, cp.doc, cp.enabled, cp.status)
+    if last is not None:
+        q = q.where((cp.channel > last[0]) | ((cp.channel == last[0]) & (cp.sku > last[1])))
+    rows = session.execute(q.order_by(cp.channel, cp.sku).limit(limit)).all()
+    return [(r.channel, r.sku, int(r.version), r.doc, r.enabled, r.status) for r in rows]

@@ -7,11 +7,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 
-from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
-from app.channels.models import ChannelProduct
-from app.db import among
+from app.channels import repository as channel_repo
 from app.logging import get_logger
 from app.metrics import EVENTS_APPLIED, PROJECTION_LAG
 from app.ownership import OwnershipError, OwnershipTable
@@ -24,14 +22,7 @@ log = get_logger("pimsync.pages")
 def catalog_projections(session: Session, changes: Mapping[str, Sequence[str]]) -> list[Projection]:
     """The channel catalog's current rows ({channel: skus}) as catalog projections (version
     = row version), read in one statement."""
-    cp = ChannelProduct
-    wanted = [and_(cp.channel == ch, among(session, cp.sku, skus)) for ch, skus in changes.items()]
-    if not wanted:
-        return []
-    rows = session.execute(
-        select(cp.channel, cp.sku, cp.version, cp.doc, cp.enabled, cp.status).where(or_(*wanted))
-    ).all()
-    return [Projection(r.channel, r.sku, int(r.version), r.doc, r.enabled, r.status) for r in rows]
+    return [Projection(*row) for row in channel_repo.catalog_rows(session, changes)]
 
 
 def apply_catalog(session: Session, changes: Mapping[str, Sequence[str]], now: datetime) -> int:

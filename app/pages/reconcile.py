@@ -10,10 +10,9 @@ from datetime import datetime
 from itertools import islice
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.channels.models import ChannelProduct
+from app.channels import repository as channel_repo
 from app.config import Settings
 from app.db import session_scope, utcnow
 from app.logging import get_logger
@@ -39,21 +38,14 @@ def reconcile_catalog(session_scope_factory: ScopeFactory, now: datetime) -> int
     """Rebuild catalog projections from the channel catalog; returns pages corrected."""
     corrected = 0
     last: tuple[str, str] | None = None
-    cp = ChannelProduct
     while True:
         with session_scope_factory() as session:
-            q = select(cp.channel, cp.sku, cp.version, cp.doc, cp.enabled, cp.status)
-            if last is not None:
-                q = q.where((cp.channel > last[0]) | ((cp.channel == last[0]) & (cp.sku > last[1])))
-            rows = session.execute(q.order_by(cp.channel, cp.sku).limit(BATCH)).all()
+            rows = channel_repo.catalog_rows_after(session, last, BATCH)
             if not rows:
                 return corrected
-            projections = [
-                Projection(r.channel, r.sku, int(r.version), r.doc, r.enabled, r.status)
-                for r in rows
-            ]
+            projections = [Projection(*row) for row in rows]
             corrected += len(apply_projections(session, "catalog", projections, now, repair=True))
-            last = (rows[-1].channel, rows[-1].sku)
+            last = (rows[-1][0], rows[-1][1])
 
 
 def reconcile_records(

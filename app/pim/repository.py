@@ -226,6 +226,22 @@ def current_hashes(session: Session, identifiers: Sequence[str]) -> dict[str, st
     }
 
 
+def heads(session: Session, identifiers: Sequence[str]) -> dict[str, Any]:
+    """Each product's head (identifier, content_hash, change_seq, removed_at), without its
+    payload: enough to tell a unit whose input did not change."""
+    return {
+        r.identifier: r
+        for r in session.execute(
+            select(
+                PimProduct.identifier,
+                PimProduct.content_hash,
+                PimProduct.change_seq,
+                PimProduct.removed_at,
+            ).where(among(session, PimProduct.identifier, identifiers))
+        ).all()
+    }
+
+
 def load_products(session: Session, identifiers: Sequence[str]) -> dict[str, MirrorRow]:
     if not identifiers:
         return {}

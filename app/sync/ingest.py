@@ -17,7 +17,6 @@ from typing import Any
 
 import orjson
 import structlog
-from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from app.db import after_commit, session_scope
@@ -458,7 +457,7 @@ def _finish_ingest(
     for child in children:
         # Under the row lock, with the counters as committed: the last publish task may have
         # finished before planning did (then this finalises) or finishes after (then it does).
-        session.execute(update(SyncRun).where(SyncRun.id == child.id).values(planning_done=True))
+        repo.mark_planning_done(session, child.id)
         fresh = repo.get_run(session, child.id)
         if fresh is None:  # created by this run's planning: only a deleted row gets here
             raise RuntimeError(f"channel run {child.id} of ingest {run.id} no longer exists")

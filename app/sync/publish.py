@@ -15,7 +15,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -28,14 +27,13 @@ from app.channels.models import (
     REMOVED,
 )
 from app.channels.repository import ChannelRow, RowChange
-from app.db import among, session_scope
+from app.db import session_scope
 from app.gcpause import collector_paused
 from app.logging import get_logger
 from app.maintenance import HOT_PATH_SHARE, analyze_if_stale
 from app.mapping import repository as mapping_repo
 from app.mapping.repository import Tally
 from app.pim import repository as pim_repo
-from app.pim.models import PimProduct
 from app.pim.product import Product
 from app.pim.repository import MirrorRow
 from app.sync import repository as repo
@@ -173,17 +171,7 @@ def publish_channels(
     """
     now = ctx.now()
     results = {rt.channel.code: BatchResult() for rt in rts}
-    heads = {
-        r.identifier: r
-        for r in session.execute(
-            select(
-                PimProduct.identifier,
-                PimProduct.content_hash,
-                PimProduct.change_seq,
-                PimProduct.removed_at,
-            ).where(among(session, PimProduct.identifier, skus))
-        ).all()
-    }
+    heads = pim_repo.heads(session, skus)
     states = channel_repo.load_states(session, list(results), skus)
     gone = [s for s in skus if heads.get(s) is None or heads[s].removed_at is not None]
     if gone:  # every channel in one statement

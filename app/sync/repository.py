@@ -113,6 +113,12 @@ def add_counts(session: Session, run_id: uuid.UUID, now: datetime, **deltas: int
     return run
 
 
+def mark_planning_done(session: Session, run_id: uuid.UUID) -> None:
+    """The ingest feeding this channel run has read its last page (in SQL: publish tasks
+    update the same row concurrently)."""
+    session.execute(update(SyncRun).where(SyncRun.id == run_id).values(planning_done=True))
+
+
 def finish_run(
     session: Session, run: SyncRun, status: str, now: datetime, error: str | None = None
 ) -> None:

@@ -22,6 +22,7 @@ from sqlalchemy import create_engine, text
 from app.db import session_scope
 from app.pim.repository import high_watermark
 from app.sync import repository as repo
+from app.sync.models import TERMINAL
 from bench.harness.report import say
 from bench.harness.stack import (
     COUNTERS,
@@ -32,7 +33,6 @@ from bench.harness.stack import (
     PROGRESS_INTERVAL,
     STALL_SECONDS,
     TASK_DONE,
-    TERMINAL,
     Stack,
     checkpoint,
 )

@@ -46,7 +46,7 @@ CREDENTIALS = {
     "PIMSYNC_AKENEO_USERNAME": "pimsync",
     "PIMSYNC_AKENEO_PASSWORD": "pimsync",
 }
-TERMINAL = {"completed", "aborted", "failed", "skipped", "abandoned", "cancelled"}
+
 COUNTERS = ("synced", "unchanged", "skipped_incomplete", "filtered", "disabled", "failed")
 MEMORY_INTERVAL = 0.2
 CPU_INTERVAL = 1.0
