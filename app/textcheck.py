@@ -17,7 +17,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from app.errors import InputError
+
 NUL = "\x00"
+
+
+class UnstorableText(InputError):
+    """A value PostgreSQL cannot store (a NUL character, an invalid surrogate)."""
 
 
 def text_problem(value: str) -> str | None:

@@ -10,13 +10,16 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, case, func, or_, select, update
+from sqlalchemy import Text, and_, case, cast, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.db import affected, among, dialect_insert, is_postgres
 from app.pgbulk import execute_many
 from app.pim.models import MirrorClock, PimDefinitions, PimProduct, PimProductModel
 from app.pim.product import Product
+
+# A NUL character as JSON escapes it (what the mirror's json column holds verbatim).
+ESCAPED_NUL = "\\u0000"
 
 
 @dataclass(slots=True)
@@ -28,6 +31,9 @@ class MirrorRow:
     enabled: bool
     # built from ``raw`` by the first channel that maps it, reused by the others
     product: Product | None = None
+    # the stored JSON holds an escaped NUL (``\u0000``): PostgreSQL's jsonb and text refuse
+    # it, so publishing looks for the value (app.textcheck); False for nearly every product
+    suspect: bool = False
 
 
 def change_token(session: Session) -> int:
@@ -245,6 +251,9 @@ def heads(session: Session, identifiers: Sequence[str]) -> dict[str, Any]:
 def load_products(session: Session, identifiers: Sequence[str]) -> dict[str, MirrorRow]:
     if not identifiers:
         return {}
+    # a scan of the stored text by the server, cheaper than walking every decoded value here
+    position = func.strpos if is_postgres(session) else func.instr
+    suspect = position(cast(PimProduct.raw, Text), ESCAPED_NUL) > 0
     rows = session.execute(
         select(
             PimProduct.identifier,
@@ -253,10 +262,13 @@ def load_products(session: Session, identifiers: Sequence[str]) -> dict[str, Mir
             PimProduct.change_seq,
             PimProduct.enabled,
             PimProduct.removed_at,
+            suspect.label("suspect"),
         ).where(among(session, PimProduct.identifier, identifiers))
     ).all()
     return {
-        r.identifier: MirrorRow(r.identifier, r.raw, r.content_hash, r.change_seq, r.enabled)
+        r.identifier: MirrorRow(
+            r.identifier, r.raw, r.content_hash, r.change_seq, r.enabled, suspect=bool(r.suspect)
+        )
         for r in rows
         if r.removed_at is None
     }

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from datetime import timedelta
 
@@ -635,9 +636,9 @@ def test_failed_delta_keeps_the_cursor_and_the_next_delta_reads_the_changes(harn
 
 
 def test_a_value_postgresql_refuses_fails_its_unit_alone(harness):
-    """The bulk write of a batch meets a value PostgreSQL refuses (a NUL character in a text
-    value: legal JSON, refused by jsonb): the batch falls back to one row at a time, the bad
-    unit is dead-lettered in each channel that would publish it, its neighbours publish."""
+    """A NUL character in a text value (legal JSON, refused by PostgreSQL's jsonb and text):
+    the unit is dead-lettered in each channel that would publish it, with the attribute and
+    the locale, and its neighbours publish; the run completes with its failure counted."""
     published_before = {
         ch: {s for (_c, s), r in harness.rows(ch).items() if r.status == "published"}
         for ch in CHANNELS
@@ -654,6 +655,11 @@ def test_a_value_postgresql_refuses_fails_its_unit_alone(harness):
         letters = s.execute(select(DeadLetter).order_by(DeadLetter.channel)).scalars().all()
     failed_in = {d.channel for d in letters}
     assert letters and all(d.sku == victim and d.permanent for d in letters)
+    assert all(d.error_type == "UnstorableText" for d in letters)
+    assert all(
+        re.fullmatch(r"value of `name` in [a-z]{2}_[A-Z]{2} contains a NUL character", d.error)
+        for d in letters
+    ), [d.error for d in letters]
     for channel in CHANNELS:
         run = runs[channel]
         assert run.status == "completed", run.error
