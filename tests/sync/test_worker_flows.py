@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections import Counter
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -21,14 +20,12 @@ import orjson
 import pytest
 import redis
 import yaml
-from sqlalchemy import select
 
-from app.channels.models import ChannelProduct
 from app.config import SAMPLE_DIR
 from app.db import session_scope
 from app.sync import repository as repo
 from app.sync import service
-from app.sync.models import DeadLetter, SyncBatch, SyncRun
+from app.sync.models import SyncRun
 from tests.conftest import create_pg_database, drop_pg_database, truncate_all
 from tests.e2e_support import (
     Worker,
@@ -40,6 +37,7 @@ from tests.e2e_support import (
     stack_env,
     wait_until,
 )
+from tests.sync.flow_support import assert_counters_are_the_rows, batches, letters, rows, runs
 
 pytestmark = [pytest.mark.slow, pytest.mark.worker]
 
@@ -128,47 +126,6 @@ _bumps = iter(range(1, 1_000_000))
 
 def _bump() -> int:
     return next(_bumps)
-
-
-def runs(run_id: Any) -> dict[Any, SyncRun]:
-    with session_scope() as s:
-        run = repo.get_run(s, run_id)
-        return {None: run, run.channel: run, **{c.channel: c for c in repo.child_runs(s, run_id)}}
-
-
-def rows(channel: str) -> dict[str, ChannelProduct]:
-    with session_scope() as s:
-        q = select(ChannelProduct).where(ChannelProduct.channel == channel)
-        return {r.sku: r for r in s.execute(q).scalars()}
-
-
-def letters(**where: Any) -> list[DeadLetter]:
-    with session_scope() as s:
-        q = select(DeadLetter).order_by(DeadLetter.channel, DeadLetter.sku)
-        for key, value in where.items():
-            q = q.where(getattr(DeadLetter, key) == value)
-        return list(s.execute(q).scalars())
-
-
-def batches(run_id: Any) -> list[SyncBatch]:
-    with session_scope() as s:
-        q = select(SyncBatch).where(SyncBatch.run_id == run_id).order_by(SyncBatch.id)
-        return list(s.execute(q).scalars())
-
-
-def written_by(run: SyncRun) -> Counter[str]:
-    """The statuses of the rows a run wrote, read from channel_product."""
-    return Counter(r.status for r in rows(run.channel or "").values() if r.sync_run_id == run.id)
-
-
-def assert_counters_are_the_rows(run: SyncRun) -> None:
-    """A run never lies: what it counts is what channel_product and dead_letter hold."""
-    got = written_by(run)
-    assert run.synced == got["published"], (run.synced, got)
-    assert run.skipped_incomplete == got["incomplete"], (run.skipped_incomplete, got)
-    assert run.filtered == got["filtered"], (run.filtered, got)
-    assert run.disabled == got["disabled_in_pim"] + got["removed"], (run.disabled, got)
-    assert run.failed == len(letters(run_id=run.id)), run.failed
 
 
 @pytest.fixture(scope="module")
