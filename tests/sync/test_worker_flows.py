@@ -26,7 +26,7 @@ from app.db import session_scope
 from app.sync import repository as repo
 from app.sync import service
 from app.sync.models import SyncRun
-from tests.conftest import create_pg_database, drop_pg_database, truncate_all
+from tests.conftest import clear_redis, create_pg_database, drop_pg_database, truncate_all
 from tests.e2e_support import (
     Worker,
     admin,
@@ -162,10 +162,7 @@ def stack(redis_url: str, pg_url: str, tmp_path_factory: pytest.TempPathFactory)
 def fresh(stack: Stack, redis_url: str) -> Stack:
     """Empty database and queues, pristine PIM, the sample channels and contracts."""
     truncate_all(stack.env["PIMSYNC_DATABASE_URL"])
-    client = redis.Redis.from_url(redis_url)
-    for key in client.scan_iter():
-        if key != b"pimsync:test-run-claim":  # the conftest's claim on this database
-            client.delete(key)
+    clear_redis(redis.Redis.from_url(redis_url))
     stack.catalog.replace_with(stack.pristine)
     stack.reset_config()
     return stack
