@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +19,11 @@ import pytest
 from sqlalchemy import create_engine, func, select, text
 
 from app.db import session_scope
+from app.pages.models import ProductPage
+from app.pages.schemas import DomainEvent
 from app.sync import service
 from app.sync.models import SyncBatch, SyncRun
-from tests.conftest import PG_ADMIN_URL, create_pg_database, drop_pg_database
+from tests.conftest import PG_ADMIN_URL, clear_redis, create_pg_database, drop_pg_database
 from tests.e2e_support import (
     Worker,
     admin,
@@ -178,3 +182,86 @@ def test_full_sync_survives_the_database_server_stopping_mid_run(
         assert_exact_clean_outcome(by)
     finally:
         restore_env(old)
+
+
+def test_domain_events_survive_the_database_server_stopping(
+    redis_url: str,
+    private_pg: PrivatePostgres,  # noqa: F811 (the fixture imported above)
+    tmp_path: Path,
+):
+    """Pricing events arriving while the database server is down are retried by the worker
+    and, once it is back, applied exactly: the newest version of each SKU on every channel."""
+    import redis
+
+    from tasks import celery_app
+
+    db = private_pg.create_database("pimsync")
+    env = stack_env(db, redis_url, "sample")
+    old = apply_env(env)
+    broker = redis.Redis.from_url(redis_url)
+    clear_redis(broker)
+    log = tmp_path / "events.log"
+
+    def send(*events: dict[str, Any]) -> None:
+        celery_app.send_task(
+            "events.pricing.apply", args=[list(events), "erp"], queue="events.pricing"
+        )
+
+    try:
+        with Worker(env, log, queues="events.pricing", concurrency=1, name="events"):
+            send(price("WARM", 1))
+            wait_until(lambda: pricing() == {"WARM": (1, "1.00")}, 60, what="a first event")
+            private_pg.stop("fast")
+            for i in range(20):
+                send(price(f"SKU-{i}", 1), price(f"SKU-{i}", 2))
+            send(price("SKU-0", 1))  # late and stale: must not win
+            time.sleep(3)  # the consumer fails meanwhile, puts what it took back, retries
+            private_pg.start()
+            expected = {"WARM": (1, "1.00"), **{f"SKU-{i}": (2, "2.00") for i in range(20)}}
+            wait_until(lambda: pricing() == expected, 120, what="every event applied")
+            wait_until(
+                lambda: broker.llen("events.pricing") == 0 and broker.hlen("unacked") == 0,
+                30,
+                what="the queue drained and acknowledged",
+            )
+        retried = [
+            line
+            for line in log.read_text(errors="replace").splitlines()
+            if "Retry in" in line and "OperationalError" in line
+        ]
+        assert retried, "the stopped server must have failed the consumer"
+        with session_scope() as s:
+            pages = s.execute(select(ProductPage.channel, ProductPage.sku)).all()
+        assert Counter(channel for channel, _ in pages) == {c: 21 for c in CHANNELS}
+    finally:
+        restore_env(old)
+        clear_redis(broker)
+
+
+def price(sku: str, version: int) -> dict[str, Any]:
+    return DomainEvent.model_validate(
+        {
+            "type": "pricing",
+            "sku": sku,
+            "source_version": version,
+            "occurred_at": datetime.now(UTC).isoformat(),
+            "payload": {"amount": f"{version}.00"},
+        }
+    ).model_dump(mode="json")
+
+
+def pricing() -> dict[str, tuple[int, str]]:
+    """Each SKU's pricing on de_storefront, if every channel holds the same."""
+    with session_scope() as s:
+        rows = s.execute(
+            select(
+                ProductPage.channel,
+                ProductPage.sku,
+                ProductPage.pricing_version,
+                ProductPage.pricing,
+            )
+        ).all()
+    per_sku: dict[str, set[tuple[int, str]]] = {}
+    for _channel, sku, version, payload in rows:
+        per_sku.setdefault(sku, set()).add((int(version), (payload or {}).get("amount")))
+    return {sku: next(iter(v)) for sku, v in per_sku.items() if len(v) == 1}
