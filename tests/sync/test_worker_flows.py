@@ -23,6 +23,7 @@ import yaml
 
 from app.config import SAMPLE_DIR
 from app.db import session_scope
+from app.pim.models import PimProduct
 from app.sync import repository as repo
 from app.sync import service
 from app.sync.models import SyncRun
@@ -270,6 +271,48 @@ def test_dead_letters_replayed_after_the_contract_is_fixed(fresh: Stack):
         s: r.version for s, r in before.items()
     }
     assert {(d.sku, d.status) for d in letters()} == {(s, "replayed") for s in failed}
+
+
+def test_a_rejected_product_is_fetched_again_on_replay_then_published(fresh: Stack):
+    victim = next(s for s in fresh.pim_skus() if fresh.pim_product(s)["values"].get("weight"))
+    weight = fresh.pim_product(victim)["values"]["weight"]
+    bad = {"amount": [1, 2], "unit": "KILOGRAM"}
+    fresh.patch(victim, values={"weight": [{"locale": None, "scope": None, "data": bad}]})
+    with fresh.worker("refetch"):
+        full = fresh.wait(fresh.full([DE]), 1)
+        assert (full[None].status, full[None].read, full[None].rejected) == ("completed", 60, 1)
+        (dl,) = letters()
+        assert (dl.kind, dl.channel, dl.sku, dl.run_id) == ("ingest", "*", victim, full[None].id)
+        assert dl.error == (
+            f"product {victim!r}: field 'values.weight[0].data': "
+            "metric amount must be a number, got [1, 2]"
+        )
+        assert victim not in rows(DE) and len(rows(DE)) == 59
+        assert (full[DE].processed, full[DE].failed) == (60, 1)  # the rejected one counts
+        assert_counters_are_the_rows(full[DE])
+
+        fresh.patch(victim, values={"weight": weight})  # the catalog team fixes it
+        with session_scope() as s:
+            result = service.replay_dead_letters(s, fresh.ctx(), ids=[dl.id])
+        assert (result["replayed"], result["refetched"], result["runs"]) == (1, 1, [])
+        with session_scope() as s:  # fetched again into the mirror, by the replay itself
+            mirrored = s.get(PimProduct, victim)
+            assert mirrored is not None and mirrored.raw["values"]["weight"] == weight
+        delta = fresh.wait(_delta(fresh), 4)
+    assert delta[DE].status == "completed" and delta[DE].failed == 0
+    row = rows(DE)[victim]
+    assert (row.status, row.enabled, row.sync_run_id) == ("published", True, delta[DE].id)
+    # the fixed weight, as the PIM serves it (amount and unit symbol)
+    assert weight == [
+        {"locale": None, "scope": None, "data": {"amount": "10.0595", "unit": "KILOGRAM"}}
+    ]
+    assert row.doc["dimensions"]["weight"] == "10.0595 kg"
+    assert [(d.sku, d.status) for d in letters()] == [(victim, "replayed")]
+
+
+def _delta(stack: Stack) -> Any:
+    with session_scope() as s:
+        return service.start_delta(s, stack.ctx(), trigger="test").id
 
 
 def _color(product: dict[str, Any]) -> Any:
