@@ -38,7 +38,7 @@ def client(
         reset_settings_cache()
 
 
-def test_reads_answer_503_while_the_server_is_down_and_200_once_it_is_back(
+def test_reads_answer_503_while_the_server_is_down_and_200_at_once_when_it_is_back(
     client: TestClient,
     private_pg: PrivatePostgres,  # noqa: F811
 ) -> None:
@@ -50,9 +50,15 @@ def test_reads_answer_503_while_the_server_is_down_and_200_once_it_is_back(
     assert down.status_code == 503
     assert down.json() == {"detail": "database unavailable, try again"}
     assert time.monotonic() - started < 10
+    # the other reads too: "try again", not an internal error
+    listing = client.get(f"/channels/{CH}/products")
+    assert (listing.status_code, listing.json()) == (503, down.json())
+    assert client.get("/readyz").status_code == 503
     private_pg.start()
     # a restart closed every pooled connection: the first read after it must not fail
     for _ in range(3):
         again = client.get(URL)
         assert again.status_code == 200, again.text
         assert again.json() == first.json()
+    listing = client.get(f"/channels/{CH}/products")
+    assert listing.status_code == 200 and [i["sku"] for i in listing.json()["items"]] == ["SKU-1"]
