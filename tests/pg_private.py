@@ -4,7 +4,8 @@ away" for real, without touching the shared server other test runs use.
 ``initdb`` into a temporary folder, ``pg_ctl start`` on a free port (TCP on 127.0.0.1 only, no
 Unix socket), trust authentication, no fsync. The binaries are found through
 ``PIMSYNC_TEST_PG_BINDIR``, ``pg_config --bindir`` or ``/usr/lib/postgresql/*/bin``; without
-them the tests that need a private server skip with the reason (CI has them). As root the
+them the tests that need a private server skip with the reason (fail under
+``PIMSYNC_REQUIRE_SERVICES=1``, as in CI, which has them). As root the
 server runs as the ``postgres`` system user (PostgreSQL refuses to run as root).
 
 Use the ``private_pg`` fixture (import it into the test module) or ``PrivatePostgres`` itself.
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import _unavailable
 from tests.e2e_support import free_port
 
 
@@ -128,8 +130,8 @@ class PrivatePostgres:
 def private_pg() -> Iterator[PrivatePostgres]:
     """A running private PostgreSQL server, removed after the test."""
     bindir = find_bindir()
-    if bindir is None:
-        pytest.skip(
+    if bindir is None:  # a skip, or a failure under PIMSYNC_REQUIRE_SERVICES=1 (CI)
+        _unavailable(
             "PostgreSQL server binaries (initdb, pg_ctl) not found: set PIMSYNC_TEST_PG_BINDIR "
             "or install the postgresql server package to run the server-stopped tests"
         )
