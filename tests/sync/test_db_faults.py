@@ -139,7 +139,14 @@ def test_full_sync_survives_its_connections_being_terminated(
             killed = 0
             for _ in range(3):  # three rounds while the run reads and publishes
                 done = _done_batches()
-                wait_until(lambda d=done: _done_batches() > d, 60, interval=0.05, what="a batch")
+                wait_until(
+                    lambda d=done: _done_batches() > d or run_finished(run_id, 4),
+                    60,
+                    interval=0.05,
+                    what="a batch",
+                )
+                if run_finished(run_id, 4):
+                    break
                 with killer.connect() as conn:
                     killed += len(
                         conn.execute(
