@@ -14,6 +14,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -47,12 +48,23 @@ def icecat_dir() -> Path:
     return path
 
 
+REDIS_CLAIM_KEY = "pimsync:test-run-claim"
+
+
+def clear_redis(client: Any) -> None:
+    """Empty this run's Redis database but keep its claim: a FLUSHDB would free the database
+    for another test run (another checkout's) to claim and flush under this one."""
+    for key in client.scan_iter():
+        if key != REDIS_CLAIM_KEY.encode():
+            client.delete(key)
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     """A Redis database of our own for the whole run (claimed with SET NX, flushed after)."""
     import redis
 
-    claim_key = "pimsync:test-run-claim"
+    claim_key = REDIS_CLAIM_KEY
     token = uuid.uuid4().hex
     try:
         redis.Redis.from_url(f"{REDIS_BASE_URL}/0").ping()

@@ -264,32 +264,57 @@ def load_contract_file(path: Path) -> Contract:
 class ContractStore:
     """Every contract version found under a folder, looked up by (id, version)."""
 
-    def __init__(self, contracts: dict[tuple[str, int], Contract]) -> None:
+    def __init__(
+        self,
+        contracts: dict[tuple[str, int], Contract],
+        broken: dict[tuple[str, int], str] | None = None,
+    ) -> None:
         self._contracts = contracts
+        # (id, version) -> why its file cannot be used (lenient loading only)
+        self._broken = broken or {}
         self._compiled: dict[tuple[str, int], CompiledContract] = {}
 
     @classmethod
-    def load(cls, root: Path | str) -> ContractStore:
+    def load(cls, root: Path | str, strict: bool = True) -> ContractStore:
+        """Every contract under ``root``. ``strict``: the first unusable file raises (``pimsync
+        check``); otherwise an unusable file takes down only the contract version its path
+        names (``<id>/v<N>.yaml``), and ``get`` raises its error: workers keep publishing
+        the channels whose contracts are fine."""
         root = Path(root)
         if not root.is_dir():
             raise ContractError(f"contracts folder {root} not found")
         found: dict[tuple[str, int], Contract] = {}
+        broken: dict[tuple[str, int], str] = {}
         for path in sorted(root.rglob("*")):
             # Only <id>/v<N>.yaml (or .toml) are contract versions; a README.yaml or an
             # editor's backup file beside them is not read.
-            if not path.is_file() or not _FILE_RE.match(path.name):
+            m = _FILE_RE.match(path.name)
+            if not path.is_file() or not m:
                 continue
-            contract = load_contract_file(path)
+            try:
+                contract = load_contract_file(path)
+            except ContractError as exc:
+                if strict:
+                    raise
+                broken[(path.parent.name, int(m.group(1)))] = str(exc)
+                continue
             key = (contract.id, contract.version)
-            if key in found:
-                raise ContractError(f"{path}: contract {contract.key} is defined twice")
+            if key in found or key in broken:
+                error = f"{path}: contract {contract.key} is defined twice"
+                if strict:
+                    raise ContractError(error)
+                found.pop(key, None)  # which of the two is meant? neither
+                broken[key] = error
+                continue
             found[key] = contract
-        return cls(found)
+        return cls(found, broken)
 
     def get(self, contract_id: str, version: int) -> CompiledContract:
         key = (contract_id, version)
         compiled = self._compiled.get(key)
         if compiled is None:
+            if key in self._broken:
+                raise ContractError(self._broken[key])
             contract = self._contracts.get(key)
             if contract is None:
                 have = sorted(v for (cid, v) in self._contracts if cid == contract_id)

@@ -80,6 +80,10 @@ class PageReader:
             except psycopg.OperationalError:
                 if attempt == 2:
                     raise
+                # The server closed this connection (a restart, a failover): it closed the
+                # idle ones beside it too. Test those now (only on this path: no ping on a
+                # read), so the retry gets a live connection, not the next dead one.
+                await self.pool.check()
         return None  # not reached
 
     async def close(self) -> None:

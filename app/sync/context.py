@@ -7,6 +7,7 @@ demo may provide their own.
 
 from __future__ import annotations
 
+import math
 import random
 import uuid
 from collections.abc import Callable
@@ -117,7 +118,9 @@ class SyncContext:
         for batch in batches:
             batch_id, not_before, group_key = batch[0], batch[1], batch[2]
             countdown = max(0.0, (not_before - now).total_seconds()) if not_before else 0.0
-            groups.setdefault((group_key or batch_id, round(countdown, 1)), []).append(batch)
+            # grouped by tenths of a second, rounded up: a retry never runs before not_before
+            countdown = math.ceil(countdown * 10) / 10
+            groups.setdefault((group_key or batch_id, countdown), []).append(batch)
         for (_key, countdown), items in groups.items():
             # channels and unit count ride along for operators (Flower shows them)
             summary = {"channels": sorted({b[3] for b in items}), "units": sum(b[4] for b in items)}

@@ -430,8 +430,8 @@ def upsert_dead_letters(session: Session, rows: Sequence[dict[str, Any]]) -> Non
 def resolve_dead_letters(
     session: Session, succeeded: Mapping[str, Sequence[str]], now: datetime
 ) -> int:
-    """Units that succeeded ({channel: skus}): their open dead letters are resolved, not left
-    to rot. One statement for every channel."""
+    """Units that succeeded ({channel: skus}): their open dead letters, and those handed to a
+    replay, are resolved, not left to rot. One statement for every channel."""
     wanted = [
         and_(DeadLetter.channel == channel, among(session, DeadLetter.sku, skus))
         for channel, skus in sorted(succeeded.items())
@@ -442,7 +442,7 @@ def resolve_dead_letters(
     return affected(
         session,
         update(DeadLetter)
-        .where(DeadLetter.status == DL_OPEN, or_(*wanted))
+        .where(DeadLetter.status.in_((DL_OPEN, DL_REPLAYED)), or_(*wanted))
         .values(status=DL_RESOLVED, replayed_at=now),
     )
 

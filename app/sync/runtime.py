@@ -73,7 +73,7 @@ class RuntimeRegistry:
         key = (str(root), _tree_mtime(root))
         with self._lock:
             if self._contracts is None or self._contracts.key != key:
-                self._contracts = _Cached(key, ContractStore.load(root))
+                self._contracts = _Cached(key, ContractStore.load(root, strict=False))
             return self._contracts.value  # type: ignore[return-value]
 
     def ownership(self, settings: Settings) -> OwnershipTable:

@@ -11,14 +11,18 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 
 from app import __version__
 from app.config import get_settings
 from app.db import session_scope
 from app.gcpause import freeze_inherited
+from app.logging import get_logger
 from app.pages.reader import PageReader
 from app.web import dashboard, events, pages, webhooks
 from app.web.security import Refused
+
+log = get_logger("pimsync.web")
 
 
 def create_app(
@@ -75,6 +79,13 @@ def create_app(
             status_code=exc.status_code,
             headers=exc.headers,
         )
+
+    @api.exception_handler(OperationalError)
+    async def _database_unavailable(request: Request, exc: OperationalError) -> JSONResponse:
+        # The database is down or restarting: a 503 says "try again", as the page read does;
+        # a 500 would say the request itself broke something.
+        log.warning("database_unavailable", path=request.url.path, error=str(exc.orig)[:200])
+        return JSONResponse({"detail": "database unavailable, try again"}, status_code=503)
 
     @api.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -315,6 +315,32 @@ def test_bad_contract_file_names_the_file(tmp_path: Path) -> None:
     assert str(info.value).startswith(f"{path}: mapping #1 (a): unknown transform 'x'")
 
 
+def test_lenient_store_takes_down_only_the_broken_version(tmp_path: Path) -> None:
+    """Workers load leniently: one unusable file must not make every channel unavailable."""
+    write(tmp_path / "web" / "v1.yaml", MINIMAL.format(version=1))
+    bad = write(
+        tmp_path / "shop" / "v2.yaml",
+        "contract: shop\nversion: 2\nmappings:\n  - {pim: a, target: a, transform: x}\n",
+    )
+    write(tmp_path / "shop" / "v1.yaml", MINIMAL.replace("web", "shop").format(version=1))
+    write(tmp_path / "app" / "v1.yaml", MINIMAL.replace("web", "app").format(version=1))
+    write(tmp_path / "app" / "v1.yml", MINIMAL.replace("web", "app").format(version=1))
+    with pytest.raises(ContractError):
+        ContractStore.load(tmp_path)  # strict, as `pimsync check` loads
+    store = ContractStore.load(tmp_path, strict=False)
+    assert store.versions() == ["shop@1", "web@1"]
+    assert store.get("web", 1).key == "web@1" and store.get("shop", 1).key == "shop@1"
+    with pytest.raises(ContractError) as info:
+        store.get("shop", 2)
+    assert str(info.value) == (
+        f"{bad}: mapping #1 (a): unknown transform 'x' (known: auto, boolean, computed, direct, "
+        "localized, lookup, metric_to_string, multi_to_csv, number, price)"
+    )
+    with pytest.raises(ContractError) as info:
+        store.get("app", 1)
+    assert str(info.value) == f"{tmp_path / 'app' / 'v1.yml'}: contract app@1 is defined twice"
+
+
 @pytest.mark.parametrize(
     ("name", "content"),
     [

@@ -4,19 +4,22 @@ transaction fails, and nothing taken that is not theirs (another task, a delayed
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 import redis
-from sqlalchemy import select
+from sqlalchemy import create_engine, select, text
 from sqlalchemy.exc import OperationalError
 
 from app.db import session_scope
 from app.pages.models import ProductPage
 from app.pages.schemas import DomainEvent
-from tests.e2e_support import apply_env, restore_env
+from tests.conftest import clear_redis
+from tests.e2e_support import apply_env, restore_env, wait_until
 
 CHANNELS = 4  # the sample channels: an event for every channel lands on each
 
@@ -25,11 +28,11 @@ CHANNELS = 4  # the sample channels: an event for every channel lands on each
 def broker(pg_db: str, redis_url: str) -> Iterator[redis.Redis]:
     old = apply_env({"PIMSYNC_DATABASE_URL": pg_db, "PIMSYNC_BROKER_URL": redis_url})
     client = redis.Redis.from_url(redis_url)
-    client.flushdb()
+    clear_redis(client)
     try:
         yield client
     finally:
-        client.flushdb()
+        clear_redis(client)
         restore_env(old)
 
 
@@ -100,26 +103,80 @@ def test_waiting_messages_are_applied_with_the_first_and_acknowledged(broker):
     assert versions("inventory") == {}
 
 
-def test_a_failed_transaction_puts_every_taken_message_back(broker, monkeypatch):
-    from app.pages import projection
+def test_a_failed_transaction_puts_every_taken_message_back(broker, pg_db):
+    """The database connection dies mid-transaction (its backend terminated while the upsert
+    waits for a lock): every message taken goes back on the queue, and the retry applies
+    them all once."""
     from tasks.events import _apply
 
     for i in range(10):
         send("pricing", event(f"SKU-{i}", 3))
+    failure: list[BaseException] = []
 
-    def broken(*args: Any, **kwargs: Any) -> Any:
-        raise OperationalError("UPDATE", {}, Exception("server closed the connection"))
+    def consume() -> None:
+        try:
+            _apply("pricing", [event("FIRST", 1)], "erp")
+        except BaseException as exc:
+            failure.append(exc)
 
-    monkeypatch.setattr(projection, "apply_events", broken)
-    with pytest.raises(OperationalError):
-        _apply("pricing", [event("FIRST", 1)], "erp")
+    with blocked_writes(pg_db) as blocked:
+        consumer = threading.Thread(target=consume)
+        consumer.start()
+        pid = wait_until(blocked, 30, interval=0.05, what="the upsert to wait for the lock")
+        assert waiting(broker, "events.pricing") == 0  # all ten taken, unacknowledged
+        assert unacked(broker) == 10
+        terminate(pg_db, pid)
+        consumer.join(30)
+    (exc,) = failure
+    assert isinstance(exc, OperationalError) and "terminating connection" in str(exc)
     assert waiting(broker, "events.pricing") == 10, "taken messages go back on the queue"
     assert unacked(broker) == 0
     assert versions() == {}
-    monkeypatch.undo()
     _apply("pricing", [event("FIRST", 1)], "erp")  # the retry
     assert versions() == {"FIRST": 1, **{f"SKU-{i}": 3 for i in range(10)}}
     assert waiting(broker, "events.pricing") == 0 and unacked(broker) == 0
+
+
+@contextmanager
+def blocked_writes(url: str) -> Iterator[Callable[[], int | None]]:
+    """Hold a lock on product_page that blocks writers; yields a probe returning the pid of a
+    backend of this database waiting for it (None while there is none)."""
+    engine = create_engine(url)
+    name = url.rsplit("/", 1)[1]
+    try:
+        with engine.connect() as holder:
+            holder.execute(text("LOCK TABLE product_page IN SHARE MODE"))
+
+            def probe() -> int | None:
+                with engine.connect() as conn:
+                    return conn.execute(
+                        text(
+                            "SELECT pid FROM pg_stat_activity WHERE datname = :db "
+                            "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+                        ),
+                        {"db": name},
+                    ).scalar()
+
+            yield probe
+            holder.rollback()
+    finally:
+        engine.dispose()
+
+
+def terminate(url: str, pid: int) -> None:
+    """pg_terminate_backend on a backend of this test's own database, and no other."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE pid = :pid AND datname = :db"
+                ),
+                {"pid": pid, "db": url.rsplit("/", 1)[1]},
+            ).scalar()
+    finally:
+        engine.dispose()
 
 
 def test_at_most_the_batch_limit_and_never_a_delayed_retry(broker, monkeypatch):

@@ -1,0 +1,57 @@
+"""Reading a run's outcome back from the database, for the worker-driven sync tests."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from sqlalchemy import select
+
+from app.channels.models import ChannelProduct
+from app.db import session_scope
+from app.sync import repository as repo
+from app.sync.models import DeadLetter, SyncBatch, SyncRun
+
+
+def runs(run_id: Any) -> dict[Any, SyncRun]:
+    with session_scope() as s:
+        run = repo.get_run(s, run_id)
+        return {None: run, run.channel: run, **{c.channel: c for c in repo.child_runs(s, run_id)}}
+
+
+def rows(channel: str) -> dict[str, ChannelProduct]:
+    with session_scope() as s:
+        q = select(ChannelProduct).where(ChannelProduct.channel == channel)
+        return {r.sku: r for r in s.execute(q).scalars()}
+
+
+def letters(**where: Any) -> list[DeadLetter]:
+    with session_scope() as s:
+        q = select(DeadLetter).order_by(DeadLetter.channel, DeadLetter.sku)
+        for key, value in where.items():
+            q = q.where(getattr(DeadLetter, key) == value)
+        return list(s.execute(q).scalars())
+
+
+def batches(run_id: Any) -> list[SyncBatch]:
+    with session_scope() as s:
+        q = select(SyncBatch).where(SyncBatch.run_id == run_id).order_by(SyncBatch.id)
+        return list(s.execute(q).scalars())
+
+
+def written_by(run: SyncRun) -> Counter[str]:
+    """The statuses of the rows a run wrote, read from channel_product."""
+    return Counter(r.status for r in rows(run.channel or "").values() if r.sync_run_id == run.id)
+
+
+def assert_counters_are_the_rows(run: SyncRun) -> None:
+    """A run never lies: what it counts is what channel_product and dead_letter hold."""
+    got = written_by(run)
+    assert run.synced == got["published"], (run.synced, got)
+    assert run.skipped_incomplete == got["incomplete"], (run.skipped_incomplete, got)
+    assert run.filtered == got["filtered"], (run.filtered, got)
+    assert run.disabled == got["disabled_in_pim"] + got["removed"], (run.disabled, got)
+    # its own units' dead letters, and the products its read rejected (channel "*"): a
+    # product that cannot be parsed fails in every channel of the run
+    rejected = letters(run_id=run.parent_id, kind="ingest") if run.parent_id else []
+    assert run.failed == len(letters(run_id=run.id)) + len(rejected), run.failed
