@@ -44,6 +44,7 @@ from app.sync.repository import Released
 from app.sync.runtime import REGISTRY, ChannelUnavailable, configured_channels
 from app.sync.units import FAILED as UNIT_FAILED
 from app.sync.units import ChannelRuntime, UnitOutcome, evaluate
+from app.textcheck import UnstorableText, first_problem, value_problem
 
 log = get_logger("pimsync.publish")
 
@@ -108,6 +109,20 @@ def _dead_letter(
         "first_failed_at": now,
         "last_failed_at": now,
     }
+
+
+def _unstorable(
+    out: UnitOutcome, product: Product, problems: dict[str, str | None]
+) -> UnstorableText | None:
+    """The refusal of a unit whose row would carry text PostgreSQL cannot store (a NUL), named
+    by the product's value that holds it; None when the row can be written (the bad value is
+    not in what this channel publishes). The product's values are searched once for every
+    channel."""
+    if first_problem(out.doc) is None and first_problem(out.detail) is None:
+        return None
+    if out.sku not in problems:
+        problems[out.sku] = value_problem(product.values)
+    return UnstorableText(problems[out.sku] or "the document holds a NUL character")
 
 
 def _is_transient_db_error(exc: DBAPIError) -> bool:
@@ -210,6 +225,7 @@ def publish_channels(
         cache.update(loaded)
     rows: list[ChannelRow] = []
     dead: list[dict[str, Any]] = []
+    problems: dict[str, str | None] = {}  # per SKU: the value PostgreSQL would refuse
     for rt in rts:
         channel, res = rt.channel.code, results[rt.channel.code]
         retry: list[str] = []
@@ -243,6 +259,10 @@ def publish_channels(
                 dead.append(_dead_letter(channel, sku, run_id, out.error, True, now))
                 res.failed += 1
                 continue
+            if m.suspect and (refusal := _unstorable(out, product, problems)):
+                dead.append(_dead_letter(channel, sku, run_id, refusal, True, now))
+                res.failed += 1
+                continue
             for attr in out.drift:
                 drift.setdefault(attr, Tally()).add(sku)
             rows.append(_row(rt, out, rt.input_hash(m.content_hash), run_id, now, m.change_seq))
@@ -267,8 +287,10 @@ def publish_channels(
     for change in changes:
         results[change.channel].changes.append(change)
     refused_keys = {(row.channel, row.sku) for row, _ in refused}
-    for row, refusal in refused:
-        dead.append(_dead_letter(row.channel, row.sku, run_id, refusal.orig or refusal, True, now))
+    for row, db_error in refused:
+        dead.append(
+            _dead_letter(row.channel, row.sku, run_id, db_error.orig or db_error, True, now)
+        )
         results[row.channel].failed += 1
     succeeded: dict[str, list[str]] = {
         channel: [s for s in skus_ if s not in mirror] for channel, skus_ in todo.items()
