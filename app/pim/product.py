@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 
 from app.errors import InputError
+from app.textcheck import printable, text_problem
 
 MAX_IDENTIFIER_LENGTH = 255
 # A single product's payload; Akeneo products with 1,000 attributes stay well below this.
@@ -168,11 +169,14 @@ def content_hash(raw: dict[str, Any]) -> str:
 
 
 def _ref(raw: dict[str, Any]) -> str:
+    """How a refused product is named where it is recorded: its identifier, else its uuid (an
+    identifier PostgreSQL cannot store is named by its uuid, or shown escaped)."""
     for key in ("identifier", "uuid", "code"):
         value = raw.get(key)
-        if isinstance(value, str) and value:
+        if isinstance(value, str) and value and text_problem(value) is None:
             return value
-    return "<unknown>"
+    identifier = raw.get("identifier")
+    return printable(identifier) if isinstance(identifier, str) and identifier else "<unknown>"
 
 
 def _json_number(value: Any) -> bool:
@@ -298,11 +302,15 @@ def parse_product(raw: Any, identifier_attribute: str = "sku") -> Product:
         raise ProductParseError(
             ref, "identifier", f"longer than {MAX_IDENTIFIER_LENGTH} characters"
         )
+    if problem := text_problem(identifier):
+        raise ProductParseError(ref, "identifier", f"`{printable(identifier)}` {problem}")
 
     for key in ("uuid", "family", "parent", "root_parent"):
         v = raw.get(key)
         if v is not None and not isinstance(v, str):
             raise ProductParseError(identifier, key, f"must be a string or null, got {v!r}")
+        if v is not None and (problem := text_problem(v)):
+            raise ProductParseError(identifier, key, f"`{printable(v)}` {problem}")
 
     categories = raw.get("categories", [])
     if categories is None:

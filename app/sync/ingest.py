@@ -41,6 +41,7 @@ from app.sync.context import SyncContext
 from app.sync.models import COMPLETED, DELTA, FULL, RUNNING, SKIPPED, SyncRun
 from app.sync.publish import finalize_if_done
 from app.sync.runtime import REGISTRY, configured_channels
+from app.textcheck import text_problem
 
 log = get_logger("pimsync.ingest")
 
@@ -146,8 +147,8 @@ def _split_known(
             if item.__class__ is not dict:
                 continue
             ident = item.get("identifier")
-            if ident.__class__ is not str or not ident:
-                continue
+            if ident.__class__ is not str or not ident or text_problem(ident):
+                continue  # the parser says why (a NUL could not even be looked up)
             if ident in hashes:
                 repeated.add(ident)
                 continue

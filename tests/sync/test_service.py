@@ -672,3 +672,34 @@ def test_a_value_postgresql_refuses_fails_its_unit_alone(harness):
             assert run.failed == 0
         assert run.synced == sum(1 for r in rows.values() if r.status == "published")
         assert run.synced + run.skipped_incomplete + run.filtered + run.failed == 60
+
+
+def test_a_nul_in_an_identifier_refuses_that_product_alone(harness):
+    """A product whose identifier PostgreSQL cannot store is refused at ingest and recorded by
+    its uuid with the reason; every other product syncs (the hash look-up of the page used to
+    fail whole on it, reading 0 products)."""
+    import copy
+
+    template = harness.source.products[sorted(harness.source.products)[5]]
+    bad = copy.deepcopy(template)
+    bad["identifier"] = "BAD\x00SKU"
+    bad["uuid"] = "0b0e5a9e-1111-4222-8333-444455556666"
+    harness.source.products[bad["identifier"]] = bad
+    run_id = harness.full()
+    runs = harness.runs(run_id)
+    assert runs[None].status == "completed" and runs[None].read == 61
+    assert runs[None].rejected == 1
+    with session_scope() as s:
+        letters = s.execute(select(DeadLetter)).scalars().all()
+    assert [(d.channel, d.sku, d.kind) for d in letters] == [
+        ("*", "0b0e5a9e-1111-4222-8333-444455556666", "ingest")
+    ]
+    assert "identifier" in letters[0].error and "NUL character" in letters[0].error
+    assert "BAD\\x00SKU" in letters[0].error  # shown escaped, so a person can find it
+    for channel in CHANNELS:
+        assert runs[channel].status == "completed", runs[channel].error
+        assert len(harness.rows(channel)) == 60
+        assert (
+            Counter(r.status for r in harness.rows(channel).values())
+            == (EXPECTED_STATUSES[channel])
+        )
