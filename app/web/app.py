@@ -7,11 +7,10 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from anyio import to_thread
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError
 
 from app import __version__
 from app.config import get_settings
@@ -19,8 +18,7 @@ from app.db import session_scope
 from app.gcpause import freeze_inherited
 from app.logging import get_logger
 from app.pages.reader import PageReader
-from app.web import dashboard, events, pages, webhooks
-from app.web.security import Refused
+from app.web import dashboard, events, pages, problems, webhooks
 
 log = get_logger("pimsync.web")
 
@@ -72,28 +70,7 @@ def create_app(
     api.state.dispatcher = dispatcher
     api.state.events_sender = events_sender
 
-    @api.exception_handler(Refused)
-    async def _refused(_: Request, exc: Refused) -> JSONResponse:
-        return JSONResponse(
-            {"detail": exc.detail, "reason": exc.reason},
-            status_code=exc.status_code,
-            headers=exc.headers,
-        )
-
-    @api.exception_handler(OperationalError)
-    async def _database_unavailable(request: Request, exc: OperationalError) -> JSONResponse:
-        # The database is down or restarting: a 503 says "try again", as the page read does;
-        # a 500 would say the request itself broke something.
-        log.warning("database_unavailable", path=request.url.path, error=str(exc.orig)[:200])
-        return JSONResponse({"detail": "database unavailable, try again"}, status_code=503)
-
-    @api.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ()))
-        return JSONResponse(
-            {"detail": f"{where}: {first.get('msg', 'invalid request')}"}, status_code=422
-        )
+    problems.install(api)
 
     @api.get("/healthz", tags=["operations"])
     def healthz() -> dict[str, str]:
@@ -106,8 +83,14 @@ def create_app(
         try:
             with session_scope() as session:
                 session.execute(text("SELECT 1"))
-        except Exception as exc:
-            return JSONResponse({"status": "unavailable", "database": str(exc)[:200]}, 503)
+        except DBAPIError as exc:
+            # the error names the host, port and role: logged for operators, not shown to all
+            log.warning("readiness_failed", error=str(exc.orig)[:200])
+            return JSONResponse(
+                {"status": "unavailable", "database": "unreachable"},
+                503,
+                headers={"Retry-After": str(problems.RETRY_AFTER_SECONDS)},
+            )
         return JSONResponse({"status": "ok"})
 
     api.include_router(webhooks.router)

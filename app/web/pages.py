@@ -7,17 +7,35 @@ from typing import Any
 import orjson
 import psycopg
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from app.db import read_connection
 from app.logging import get_logger
 from app.pages import document
 from app.pages import repository as pages_repo
+from app.textcheck import text_problem
+from app.web import problems
 from app.web.security import Refused
 
 router = APIRouter(tags=["product pages"])
 log = get_logger("pimsync.web.pages")
+
+
+# The keys' column widths (channel_product, product_page).
+MAX_CHANNEL = 64
+MAX_SKU = 255
+
+
+def checked(field: str, value: str | None, limit: int) -> None:
+    """Refuse (400, naming the field) a key no row can hold: too long, or text PostgreSQL
+    cannot take (a NUL, an invalid surrogate). Such a key would otherwise reach the database
+    as an error, not as "no such product"."""
+    if value is None:
+        return
+    if len(value) > limit:
+        raise Refused(400, "invalid", f"{field} is longer than {limit} characters", field=field)
+    if problem := text_problem(value):
+        raise Refused(400, "invalid", f"{field} {problem}", field=field)
 
 
 def _read_sync(channel: str, sku: str) -> Any:
@@ -31,6 +49,8 @@ async def read_page(channel: str, sku: str, request: Request) -> Response:
 
     On PostgreSQL the row comes from the async page reader (no thread, no ORM); on SQLite
     (the embedded demo) from the engine, in the threadpool."""
+    checked("channel", channel, MAX_CHANNEL)
+    checked("sku", sku, MAX_SKU)
     reader = request.app.state.page_reader
     try:
         if reader is not None:
@@ -39,10 +59,10 @@ async def read_page(channel: str, sku: str, request: Request) -> Response:
             page = await run_in_threadpool(_read_sync, channel, sku)
     except psycopg.OperationalError as exc:
         log.warning("page_read_failed", channel=channel, sku=sku, error=str(exc)[:200])
-        return JSONResponse({"detail": "database unavailable, try again"}, status_code=503)
+        return problems.unavailable("database")
     if page is None or page.catalog_version == 0:
-        return JSONResponse(
-            {"detail": f"no product {sku!r} in channel {channel!r}"}, status_code=404
+        return problems.problem(
+            404, f"no product {sku!r} in channel {channel!r}", reason="not_found"
         )
     tag = document.etag(page)
     presented = {
@@ -62,12 +82,12 @@ async def read_page(channel: str, sku: str, request: Request) -> Response:
 @router.get("/channels/{channel}/products")
 def list_pages(
     channel: str,
-    after: str | None = Query(None, max_length=255, description="Cursor: the last SKU seen."),
+    after: str | None = Query(None, description="Cursor: the last SKU seen."),
     limit: int = Query(100, ge=1, le=1000),
 ) -> dict[str, Any]:
     """A channel's product pages in SKU order, ``limit`` at a time; follow ``next``."""
-    if len(channel) > 64:
-        raise Refused(400, "bad_request", "channel codes are at most 64 characters")
+    checked("channel", channel, MAX_CHANNEL)
+    checked("after", after, MAX_SKU)
     with read_connection() as conn:
         pages = pages_repo.list_pages(conn, channel, after, limit)
         items = [document.compose(p) for p in pages]

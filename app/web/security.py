@@ -21,11 +21,17 @@ class Refused(HTTPException):
     """A refused request: counted by reason, answered with a clear one-line reason."""
 
     def __init__(
-        self, status: int, reason: str, detail: str, headers: dict[str, str] | None = None
+        self,
+        status: int,
+        reason: str,
+        detail: str,
+        headers: dict[str, str] | None = None,
+        field: str | None = None,
     ):
         WEBHOOK_REFUSED.labels(reason).inc()
         super().__init__(status_code=status, detail=detail, headers=headers)
         self.reason = reason
+        self.field = field
 
 
 def hmac_hex(secret: str, message: bytes) -> str:

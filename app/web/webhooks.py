@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.config import get_settings
 from app.db import after_commit, session_scope, utcnow
+from app.logging import get_logger
 from app.metrics import WEBHOOK_ACCEPTED
 from app.sync.pim_events import repository as events_repo
 from app.sync.pim_events.apply import accept
@@ -23,10 +24,12 @@ from app.sync.pim_events.formats import (
     PimEvent,
     parse_cloudevents,
     parse_events_api,
+    storable,
 )
 from app.web.security import Refused, check_timestamp, matches, parse_json, read_body
 
 router = APIRouter(tags=["webhooks"])
+log = get_logger("pimsync.web.webhooks")
 
 
 def _secrets() -> list[str]:
@@ -58,8 +61,23 @@ def _intake(events: list[PimEvent], dispatcher: Any) -> dict[str, int]:
     return {"accepted": result.accepted, "duplicates": result.duplicates, "products": len(keys)}
 
 
+async def _take(events: list[PimEvent], request: Request) -> dict[str, Any]:
+    """Record a delivery's events; an event no row can hold is refused alone (its neighbours
+    are recorded, the answer lists why), a delivery of nothing else is a 422."""
+    events, refused = storable(events)
+    for reason in refused:
+        log.warning("pim_event_refused", reason=reason)
+    if refused and not events:
+        raise Refused(422, "invalid_event", "; ".join(refused[:5]))
+    # database and broker calls leave the event loop free for the next delivery
+    result: dict[str, Any] = await run_in_threadpool(_intake, events, request.app.state.dispatcher)
+    if refused:
+        result["refused"] = refused[:20]
+    return result
+
+
 @router.post("/webhooks/akeneo")
-async def events_api(request: Request) -> dict[str, int]:
+async def events_api(request: Request) -> dict[str, Any]:
     """Akeneo Events API: HMAC-SHA256 over ``timestamp + "." + body``, hex."""
     settings = get_settings()
     _require_secret()
@@ -79,12 +97,11 @@ async def events_api(request: Request) -> dict[str, int]:
         events = parse_events_api(parse_json(body))
     except EventFormatError as exc:
         raise Refused(400, "bad_payload", f"not an Akeneo Events API payload: {exc}") from None
-    # database and broker calls leave the event loop free for the next delivery
-    return await run_in_threadpool(_intake, events, request.app.state.dispatcher)
+    return await _take(events, request)
 
 
 @router.post("/webhooks/akeneo/event-platform")
-async def event_platform(request: Request) -> dict[str, int]:
+async def event_platform(request: Request) -> dict[str, Any]:
     """Akeneo Event Platform: HMAC-SHA256 over the body with the primary and, during a
     rotation, the secondary secret; either signature with either of our secrets passes."""
     settings = get_settings()
@@ -111,5 +128,4 @@ async def event_platform(request: Request) -> dict[str, int]:
         events = parse_cloudevents(parse_json(body))
     except EventFormatError as exc:
         raise Refused(400, "bad_payload", f"not a CloudEvents payload: {exc}") from None
-    # database and broker calls leave the event loop free for the next delivery
-    return await run_in_threadpool(_intake, events, request.app.state.dispatcher)
+    return await _take(events, request)

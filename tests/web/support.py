@@ -196,3 +196,12 @@ def raw_post(
     start = next(m for m in messages if m["type"] == "http.response.start")
     content = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
     return start["status"], (json.loads(content) if content else {}), error
+
+
+def problem(resp: Any, status: int) -> dict[str, Any]:
+    """An RFC 9457 problem answer of ``status``: its members beyond the standard ones."""
+    assert resp.status_code == status, resp.text
+    assert resp.headers["content-type"] == "application/problem+json", resp.headers
+    body = resp.json()
+    assert body["status"] == status and body["type"] == "about:blank" and body["title"]
+    return {k: v for k, v in body.items() if k not in ("type", "title", "status")}

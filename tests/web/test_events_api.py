@@ -13,7 +13,7 @@ from sqlalchemy import select
 from app.db import session_scope
 from app.mapping.models import OwnershipViolation
 from app.pages.schemas import DomainEvent
-from tests.web.support import Web, count, refusals
+from tests.web.support import Web, count, problem, refusals
 
 TOKENS = '{"erp": "t-erp", "wms": "t-wms"}'
 ERP = {"Authorization": "Bearer t-erp"}
@@ -200,8 +200,7 @@ def test_the_naive_date_and_the_payload_limit_say_why(api: Web) -> None:
 def test_a_batch_with_an_event_of_another_type_is_refused_whole(api: Web) -> None:
     body = {"events": [price("A", 1), {**price("B", 1), "type": "inventory"}]}
     resp = api.client.post("/events/pricing", json=body, headers=ERP)
-    assert resp.status_code == 422, resp.text
-    assert resp.json() == {
+    assert problem(resp, 422) == {
         "detail": "events of inventory sent to /pricing",
         "reason": "invalid_event",
     }

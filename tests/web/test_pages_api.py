@@ -16,7 +16,7 @@ from app.config import get_settings
 from app.db import session_scope, utcnow
 from app.pages.reader import PageReader
 from app.pages.repository import Projection, apply_projections
-from tests.web.support import Web
+from tests.web.support import Web, problem
 
 CH = "de_storefront"
 CATALOG = {"title": {"de_DE": "Laptop 14"}, "brand": "Acme"}
@@ -309,10 +309,16 @@ def test_listing_an_exact_multiple_ends_with_an_empty_page(web: Web) -> None:
 
 
 def test_listing_refuses_bad_parameters(web: Web) -> None:
-    for params in ({"limit": 0}, {"limit": 1001}, {"after": "x" * 256}):
+    for params, field in (({"limit": 0}, "limit"), ({"limit": 1001}, "limit")):
         resp = web.client.get(f"/channels/{CH}/products", params=params)
-        assert resp.status_code == 422, (params, resp.text)
+        assert problem(resp, 422)["field"] == field, (params, resp.text)
+    resp = web.client.get(f"/channels/{CH}/products", params={"after": "x" * 256})
+    assert problem(resp, 400) == {
+        "detail": "after is longer than 255 characters",
+        "reason": "invalid",
+        "field": "after",
+    }
     resp = web.client.get(f"/channels/{'c' * 65}/products")
-    assert resp.status_code == 400 and resp.json()["reason"] == "bad_request"
+    assert problem(resp, 400)["field"] == "channel"
     empty = web.client.get("/channels/nowhere/products").json()
     assert empty == {"items": [], "next": None}

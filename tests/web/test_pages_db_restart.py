@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from app.config import reset_settings_cache
 from app.db import dispose_engines
 from tests.pg_private import PrivatePostgres, private_pg  # noqa: F401 (a fixture)
-from tests.web.support import RecordingDispatcher, RecordingSender
+from tests.web.support import RecordingDispatcher, RecordingSender, problem
 from tests.web.test_pages_api import CH, full_page
 
 URL = f"/channels/{CH}/products/SKU-1"
@@ -47,8 +47,11 @@ def test_reads_answer_503_while_the_server_is_down_and_200_at_once_when_it_is_ba
     private_pg.stop("fast")
     started = time.monotonic()
     down = client.get(URL)
-    assert down.status_code == 503
-    assert down.json() == {"detail": "database unavailable, try again"}
+    assert problem(down, 503) == {
+        "detail": "database unavailable, try again",
+        "reason": "database_unavailable",
+    }
+    assert down.headers["retry-after"] == "5"
     assert time.monotonic() - started < 10
     # the other reads too: "try again", not an internal error
     listing = client.get(f"/channels/{CH}/products")

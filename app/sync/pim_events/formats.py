@@ -13,6 +13,7 @@ from typing import Any
 
 from app.errors import InputError
 from app.pim.product import parse_datetime
+from app.textcheck import first_problem, printable, text_problem
 
 UPSERT, REMOVE = "upsert", "remove"
 
@@ -133,3 +134,42 @@ def parse_cloudevents(body: Any) -> list[PimEvent]:
             )
         # other types (completeness notifications...): acknowledged, nothing to do
     return out
+
+
+# The widest key each kind of event may carry (the mirror's and the pending work's columns).
+MAX_IDENTIFIER = 255
+MAX_UUID = 64
+MAX_MODEL_CODE = 255
+
+
+def _key_problem(e: PimEvent) -> str | None:
+    if problem := text_problem(e.event_id):
+        return f"its event id {problem}"
+    if e.key.startswith("uuid:"):
+        what, value, limit = "product uuid", e.key[5:], MAX_UUID
+    elif e.kind.startswith("model."):
+        what, value, limit = "product model code", e.key, MAX_MODEL_CODE
+    else:
+        what, value, limit = "product identifier", e.key, MAX_IDENTIFIER
+    if problem := text_problem(value):
+        return f"its {what} `{printable(value)}` {problem}"
+    if len(value) > limit:
+        return f"its {what} is {len(value):,} characters long (at most {limit})"
+    return None
+
+
+def storable(events: list[PimEvent]) -> tuple[list[PimEvent], list[str]]:
+    """The events pimsync can record, and why each other one is refused: a key no row can hold
+    (too long, a NUL character) refuses that event alone. A product payload PostgreSQL cannot
+    store is not kept: the product is fetched from the PIM when its work is applied, and a bad
+    value there fails its unit alone, named."""
+    good: list[PimEvent] = []
+    refused: list[str] = []
+    for e in events:
+        if problem := _key_problem(e):
+            refused.append(f"event `{printable(e.event_id, 100)}`: {problem}")
+            continue
+        if e.product is not None and first_problem(e.product) is not None:
+            e.product = None
+        good.append(e)
+    return good, refused
