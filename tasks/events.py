@@ -6,16 +6,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from pydantic import ValidationError
-
 from app.db import session_scope, utcnow
 from app.errors import task_retry_policy
 from app.logging import get_logger
 from app.metrics import EVENT_BATCH
-from app.ownership import OwnershipError
 from app.pages import projection as pages
 from app.pages.reconcile import reconcile as reconcile_pages
 from app.pages.schemas import DomainEvent
+from app.sync import repository as sync_repo
 from app.sync.pim_events import apply as pim_events
 from app.sync.runtime import REGISTRY
 from tasks import PimsyncTask, celery_app
@@ -56,19 +54,20 @@ def _apply(domain: str, events: list[dict[str, Any]], source: str) -> None:
         f"events.{domain}", f"events.{domain}.apply", settings.event_batch_max - 1
     ) as more:
         parsed: list[DomainEvent] = []
+        refused: list[dict[str, Any]] = []
         for body_events, body_source in [(events, source), *more]:
-            try:
-                batch = [DomainEvent.model_validate(e) for e in body_events]
-                pages.check_ownership(ownership, body_source, batch)
-            except OwnershipError as exc:  # also checked at intake; a producer may skip it
-                log.warning("event_refused", domain=domain, source=body_source, reason=str(exc))
-                continue
-            except ValidationError as exc:
-                log.error("event_invalid", domain=domain, source=body_source, error=str(exc))
-                continue
-            parsed.extend(batch)
+            # each event on its own: one that is invalid here (its producer skipped the
+            # intake's checks, or the rules changed since) is dead-lettered alone
+            good, bad = pages.validate_events(domain, body_events, body_source, ownership, channels)
+            parsed.extend(good)
+            refused.extend(bad)
         with session_scope() as session:
             counts = pages.apply_events(session, parsed, channels, utcnow())
+            sync_repo.upsert_dead_letters(session, refused)
+        for letter in refused:
+            log.warning(
+                "event_dead_lettered", domain=domain, sku=letter["sku"], error=letter["error"]
+            )
     EVENT_BATCH.labels(domain).observe(1 + len(more))
     # debug: hundreds a second; the pimsync_projection_* metrics count them
     log.debug("events_applied", domain=domain, messages=1 + len(more), **counts)

@@ -5,8 +5,10 @@ scope commits."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from app.channels import repository as channel_repo
@@ -15,6 +17,7 @@ from app.metrics import EVENTS_APPLIED, PROJECTION_LAG
 from app.ownership import OwnershipError, OwnershipTable
 from app.pages.repository import Projection, apply_projections
 from app.pages.schemas import DomainEvent
+from app.textcheck import printable
 
 log = get_logger("pimsync.pages")
 
@@ -67,3 +70,49 @@ def apply_events(
     for e in events:
         PROJECTION_LAG.labels(e.type).observe(max(0.0, (now - e.occurred_at).total_seconds()))
     return counts
+
+
+def validate_events(
+    domain: str,
+    bodies: Any,
+    source: str,
+    ownership: OwnershipTable,
+    channels: Sequence[str],
+) -> tuple[list[DomainEvent], list[dict[str, Any]]]:
+    """A queued message's events, each validated on its own (schema, meaning, ownership, a
+    configured channel): the good ones, and a dead letter for each other one."""
+    good: list[DomainEvent] = []
+    refused: list[dict[str, Any]] = []
+    items = bodies if isinstance(bodies, list) else [bodies]
+    for i, raw in enumerate(items):
+        try:
+            event = DomainEvent.model_validate(raw)
+            ownership.check(source, event.type)
+            if event.type != domain:
+                raise ValueError(f"a {event.type} event on the {domain} queue")
+            if event.channel is not None and event.channel not in channels:
+                raise ValueError(f"channel {event.channel!r} is not configured")
+        except (ValidationError, OwnershipError, ValueError) as exc:
+            sku = raw.get("sku") if isinstance(raw, dict) else None
+            refused.append(_event_letter(domain, sku, f"event {i} from {source}: {exc}"))
+            continue
+        good.append(event)
+    return good, refused
+
+
+def _event_letter(domain: str, sku: Any, error: str) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    shown = printable(sku, 255) if isinstance(sku, str) and sku else "<no sku>"
+    return {
+        "channel": f"events.{domain}",
+        "sku": shown,
+        "run_id": None,
+        "kind": "event",
+        "error_type": "InvalidEvent",
+        "error": error[:4000],
+        "permanent": True,
+        "attempts": 1,
+        "status": "open",
+        "first_failed_at": now,
+        "last_failed_at": now,
+    }

@@ -29,7 +29,13 @@ def replay_dead_letters(
 ) -> dict[str, Any]:
     """Replay open dead letters: publish units go back through a replay run of their channel;
     rejected products are fetched from the PIM again."""
-    letters = repo.list_dead_letters(session, channel=channel, ids=ids, limit=limit)
+    letters = [
+        dl
+        for dl in repo.list_dead_letters(session, channel=channel, ids=ids, limit=limit)
+        # a refused domain event has no copy here to send again: its system of record
+        # sends it again (or reconciliation reads its snapshot); it stays open until then
+        if dl.kind != "event"
+    ]
     if not letters:
         return {"replayed": 0, "runs": []}
     now = ctx.now()

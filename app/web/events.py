@@ -60,12 +60,34 @@ async def post_events(domain: str, request: Request) -> dict[str, Any]:
     try:
         batch = EventBatch(events=items)
     except ValidationError as exc:
-        raise Refused(422, "invalid_event", _errors(exc)) from None
+        raise Refused(422, "invalid_event", _errors(exc), field=_field(exc)) from None
     wrong = sorted({e.type for e in batch.events} - {domain})
     if wrong:
         raise Refused(422, "invalid_event", f"events of {', '.join(wrong)} sent to /{domain}")
+    channels = REGISTRY.channels(settings)
+    for i, e in enumerate(batch.events):
+        if e.channel is not None and e.channel not in channels:
+            raise Refused(
+                422,
+                "invalid_event",
+                f"events[{i}].channel: unknown channel {e.channel!r}; configured: "
+                + ", ".join(sorted(channels)),
+                field=f"events[{i}].channel",
+            )
     await run_in_threadpool(request.app.state.events_sender, domain, source, batch.events)
     return {"accepted": len(batch.events), "domain": domain, "source": source}
+
+
+def _field(exc: ValidationError) -> str | None:
+    """The first failing field, as ``events[i].name`` (a model-level rule names the event)."""
+    errors = exc.errors()
+    if not errors:
+        return None
+    loc = [p for p in errors[0]["loc"]]
+    if len(loc) >= 2 and loc[0] == "events" and isinstance(loc[1], int):
+        rest = ".".join(str(p) for p in loc[2:])
+        return f"events[{loc[1]}]" + (f".{rest}" if rest else "")
+    return ".".join(str(p) for p in loc) or None
 
 
 def _errors(exc: ValidationError) -> str:

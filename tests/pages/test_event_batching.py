@@ -199,3 +199,21 @@ def test_at_most_the_batch_limit_and_never_a_delayed_retry(broker, monkeypatch):
     _apply("pricing", [event("FIRST", 2)], "erp")
     assert "RETRY" not in versions()
     assert waiting(broker, "events.pricing") >= 1 and unacked(broker) == 0
+
+
+def test_one_bad_event_among_twenty_is_dead_lettered_alone(broker):
+    """Events that skipped the intake's checks (another producer, older rules): the bad one is
+    dead-lettered with its reason, the nineteen good ones apply, nothing is lost."""
+    from app.sync.models import DeadLetter
+    from tasks.events import _apply
+
+    good = [event(f"SKU-{i}", 3) for i in range(19)]
+    bad = dict(event("SKU-X", 3), sku="BAD\x00SKU")
+    _apply("pricing", [*good[:10], bad, *good[10:]], "erp")
+    assert versions() == {f"SKU-{i}": 3 for i in range(19)}
+    with session_scope() as s:
+        letters = s.execute(select(DeadLetter)).scalars().all()
+    assert [(d.channel, d.sku, d.kind, d.status) for d in letters] == [
+        ("events.pricing", "BAD\\x00SKU", "event", "open")
+    ]
+    assert "event 10 from erp" in letters[0].error and "NUL character" in letters[0].error

@@ -252,3 +252,33 @@ def test_a_refused_token_never_records_a_violation(api: Web) -> None:
     """Only an authenticated source's overreach is a violation; strangers are just 401."""
     api.client.post("/events/pricing", json=price(), headers={"Authorization": "Bearer x"})
     assert count(OwnershipViolation) == 0
+
+
+@pytest.mark.parametrize(
+    ("event", "field", "says"),
+    [
+        (price(payload={"amount": "-1.00", "currency": "EUR"}), "events[0]", "amount is negative"),
+        (price(payload={"amount": "9.99", "currency": "EURO"}), "events[0]", "not an ISO 4217"),
+        (price(payload={"purchasable": True}), "events[0]", "purchasable is true but"),
+        (price(payload={"amount": "abc"}), "events[0]", "must be a decimal number"),
+        (price(sku="A\x00B"), "events[0].sku", "NUL character"),
+        (price(payload={"amount": "1", "note": "x\x00"}), "events[0].payload", "note contains"),
+        (price(channel="nowhere"), "events[0].channel", "unknown channel 'nowhere'"),
+    ],
+    ids=["negative", "currency", "purchasable", "amount", "nul_sku", "nul_value", "channel"],
+)
+def test_a_domain_event_that_makes_no_sense_is_a_422_naming_the_field(
+    api: Web, event: dict[str, Any], field: str, says: str
+) -> None:
+    resp = api.client.post("/events/pricing", json={"events": [price("OK-1"), event]}, headers=ERP)
+    body = problem(resp, 422)
+    assert body["reason"] == "invalid_event" and says in body["detail"], body
+    assert body["field"] == field.replace("events[0]", "events[1]"), body
+    assert api.sender.calls == []  # nothing of the batch is sent
+
+
+def test_a_sensible_price_and_stock_pass(api: Web) -> None:
+    ok = price(payload={"amount": 0, "currency": "JPY", "purchasable": True})
+    assert api.client.post("/events/pricing", json=ok, headers=ERP).status_code == 202
+    stock = {**price(), "payload": {"quantity": -2, "in_stock": False}}
+    assert api.client.post("/events/inventory", json=stock, headers=WMS).status_code == 202
