@@ -37,8 +37,11 @@ def full(channels: list[str] | None = None, trigger: str = "beat") -> None:
 def ingest(self: PimsyncTask, run_id: str) -> None:
     """Read the PIM for one time slice of a run; re-enqueues itself until the export ends."""
     ctx = context()
+    # the task id stays the same across this message's retries and redeliveries: it names
+    # the reader that holds the run's read lease (app.sync.ingest)
+    reader = (self.request.id or "").replace("-", "") or None
     try:
-        ingest_slice(ctx, uuid.UUID(run_id))
+        ingest_slice(ctx, uuid.UUID(run_id), reader)
     except TRANSIENT as exc:
         if self.request.retries >= self.max_retries:
             fail_ingest(ctx, uuid.UUID(run_id), f"{type(exc).__name__}: {exc}")

@@ -212,25 +212,50 @@ def _groups(pages: Iterator[Page], size: int) -> Iterator[tuple[list[Page], str 
     yield out.pop(), token, True
 
 
-def ingest_slice(ctx: SyncContext, run_id: uuid.UUID) -> bool:
-    """Read the PIM for one time slice; True when the run needs no more slices."""
+def ingest_slice(ctx: SyncContext, run_id: uuid.UUID, reader: str | None = None) -> bool:
+    """Read the PIM for one time slice; True when the run needs no more slices. ``reader``
+    names this reader (the Celery task's id: the same across its retries and redeliveries);
+    one reader per run holds the run's read lease at a time."""
     with structlog.contextvars.bound_contextvars(run_id=str(run_id), channel=None):
-        return _ingest_slice(ctx, run_id)
+        return _ingest_slice(ctx, run_id, reader or uuid.uuid4().hex)
 
 
-def _ingest_slice(ctx: SyncContext, run_id: uuid.UUID) -> bool:
+def _ingest_slice(ctx: SyncContext, run_id: uuid.UUID, reader: str) -> bool:
     settings = ctx.settings
     with session_scope() as session:
         run = repo.get_run(session, run_id)
         if run is None or run.status != RUNNING:
             return True
-        acquired, _ = repo.acquire_lock(
-            session, runs.ingest_lease(run_id), run.id, runs.ingest_lease_ttl(settings), ctx.now()
+        lease = repo.acquire_lock(
+            session,
+            runs.ingest_lease(run_id),
+            run.id,
+            runs.ingest_lease_ttl(settings),
+            ctx.now(),
+            token=reader[:32],
         )
-        if not acquired:
-            return True  # another copy of this message is reading: let it
+        if not lease.acquired or lease.token is None:
+            # another copy of this message reads (a redelivery, the sweeper's resend): one
+            # reader per run; if that reader died, its lease expires and the sweeper resends
+            log.info("ingest_slice_skipped", reason="another reader holds the run's lease")
+            return True
         kind, resume, since = run.kind, run.resume_token, run.cursor_from
         first_slice = resume is None and run.read == 0 and run.rejected == 0
+    # A failed slice keeps its lease: the task's retry (same reader) takes it back at once,
+    # and a retry that never comes lets it expire for the sweeper's resend.
+    return _read_slice(ctx, run_id, lease.token, kind, resume, since, first_slice)
+
+
+def _read_slice(
+    ctx: SyncContext,
+    run_id: uuid.UUID,
+    lease: str,
+    kind: str,
+    resume: str | None,
+    since: str | None,
+    first_slice: bool,
+) -> bool:
+    settings = ctx.settings
     source = ctx.source()
     if first_slice:
         _refresh_definitions(ctx, source, force=kind == FULL)
@@ -249,13 +274,13 @@ def _ingest_slice(ctx: SyncContext, run_id: uuid.UUID) -> bool:
             if item is None:
                 return True
             group, token, exhausted = item
-            committed = _commit_group(ctx, run_id, group, token, exhausted)
+            committed = _commit_group(ctx, run_id, lease, group, token, exhausted)
             del group, item
         if not committed or exhausted:
             return True
         if ctx.now() >= deadline:
             with session_scope() as session:
-                repo.release_lock(session, runs.ingest_lease(run_id), run_id)
+                repo.release_lock(session, runs.ingest_lease(run_id), run_id, lease)
                 after_commit(session, lambda: ctx.dispatcher.ingest(run_id))
             return False
 
@@ -278,10 +303,16 @@ def _refresh_definitions(ctx: SyncContext, source: Any, force: bool) -> None:
 
 
 def _commit_group(
-    ctx: SyncContext, run_id: uuid.UUID, group: list[Page], token: str | None, exhausted: bool
+    ctx: SyncContext,
+    run_id: uuid.UUID,
+    lease: str,
+    group: list[Page],
+    token: str | None,
+    exhausted: bool,
 ) -> bool:
     """One transaction: the pages' products in the mirror, their units planned, the token
-    saved. False when the run stopped (aborted, cancelled, lease lost)."""
+    saved. False when the run stopped (aborted, cancelled, lease lost): nothing is written
+    by a reader whose lease another reader of the run holds now (its fencing token)."""
     settings = ctx.settings
     good: list[tuple[Product, str]] = []
     bad: list[tuple[str, str]] = []
@@ -294,6 +325,12 @@ def _commit_group(
     with session_scope() as session:
         run = repo.get_run(session, run_id, for_update=True)
         if run is None or run.status != RUNNING:
+            return False
+        # under the run's row lock: two readers of one run cannot both pass this
+        if not repo.renew_lock(
+            session, runs.ingest_lease(run_id), run_id, runs.ingest_lease_ttl(settings), now, lease
+        ):
+            log.warning("ingest_lease_lost", reason="another reader of this run holds it now")
             return False
         children = [c for c in repo.child_runs(session, run_id) if c.status == RUNNING]
         # Lock order everywhere: run row, then batch rows, then lease rows (publish tasks
@@ -316,9 +353,6 @@ def _commit_group(
                 error=None if exhausted else "no channel run left to feed",
             )
             return False
-        repo.renew_lock(
-            session, runs.ingest_lease(run_id), run_id, runs.ingest_lease_ttl(settings), now
-        )
 
         pim_repo.upsert_products(session, good, run_id, now)
         pim_repo.mark_seen(session, [i["identifier"] for i in known], run_id, now)

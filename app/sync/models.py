@@ -107,12 +107,17 @@ class SyncCursor(Base):
 
 
 class SyncLock(Base):
-    """A lease: held by one run, renewed while it works, expired if its worker died."""
+    """A lease: held by one run, renewed while it works, expired if its worker died.
+
+    Each acquisition draws a new ``token`` (a fencing token): a holder renews and releases
+    with it, so a copy of the same run whose lease expired and was taken over cannot renew,
+    release or write under the new holder's lease."""
 
     __tablename__ = "sync_lock"
 
     name: Mapped[str] = mapped_column(String(100), primary_key=True)
     run_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
+    token: Mapped[str | None] = mapped_column(String(32))
     acquired_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
 

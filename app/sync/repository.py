@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -176,32 +177,52 @@ def all_cursors(session: Session) -> list[SyncCursor]:
 # --- leases ----------------------------------------------------------------------------------
 
 
-def acquire_lock(
-    session: Session, name: str, run_id: uuid.UUID, ttl: timedelta, now: datetime
-) -> tuple[bool, uuid.UUID | None]:
-    """Take the lease ``name`` for ``run_id`` if it is free or expired.
+@dataclass(slots=True)
+class Lease:
+    """An acquisition: whether it was granted, its fencing token, and the run whose expired
+    lease it took over (that run must be stopped)."""
 
-    Returns (acquired, previous holder when it was taken over from an expired run).
-    """
+    acquired: bool
+    token: str | None = None
+    previous: uuid.UUID | None = None
+
+
+def acquire_lock(
+    session: Session,
+    name: str,
+    run_id: uuid.UUID,
+    ttl: timedelta,
+    now: datetime,
+    token: str | None = None,
+) -> Lease:
+    """Take the lease ``name`` for ``run_id`` if it is free or expired, under the fencing
+    token ``token`` (a new one when None). A lease still held is refused, whoever holds it,
+    the same run included, unless the caller presents the holder's token: a task retried or
+    redelivered (same task id, its first attempt gone) takes its own lease back at once, while
+    another copy of the run's work (the sweeper's resend) waits for it like any other."""
     current = session.execute(
         select(SyncLock.run_id, SyncLock.expires_at).where(SyncLock.name == name)
     ).first()
+    token = token or uuid.uuid4().hex
     insert = dialect_insert(session)
-    stmt = insert(SyncLock).values(name=name, run_id=run_id, acquired_at=now, expires_at=now + ttl)
+    stmt = insert(SyncLock).values(
+        name=name, run_id=run_id, token=token, acquired_at=now, expires_at=now + ttl
+    )
     stmt = stmt.on_conflict_do_update(
         index_elements=[SyncLock.name],
         set_={
             "run_id": stmt.excluded.run_id,
+            "token": stmt.excluded.token,
             "acquired_at": stmt.excluded.acquired_at,
             "expires_at": stmt.excluded.expires_at,
         },
-        where=or_(SyncLock.expires_at < now, SyncLock.run_id == run_id),
-    ).returning(SyncLock.run_id)
-    holder = session.execute(stmt).scalar()
-    if holder != run_id:
-        return False, None
+        where=or_(SyncLock.expires_at < now, SyncLock.token == token),
+    ).returning(SyncLock.token)
+    granted = session.execute(stmt).scalar()
+    if granted != token:
+        return Lease(False)
     previous = current.run_id if current is not None and current.run_id != run_id else None
-    return True, previous
+    return Lease(True, token, previous)
 
 
 def lock_holder(session: Session, name: str) -> SyncLock | None:
@@ -209,20 +230,29 @@ def lock_holder(session: Session, name: str) -> SyncLock | None:
 
 
 def renew_lock(
-    session: Session, name: str, run_id: uuid.UUID, ttl: timedelta, now: datetime
+    session: Session,
+    name: str,
+    run_id: uuid.UUID,
+    ttl: timedelta,
+    now: datetime,
+    token: str | None = None,
 ) -> bool:
-    """Extend the lease; False when another run took it over (this run must stop)."""
-    touched = affected(
-        session,
-        update(SyncLock)
-        .where(SyncLock.name == name, SyncLock.run_id == run_id)
-        .values(expires_at=now + ttl),
-    )
+    """Extend the lease; False when another holder has it (this one must stop). With
+    ``token``, only that acquisition renews (a process's own lease); without, any worker of
+    the run (a run's lease, renewed by whichever worker publishes its batches)."""
+    cond = [SyncLock.name == name, SyncLock.run_id == run_id]
+    if token is not None:
+        cond.append(SyncLock.token == token)
+    touched = affected(session, update(SyncLock).where(*cond).values(expires_at=now + ttl))
     return touched > 0
 
 
-def release_lock(session: Session, name: str, run_id: uuid.UUID) -> None:
-    session.execute(delete(SyncLock).where(SyncLock.name == name, SyncLock.run_id == run_id))
+def release_lock(session: Session, name: str, run_id: uuid.UUID, token: str | None = None) -> None:
+    """Give the lease back (with ``token``: only if this acquisition still holds it)."""
+    cond = [SyncLock.name == name, SyncLock.run_id == run_id]
+    if token is not None:
+        cond.append(SyncLock.token == token)
+    session.execute(delete(SyncLock).where(*cond))
 
 
 def expired_locks(session: Session, now: datetime) -> list[SyncLock]:

@@ -66,13 +66,13 @@ def take_lock(session: Session, ctx: SyncContext, name: str, run: SyncRun) -> st
     """Acquire ``name`` for ``run``; None on success, else why not. A run whose lease expired
     (its worker died) is abandoned when its lease is taken over."""
     now = ctx.now()
-    acquired, previous = repo.acquire_lock(session, name, run.id, ctx.lock_ttl(), now)
-    if not acquired:
+    lease = repo.acquire_lock(session, name, run.id, ctx.lock_ttl(), now)
+    if not lease.acquired:
         holder = repo.lock_holder(session, name)
         held_by = f" (run {holder.run_id})" if holder else ""
         return f"a run holding {name!r} is still in progress{held_by}"
-    if previous is not None:
-        abandon(session, ctx, previous, f"its lease {name!r} expired (worker lost?)")
+    if lease.previous is not None:
+        abandon(session, ctx, lease.previous, f"its lease {name!r} expired (worker lost?)")
     return None
 
 

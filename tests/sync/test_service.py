@@ -703,3 +703,69 @@ def test_a_nul_in_an_identifier_refuses_that_product_alone(harness):
             Counter(r.status for r in harness.rows(channel).values())
             == (EXPECTED_STATUSES[channel])
         )
+
+
+def test_one_reader_per_run_when_its_read_is_delivered_twice(harness):
+    """The read message of a run arrives twice while the first copy reads (a redelivery, the
+    sweeper's resend): the second copy reads nothing, and every counter stays exact."""
+    with session_scope() as s:
+        run_id = ingest.start_full(s, harness.ctx).id
+    _name, args = harness.dispatcher.queue.popleft()
+    second: list[bool] = []
+    delivered: list[int] = []
+
+    def redelivered(page_no: int) -> None:
+        if not delivered:
+            delivered.append(page_no)
+            second.append(ingest.ingest_slice(harness.ctx, args[0]))
+
+    harness.source.on_page = redelivered
+    assert ingest.ingest_slice(harness.ctx, args[0]) is True
+    harness.source.on_page = None
+    assert second == [True] and harness.source.reads == 1  # the copy never asked the PIM
+    harness.drain()
+    runs_ = harness.runs(run_id)
+    assert runs_[None].status == "completed" and runs_[None].read == 60
+    for channel in CHANNELS:
+        assert runs_[channel].processed == 60 and runs_[channel].planned_units == 60
+
+
+def test_a_reader_whose_lease_was_taken_over_writes_nothing(harness, monkeypatch):
+    """Reader A stalls past its lease; reader B (another copy of the run's read) takes it over,
+    commits a page and hands its slice on. When A wakes up with the page it had read, its
+    fencing token no longer renews the lease, so it writes nothing: each product is read into
+    the run once."""
+    from datetime import UTC, datetime
+
+    from app.config import reset_settings_cache
+
+    monkeypatch.setenv("PIMSYNC_AKENEO_PAGE_SIZE", "10")
+    monkeypatch.setenv("PIMSYNC_PUBLISH_BATCH_SIZE", "10")  # a group is one page
+    reset_settings_cache()
+    harness.reload_settings()
+    clock = {"now": datetime.now(UTC)}
+    harness.ctx.clock = lambda: clock["now"]
+    with session_scope() as s:
+        run_id = ingest.start_full(s, harness.ctx).id
+    _name, args = harness.dispatcher.queue.popleft()
+    pages_served: list[int] = []
+
+    def stall_then_take_over(page_no: int) -> None:
+        pages_served.append(page_no)
+        if len(pages_served) == 1:  # A has read its first page: A stalls, B takes over
+            clock["now"] += timedelta(minutes=30)  # far past A's lease
+            assert ingest.ingest_slice(harness.ctx, args[0]) is False  # B hands its slice on
+        elif len(pages_served) == 2:  # B's first page: B's slice ends after it
+            clock["now"] += timedelta(seconds=harness.ctx.settings.ingest_slice_seconds + 1)
+
+    harness.source.on_page = stall_then_take_over
+    assert ingest.ingest_slice(harness.ctx, args[0]) is True  # A stops, writing nothing
+    harness.source.on_page = None
+    with session_scope() as s:
+        assert repo.get_run(s, run_id).read == 10  # B's page only
+    harness.drain()  # B's next slice reads on from B's resume token
+    runs_ = harness.runs(run_id)
+    assert runs_[None].status == "completed" and runs_[None].read == 60
+    for channel in CHANNELS:
+        assert runs_[channel].status == "completed", runs_[channel].error
+        assert runs_[channel].processed == 60 and runs_[channel].planned_units == 60
