@@ -6,22 +6,41 @@ import threading
 import uuid
 from typing import Any
 
+from kombu.exceptions import OperationalError as KombuOperationalError
+from redis.exceptions import ConnectionError as RedisConnectionError
+
 from app.config import get_settings
 from app.pages.schemas import serialise
 from app.pim.source import PimSource
 from app.pim.sources import open_source
-from app.sync.context import SyncContext
+from app.sync.context import DispatchError, SyncContext
 from tasks import celery_app
+
+# What publishing a message raises when the broker cannot be reached (kombu wraps most).
+BROKER_ERRORS = (KombuOperationalError, RedisConnectionError, ConnectionError, OSError)
+
+
+def _send(name: str, **options: Any) -> None:
+    """``send_task``, with a broker that cannot be reached said as ``DispatchError``."""
+    try:
+        celery_app.send_task(name, **options)
+    except BROKER_ERRORS as exc:
+        raise DispatchError(f"broker unreachable ({_where()}): {exc}") from exc
+
+
+def _where() -> str:
+    url = str(celery_app.conf.broker_url or "")
+    return url.rsplit("@", 1)[-1] if "@" in url else url  # no credentials in messages
 
 
 class CeleryDispatcher:
     """Enqueue by stable task name; arguments stay small (ids, counts), never payloads."""
 
     def ingest(self, run_id: uuid.UUID) -> None:
-        celery_app.send_task("sync.ingest", args=[str(run_id)], queue="sync")
+        _send("sync.ingest", args=[str(run_id)], queue="sync")
 
     def catch_up(self, channel: str, parent_id: uuid.UUID | None, kind: str) -> None:
-        celery_app.send_task(
+        _send(
             "sync.catch_up",
             args=[channel],
             kwargs={"parent_id": str(parent_id) if parent_id else None, "kind": kind},
@@ -31,7 +50,7 @@ class CeleryDispatcher:
     def publish(
         self, batch_ids: list[int], countdown: float = 0.0, summary: dict[str, Any] | None = None
     ) -> None:
-        celery_app.send_task(
+        _send(
             "publish.units",
             args=[batch_ids],
             kwargs=summary or {},
@@ -40,12 +59,10 @@ class CeleryDispatcher:
         )
 
     def catalog_changed(self, changes: dict[str, list[str]]) -> None:
-        celery_app.send_task("events.catalog.apply", args=[changes], queue="events.catalog")
+        _send("events.catalog.apply", args=[changes], queue="events.catalog")
 
     def pim_product(self, key: str, countdown: float = 0.0) -> None:
-        celery_app.send_task(
-            "events.pim.product", args=[key], queue="events.pim", countdown=countdown or None
-        )
+        _send("events.pim.product", args=[key], queue="events.pim", countdown=countdown or None)
 
 
 _lock = threading.Lock()
@@ -80,10 +97,8 @@ def reset_process_context() -> None:
 
 def send_domain_events(domain: str, source: str, events: list[Any]) -> None:
     """Domain events onto their own queue (events.pricing, events.inventory, events.media)."""
-    celery_app.send_task(
-        f"events.{domain}.apply", args=[serialise(events), source], queue=f"events.{domain}"
-    )
+    _send(f"events.{domain}.apply", args=[serialise(events), source], queue=f"events.{domain}")
 
 
 def send(name: str, *args: Any, **kwargs: Any) -> None:
-    celery_app.send_task(name, args=list(args), kwargs=kwargs)
+    _send(name, args=list(args), kwargs=kwargs)

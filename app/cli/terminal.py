@@ -16,6 +16,7 @@ from app.config import get_settings
 from app.mapping.errors import ContractError
 from app.ownership import OwnershipConfigError
 from app.pim.source import SourceError
+from app.sync.context import DispatchError
 
 console = Console()
 err = Console(stderr=True)
@@ -27,6 +28,7 @@ KNOWN_ERRORS: tuple[type[BaseException], ...] = (
     ContractError,
     OwnershipConfigError,
     SourceError,
+    DispatchError,
     ValueError,
     LookupError,
     OperationalError,

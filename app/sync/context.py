@@ -20,8 +20,13 @@ from sqlalchemy.orm import Session
 from app.channels.repository import RowChange
 from app.config import Settings
 from app.db import after_commit, utcnow
+from app.errors import TransientError
 from app.pim.source import PimSource
 from app.sync.repository import Released
+
+
+class DispatchError(TransientError):
+    """Work could not be enqueued: the broker is unreachable."""
 
 
 class Dispatcher(Protocol):

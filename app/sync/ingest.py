@@ -69,7 +69,7 @@ def start_full(
         return None
     ingest.details = {"channels": started}
     session.flush()
-    after_commit(session, lambda: ctx.dispatcher.ingest(ingest.id))
+    after_commit(session, partial(runs.send_read_or_fail, ctx, ingest.id))
     log.info("full_sync_started", run_id=str(ingest.id), channels=started, trigger=trigger)
     return ingest
 
@@ -90,7 +90,7 @@ def start_delta(session: Session, ctx: SyncContext, trigger: str = "beat") -> Sy
     # The next cursor is when this cycle *started*: whatever changes while it runs is newer.
     run.cursor_to = now.isoformat()
     session.flush()
-    after_commit(session, lambda: ctx.dispatcher.ingest(run.id))
+    after_commit(session, partial(runs.send_read_or_fail, ctx, run.id))
     return run
 
 

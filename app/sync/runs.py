@@ -16,7 +16,7 @@ from app.config import Settings
 from app.db import session_scope
 from app.logging import get_logger
 from app.sync import repository as repo
-from app.sync.context import SyncContext
+from app.sync.context import DispatchError, SyncContext
 from app.sync.models import ABANDONED, CANCELLED, FAILED, FULL, RUNNING, SKIPPED, SyncRun
 
 log = get_logger("pimsync.runs")
@@ -130,3 +130,14 @@ def cancel(session: Session, ctx: SyncContext, run_id: uuid.UUID) -> list[SyncRu
             stopped.append(r)
     repo.release_lock(session, DELTA_INGEST_LOCK, run.id)
     return stopped
+
+
+def send_read_or_fail(ctx: SyncContext, run_id: uuid.UUID) -> None:
+    """Send a run's read once its transaction committed; a broker that cannot take it fails
+    the run (its leases released, its channel runs failed) instead of leaving a run that says
+    `running` which nothing will ever run."""
+    try:
+        ctx.dispatcher.ingest(run_id)
+    except DispatchError as exc:
+        fail_ingest(ctx, run_id, str(exc))
+        raise

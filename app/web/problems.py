@@ -23,6 +23,7 @@ from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.logging import get_logger
+from app.sync.context import DispatchError
 from app.web.security import Refused
 
 log = get_logger("pimsync.web")
@@ -106,6 +107,7 @@ def install(api: FastAPI) -> None:
         log.warning("database_unavailable", path=request.url.path, error=str(exc.orig)[:200])
         return unavailable("database")
 
+    @api.exception_handler(DispatchError)
     @api.exception_handler(BrokerError)
     @api.exception_handler(RedisConnectionError)
     @api.exception_handler(RedisTimeoutError)

@@ -17,6 +17,7 @@ from app.config import get_settings
 from app.db import after_commit, session_scope, utcnow
 from app.logging import get_logger
 from app.metrics import WEBHOOK_ACCEPTED
+from app.sync.context import DispatchError
 from app.sync.pim_events import repository as events_repo
 from app.sync.pim_events.apply import accept
 from app.sync.pim_events.formats import (
@@ -51,11 +52,16 @@ def _backlog() -> int:
 
 def _intake(events: list[PimEvent], dispatcher: Any) -> dict[str, int]:
     settings = get_settings()
-    with session_scope() as session:
-        result = accept(session, events, utcnow())
-        keys = result.new_keys or []
-        window = settings.event_coalesce_seconds
-        after_commit(session, lambda: [dispatcher.pim_product(k, window) for k in keys])
+    try:
+        with session_scope() as session:
+            result = accept(session, events, utcnow())
+            keys = result.new_keys or []
+            window = settings.event_coalesce_seconds
+            after_commit(session, lambda: [dispatcher.pim_product(k, window) for k in keys])
+    except DispatchError as exc:
+        # the work is recorded (committed): the sweeper sends it once the broker is back, so
+        # the delivery is accepted, not lost by a refusal Akeneo's Events API never retries
+        log.warning("pim_event_dispatch_deferred", products=len(keys), error=str(exc))
     WEBHOOK_ACCEPTED.labels("new").inc(result.accepted)
     WEBHOOK_ACCEPTED.labels("duplicate").inc(result.duplicates)
     return {"accepted": result.accepted, "duplicates": result.duplicates, "products": len(keys)}
