@@ -113,7 +113,7 @@ beat_schedule = {
         "schedule": _cron(_settings.full_sync_cron),
         "kwargs": {"trigger": "beat"},
     },
-    "sweep": {"task": "sync.sweep", "schedule": 60.0},
+    "sweep": {"task": "sync.sweep", "schedule": float(_settings.sweep_interval_seconds)},
     "reconcile": {
         "task": "pages.reconcile",
         "schedule": _cron(_settings.reconcile_cron),

@@ -81,6 +81,10 @@ class Settings(BaseSettings):
     error_budget_max_failed_ratio: float = Field(0.05, ge=0, le=1)
     ingest_slice_seconds: float = Field(120.0, gt=0)
     sweep_stale_seconds: int = Field(300, ge=10)
+    # How often the sweeper runs (beat): lost messages re-sent, dead workers' runs resumed.
+    sweep_interval_seconds: int = Field(60, ge=5)
+    # A run whose lease expires (its worker died) resumes this many times, then is abandoned.
+    max_resumptions: int = Field(3, ge=0, le=100)
     # Done batches of finished runs are deleted after this many days (the runs stay).
     batch_retention_days: float = Field(2.0, ge=0)
     # The PIM's attributes/families/options are re-read at most this often (and on full syncs).

@@ -396,6 +396,16 @@ def stale_enqueued_batches(session: Session, older_than: datetime, limit: int = 
     return list(session.execute(q).scalars())
 
 
+def enqueued_batches(session: Session, run_id: uuid.UUID) -> list[int]:
+    """A run's batches sent to workers and not done yet."""
+    q = (
+        select(SyncBatch.id)
+        .where(SyncBatch.run_id == run_id, SyncBatch.status == BATCH_ENQUEUED)
+        .order_by(SyncBatch.id)
+    )
+    return list(session.execute(q).scalars())
+
+
 def touch_batches(session: Session, ids: Sequence[int], now: datetime) -> None:
     if ids:
         session.execute(

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
+from functools import partial
 
 from sqlalchemy.orm import Session
 
 from app.config import Settings
-from app.db import session_scope
+from app.db import after_commit, session_scope
 from app.logging import get_logger
 from app.sync import repository as repo
 from app.sync.context import DispatchError, SyncContext
@@ -141,3 +142,46 @@ def send_read_or_fail(ctx: SyncContext, run_id: uuid.UUID) -> None:
     except DispatchError as exc:
         fail_ingest(ctx, run_id, str(exc))
         raise
+
+
+def resume(session: Session, ctx: SyncContext, name: str, run_id: uuid.UUID) -> bool:
+    """A run whose lease ``name`` expired (its worker died, or stalled past the lease): it
+    resumes from its checkpoint, its lease taken again and its committed state kept, with its
+    enqueued batches and (for a read) its next slice sent again; True. After
+    ``max_resumptions`` it is abandoned instead, with the reason; False. Sending work again is
+    safe: a batch is claimed once, and a read has one reader at a time."""
+    now = ctx.now()
+    run = repo.get_run(session, run_id, for_update=True)
+    if run is None or run.status != RUNNING:
+        repo.release_lock(session, name, run_id)
+        return False
+    details = dict(run.details or {})
+    resumed = int(details.get("resumptions", 0))
+    limit = ctx.settings.max_resumptions
+    if resumed >= limit:
+        reason = (
+            f"its lease {name!r} expired again after {resumed} resumption(s) "
+            f"(PIMSYNC_MAX_RESUMPTIONS={limit}): its workers keep dying or stalling"
+        )
+        abandon(session, ctx, run_id, reason)
+        repo.release_lock(session, name, run_id)
+        return False
+    details["resumptions"] = resumed + 1
+    run.details = details
+    repo.renew_lock(session, name, run_id, ctx.lock_ttl(), now)
+    batches = repo.enqueued_batches(session, run_id)
+    repo.touch_batches(session, batches, now)
+    for batch_id in batches:
+        after_commit(session, partial(ctx.dispatcher.publish, [batch_id]))
+    if run.channel is None:  # a delta's read: its next slice, from its resume token
+        run.heartbeat_at = now
+        after_commit(session, partial(ctx.dispatcher.ingest, run_id))
+    log.warning(
+        "run_resumed",
+        run_id=str(run_id),
+        channel=run.channel,
+        lease=name,
+        resumption=resumed + 1,
+        batches=len(batches),
+    )
+    return True

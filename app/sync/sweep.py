@@ -24,11 +24,13 @@ def sweep(ctx: SyncContext) -> dict[str, int]:
     - enqueued batches nobody processed for a while are enqueued again (idempotent);
     - reads whose slice message vanished resume;
     - channel runs with nothing left pending finish;
-    - runs whose lease expired are marked abandoned (their locks free for the next run).
+    - a run whose lease expired (its worker died) resumes from its checkpoint: its lease taken
+      again, its enqueued batches and its read sent again; after
+      PIMSYNC_MAX_RESUMPTIONS resumptions it is abandoned, with the reason.
     """
     now = ctx.now()
     stale = now - timedelta(seconds=ctx.settings.sweep_stale_seconds)
-    out = {"batches": 0, "ingests": 0, "finalized": 0, "abandoned": 0}
+    out = {"batches": 0, "ingests": 0, "finalized": 0, "abandoned": 0, "resumed": 0}
     with session_scope() as session:
         ids = repo.stale_enqueued_batches(session, stale)
         repo.touch_batches(session, ids, now)
@@ -36,9 +38,11 @@ def sweep(ctx: SyncContext) -> dict[str, int]:
             after_commit(session, partial(ctx.dispatcher.publish, [batch_id]))
         out["batches"] = len(ids)
         for lock in repo.expired_locks(session, now):
-            if not runs.is_ingest_lease(lock.name):
-                runs.abandon(session, ctx, lock.run_id, f"its lease {lock.name!r} expired")
-                repo.release_lock(session, lock.name, lock.run_id)
+            if runs.is_ingest_lease(lock.name):
+                continue  # a read's own lease: its run's heartbeat decides (below)
+            if runs.resume(session, ctx, lock.name, lock.run_id):
+                out["resumed"] += 1
+            else:
                 out["abandoned"] += 1
         for key in stale_pending(session, stale):
             after_commit(session, partial(ctx.dispatcher.pim_product, key))

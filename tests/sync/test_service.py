@@ -186,6 +186,7 @@ def test_killed_run_disables_nothing(harness, monkeypatch):
     from app.config import reset_settings_cache
 
     monkeypatch.setenv("PIMSYNC_PUBLISH_BATCH_SIZE", "10")  # several batches per channel
+    monkeypatch.setenv("PIMSYNC_MAX_RESUMPTIONS", "0")  # abandoned at once, not resumed
     reset_settings_cache()
     harness.reload_settings()
     harness.full()
@@ -769,3 +770,57 @@ def test_a_reader_whose_lease_was_taken_over_writes_nothing(harness, monkeypatch
     for channel in CHANNELS:
         assert runs_[channel].status == "completed", runs_[channel].error
         assert runs_[channel].processed == 60 and runs_[channel].planned_units == 60
+
+
+def test_a_dead_workers_run_resumes_from_its_checkpoint_then_is_abandoned_at_the_limit(
+    harness, monkeypatch
+):
+    """The worker dies mid full sync (its queued messages lost with it). When the run's
+    leases expire, the sweeper resumes it: leases taken again, enqueued batches sent again,
+    and the run completes with exact counts. A run that keeps dying is abandoned after
+    PIMSYNC_MAX_RESUMPTIONS resumptions, saying so."""
+    from datetime import UTC, datetime
+
+    from app.config import reset_settings_cache
+
+    monkeypatch.setenv("PIMSYNC_PUBLISH_BATCH_SIZE", "10")  # several batches per channel
+    monkeypatch.setenv("PIMSYNC_MAX_RESUMPTIONS", "1")
+    reset_settings_cache()
+    harness.reload_settings()
+    clock = {"now": datetime.now(UTC)}
+    harness.ctx.clock = lambda: clock["now"]
+
+    def die_after(messages: int) -> None:
+        for _ in range(messages):
+            name, args = harness.dispatcher.queue.popleft()
+            step = {"ingest": ingest.ingest_slice, "publish": publish.publish_batches}[name]
+            step(harness.ctx, args[0])
+        harness.dispatcher.queue.clear()  # the rest of the queue dies with the worker
+
+    with session_scope() as s:
+        run_id = ingest.start_full(s, harness.ctx, ["de_storefront"]).id
+    die_after(3)  # the read and two batches
+    clock["now"] += timedelta(seconds=harness.ctx.settings.lock_ttl_seconds + 1)
+    out = sweep.sweep(harness.ctx)
+    assert out["resumed"] == 1 and out["abandoned"] == 0
+    run = harness.runs(run_id)["de_storefront"]
+    assert run.status == "running" and run.details["resumptions"] == 1
+    harness.drain()  # a healthy worker takes what the sweeper sent again
+    run = harness.runs(run_id)["de_storefront"]
+    assert run.status == "completed", run.error
+    assert run.processed == 60 and run.planned_units == 60
+    assert run.synced == EXPECTED_STATUSES["de_storefront"]["published"]
+
+    # a run whose worker dies again after its one resumption is abandoned, with why
+    harness.source.rename(sorted(harness.source.products)[0], "(again)", when=later(5))
+    with session_scope() as s:
+        run_id = ingest.start_full(s, harness.ctx, ["de_storefront"]).id
+    die_after(2)
+    for expected in ("resumed", "abandoned"):
+        clock["now"] += timedelta(seconds=harness.ctx.settings.lock_ttl_seconds + 1)
+        out = sweep.sweep(harness.ctx)
+        assert out[expected] == 1, out
+        harness.dispatcher.queue.clear()  # it died again
+    run = harness.runs(run_id)["de_storefront"]
+    assert run.status == "abandoned"
+    assert "after 1 resumption(s)" in run.error and "PIMSYNC_MAX_RESUMPTIONS=1" in run.error

@@ -190,7 +190,13 @@ def test_orphans_disabled_none_deleted(fresh: Stack):
 
 
 def test_killed_worker_disables_nothing(fresh: Stack):
-    fast_leases = {"PIMSYNC_LOCK_TTL_SECONDS": "15", "PIMSYNC_SWEEP_STALE_SECONDS": "15"}
+    # no resumption: this run is abandoned at its first expired lease (resuming is tested
+    # in tests/sync/test_service.py)
+    fast_leases = {
+        "PIMSYNC_LOCK_TTL_SECONDS": "15",
+        "PIMSYNC_SWEEP_STALE_SECONDS": "15",
+        "PIMSYNC_MAX_RESUMPTIONS": "0",
+    }
     with fresh.worker():
         fresh.wait(fresh.full())
     gone = published_skus(fresh, "icecat_web")[:5]
