@@ -16,6 +16,7 @@ from sqlalchemy.exc import OperationalError
 from app.db import session_scope
 from app.pages.models import ProductPage
 from app.pages.schemas import DomainEvent
+from tests.conftest import flush_redis_db
 from tests.e2e_support import apply_env, restore_env
 
 CHANNELS = 4  # the sample channels: an event for every channel lands on each
@@ -25,11 +26,11 @@ CHANNELS = 4  # the sample channels: an event for every channel lands on each
 def broker(pg_db: str, redis_url: str) -> Iterator[redis.Redis]:
     old = apply_env({"PIMSYNC_DATABASE_URL": pg_db, "PIMSYNC_BROKER_URL": redis_url})
     client = redis.Redis.from_url(redis_url)
-    client.flushdb()
+    flush_redis_db(client)
     try:
         yield client
     finally:
-        client.flushdb()
+        flush_redis_db(client)
         restore_env(old)
 
 
