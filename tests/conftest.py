@@ -23,6 +23,8 @@ import pytest
 from app.config import DEFAULT_ICECAT_DIR
 from tests.prereq import CHECKED, REQUIRE_ALL, SWITCH, found, missing
 
+pytest_plugins = ["pytester"]  # tests/test_prereq.py runs pytest on pytest
+
 PG_ADMIN_URL = os.environ.get(
     "PIMSYNC_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
@@ -262,7 +264,7 @@ def any_db(request: pytest.FixtureRequest) -> str:
 def _skip_reason(report: pytest.TestReport | pytest.CollectReport) -> str:
     longrepr = report.longrepr
     if isinstance(longrepr, tuple) and len(longrepr) == 3:
-        return f"{longrepr[2]} ({longrepr[0]}:{longrepr[1]})"
+        return f"{longrepr[2].removeprefix('Skipped: ')} ({longrepr[0]}:{longrepr[1]})"
     return str(longrepr)
 
 
