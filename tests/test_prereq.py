@@ -52,15 +52,21 @@ def _inner_run(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, switc
         monkeypatch.setenv(switch, "1")
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
     pytester.makeconftest(INNER_CONFTEST)
-    pytester.makepyfile(test_inner=INNER_TESTS)
-    return pytester.runpytest_subprocess("-ra", "-p", "no:cacheprovider")
+    pytester.makepyfile(
+        test_inner=INNER_TESTS,
+        test_module_skip='import pytest\n\npytest.importorskip("pimsync_no_such_module")\n',
+    )
+    # (a collection error would stop the run before any test: CI fails on it either way)
+    return pytester.runpytest_subprocess(
+        "-ra", "-p", "no:cacheprovider", "--continue-on-collection-errors"
+    )
 
 
 def test_without_the_switch_a_missing_prerequisite_skips(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     result = _inner_run(pytester, monkeypatch, None)
-    result.assert_outcomes(passed=1, skipped=3, xfailed=1)
+    result.assert_outcomes(passed=1, skipped=4, xfailed=1)
     assert result.ret == 0
     result.stdout.fnmatch_lines(
         [
@@ -79,11 +85,14 @@ def test_the_switch_turns_every_skip_into_a_failure(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, switch: str
 ) -> None:
     result = _inner_run(pytester, monkeypatch, switch)
-    # the missing tool and the bare skip fail; the mark's skip (at setup) errors; xfail stays
-    result.assert_outcomes(passed=1, failed=2, errors=1, xfailed=1)
+    # the missing tool and the bare skip fail; the mark's skip (at setup) and the module's
+    # importorskip (at collection) error; xfail stays
+    result.assert_outcomes(passed=1, failed=2, errors=2, xfailed=1)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines(
         [
+            "*ERROR collecting test_module_skip.py*",
+            f"skipped, but {SWITCH}=1 lets nothing skip: could not import 'pimsync_no_such*",
             "*ERROR at setup of test_skipped_by_a_mark*",
             f"skipped, but {SWITCH}=1 lets nothing skip: a skipif mark (*test_inner.py:18)",
             f"probe tool missing: not on this machine ({SWITCH}=1 requires it)",
