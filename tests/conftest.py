@@ -1,7 +1,7 @@
 """Shared fixtures: isolated services per test run, and the icecat demo catalog.
 
 - PostgreSQL: every run creates its own database and drops it at the end.
-- Redis: every run claims a free database number (2..15) and flushes it at the end. The
+- Redis: every run claims a free database number (15..2) and flushes it at the end. The
   claim is a key in database 0 (``pimsync:test-run-claim:db<N>``), outside the claimed
   database, so a test that flushes its database cannot give it away to another run.
 - Icecat: found through ``PIMSYNC_ICECAT_DIR`` (default ``../shared/data/akeneo-icecat``).
@@ -67,10 +67,14 @@ def icecat_dir() -> Path:
 
 
 def claim_redis_db(claims: Any, token: str) -> int | None:
-    """Claim a free database (2..15) for ``token``: SET NX of its key in ``claims`` (db 0)."""
+    """Claim a free database (2..15) for ``token``: SET NX of its key in ``claims`` (db 0).
+
+    From 15 down: runs of earlier versions of this file take the lowest free database and,
+    having lost their in-db claim to a flush, may still flush it at their end; seen on a
+    shared machine. Starting at the other end keeps the two kinds of run apart."""
     import redis
 
-    for db in range(2, 16):
+    for db in range(15, 1, -1):
         key = claim_key(db)
         if not claims.set(key, token, nx=True, ex=CLAIM_SECONDS):
             continue  # another run's

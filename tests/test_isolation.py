@@ -24,6 +24,7 @@ def test_a_flushed_database_stays_this_runs(redis_url: str) -> None:
     assert ours is not None
     client = redis.Redis.from_url(redis_url)
     client.set("some-test-key", "1")
+    assert client.get(LEGACY_CLAIM_KEY) == ours, "someone else flushed this run's database"
     flush_redis_db(client)  # empties it, but puts the marker for earlier versions back
     assert client.keys() == [LEGACY_CLAIM_KEY.encode()] and client.get(LEGACY_CLAIM_KEY) == ours
     client.flushdb()  # what any test may do
