@@ -79,11 +79,11 @@ def claim_redis_db(claims: Any, token: str) -> int | None:
         if not claims.set(key, token, nx=True, ex=CLAIM_SECONDS):
             continue  # another run's
         client = redis.Redis.from_url(f"{REDIS_BASE_URL}/{db}")
-        if client.dbsize():
-            # someone else's data, or a run of an earlier version: leave it alone
-            release_redis_db(claims, db, token)
+        # someone else's data, or a run of an earlier version (its claim is in there, set
+        # with NX too): leave it alone
+        if client.dbsize() or not client.set(LEGACY_CLAIM_KEY, token, nx=True, ex=CLAIM_SECONDS):
+            claims.eval(_RELEASE, 1, key, token)  # unclaimed, not flushed: not ours
             continue
-        client.set(LEGACY_CLAIM_KEY, token, ex=CLAIM_SECONDS)
         return db
     return None
 

@@ -57,3 +57,24 @@ def test_releasing_an_expired_claim_leaves_the_new_owner_alone(redis_url: str) -
         assert redis.Redis.from_url(f"{REDIS_BASE_URL}/{db}").get("theirs") == b"1"
     finally:
         release_redis_db(claims, db, second)
+
+
+def test_a_database_holding_someone_elses_keys_is_passed_by_untouched(redis_url: str) -> None:
+    claims = redis.Redis.from_url(f"{REDIS_BASE_URL}/{CLAIM_DB}")
+    owner, newcomer = uuid.uuid4().hex, uuid.uuid4().hex
+    db = claim_redis_db(claims, owner)  # the highest free database: the next scan meets it
+    assert db is not None
+    theirs = redis.Redis.from_url(f"{REDIS_BASE_URL}/{db}")
+    theirs.set("their-key", "1")
+    claims.delete(claim_key(db))  # unclaimed in db 0, but holding data (another tool's, say)
+    other = None
+    try:
+        other = claim_redis_db(claims, newcomer)
+        assert other != db
+        assert theirs.get("their-key") == b"1", "passed by, not flushed"
+        assert claims.get(claim_key(db)) is None
+    finally:
+        if other is not None:
+            release_redis_db(claims, other, newcomer)
+        assert claims.set(claim_key(db), owner, nx=True)
+        release_redis_db(claims, db, owner)
