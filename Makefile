@@ -2,10 +2,14 @@
 PYTHON ?= python
 PYTEST ?= pytest
 
-.PHONY: test test-fast lint format bench demo
+.PHONY: test test-fast test-twice lint format bench demo
 
 test:
 	$(PYTEST) -q
+
+# Two runs at once (this checkout and a fresh one of HEAD) on the same services: both pass.
+test-twice:
+	bash .ci/test-twice
 
 test-fast:
 	$(PYTEST) -q -m "not slow"

@@ -18,7 +18,7 @@ from sqlalchemy.exc import OperationalError
 from app.db import session_scope
 from app.pages.models import ProductPage
 from app.pages.schemas import DomainEvent
-from tests.conftest import clear_redis
+from tests.conftest import flush_redis_db
 from tests.e2e_support import apply_env, restore_env, wait_until
 
 CHANNELS = 4  # the sample channels: an event for every channel lands on each
@@ -28,11 +28,11 @@ CHANNELS = 4  # the sample channels: an event for every channel lands on each
 def broker(pg_db: str, redis_url: str) -> Iterator[redis.Redis]:
     old = apply_env({"PIMSYNC_DATABASE_URL": pg_db, "PIMSYNC_BROKER_URL": redis_url})
     client = redis.Redis.from_url(redis_url)
-    clear_redis(client)
+    flush_redis_db(client)
     try:
         yield client
     finally:
-        clear_redis(client)
+        flush_redis_db(client)
         restore_env(old)
 
 

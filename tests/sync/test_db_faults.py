@@ -23,7 +23,7 @@ from app.pages.models import ProductPage
 from app.pages.schemas import DomainEvent
 from app.sync import ingest
 from app.sync.models import SyncBatch, SyncRun
-from tests.conftest import PG_ADMIN_URL, clear_redis, create_pg_database, drop_pg_database
+from tests.conftest import PG_ADMIN_URL, create_pg_database, drop_pg_database, flush_redis_db
 from tests.e2e_support import (
     Worker,
     admin,
@@ -206,7 +206,7 @@ def test_domain_events_survive_the_database_server_stopping(
     env = stack_env(db, redis_url, "sample")
     old = apply_env(env)
     broker = redis.Redis.from_url(redis_url)
-    clear_redis(broker)
+    flush_redis_db(broker)
     log = tmp_path / "events.log"
 
     def send(*events: dict[str, Any]) -> None:
@@ -242,7 +242,7 @@ def test_domain_events_survive_the_database_server_stopping(
         assert Counter(channel for channel, _ in pages) == {c: 21 for c in CHANNELS}
     finally:
         restore_env(old)
-        clear_redis(broker)
+        flush_redis_db(broker)
 
 
 def price(sku: str, version: int) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from app.pim.models import PimProduct
 from app.sync import ingest, operations, publish
 from app.sync import repository as repo
 from app.sync.models import SyncRun
-from tests.conftest import clear_redis, create_pg_database, drop_pg_database, truncate_all
+from tests.conftest import create_pg_database, drop_pg_database, flush_redis_db, truncate_all
 from tests.e2e_support import (
     Worker,
     admin,
@@ -163,7 +163,7 @@ def stack(redis_url: str, pg_url: str, tmp_path_factory: pytest.TempPathFactory)
 def fresh(stack: Stack, redis_url: str) -> Stack:
     """Empty database and queues, pristine PIM, the sample channels and contracts."""
     truncate_all(stack.env["PIMSYNC_DATABASE_URL"])
-    clear_redis(redis.Redis.from_url(redis_url))
+    flush_redis_db(redis.Redis.from_url(redis_url))
     stack.catalog.replace_with(stack.pristine)
     stack.reset_config()
     return stack

@@ -20,6 +20,7 @@ from sqlalchemy import func, select
 from app.config import DEFAULT_ICECAT_DIR, reset_settings_cache
 from app.db import session_scope
 from app.sync.pim_events.models import PendingSku, WebhookEvent
+from tests.prereq import found
 
 SECRET = "s3cret-primary"
 WEB_ENV = (
@@ -119,12 +120,14 @@ def events_api_headers(
 
 def example(name: str, event_id: str | None = None) -> dict[str, Any]:
     """One of Akeneo's example Events API payloads (read-only: a copy is returned)."""
+    __tracebackhide__ = True  # a missing example is reported at the test's line
     path = EXAMPLES_DIR / f"{name}.example.json"
-    if not path.exists():
-        pytest.skip(
-            f"Akeneo's Events API examples not found at {EXAMPLES_DIR} (they come with "
-            "shared/data/akeneo-icecat; set PIMSYNC_ICECAT_DIR to a copy)"
-        )
+    found(
+        "Akeneo Events API examples",
+        EXAMPLES_DIR if path.exists() else None,
+        f"no {path.name} in {EXAMPLES_DIR} (they come with shared/data/akeneo-icecat; "
+        "set PIMSYNC_ICECAT_DIR to a copy)",
+    )
     data = copy.deepcopy(json.loads(path.read_text(encoding="utf-8")))
     if event_id is not None:
         for e in data["events"]:

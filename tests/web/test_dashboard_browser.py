@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -11,6 +10,7 @@ from sqlalchemy import select
 
 from app.db import session_scope
 from app.sync.models import DeadLetter
+from tests.prereq import found
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -35,15 +35,12 @@ def harness(pg_db: str):
 
 @pytest.fixture
 def browser():
-    if CHROMIUM is None:
-        if os.environ.get("PIMSYNC_REQUIRE_SERVICES") == "1":
-            pytest.fail("chromium not installed (apt-get install chromium)")
-        pytest.skip("chromium not installed (apt-get install chromium) for the browser test")
+    chromium = found("chromium", CHROMIUM, "not installed (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         b = p.chromium.launch(
-            executable_path=CHROMIUM,
+            executable_path=chromium,
             args=[
                 "--no-sandbox",
                 "--disable-gpu",
