@@ -25,8 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import _unavailable
 from tests.e2e_support import free_port
+from tests.prereq import found
 
 
 def find_bindir() -> Path | None:
@@ -129,12 +129,13 @@ class PrivatePostgres:
 @pytest.fixture
 def private_pg() -> Iterator[PrivatePostgres]:
     """A running private PostgreSQL server, removed after the test."""
-    bindir = find_bindir()
-    if bindir is None:  # a skip, or a failure under PIMSYNC_REQUIRE_SERVICES=1 (CI)
-        _unavailable(
-            "PostgreSQL server binaries (initdb, pg_ctl) not found: set PIMSYNC_TEST_PG_BINDIR "
-            "or install the postgresql server package to run the server-stopped tests"
-        )
+    # missing: a skip, or a failure under PIMSYNC_REQUIRE_ALL=1 (CI)
+    bindir = found(
+        "PostgreSQL server binaries (initdb, pg_ctl)",
+        find_bindir(),
+        "not found: set PIMSYNC_TEST_PG_BINDIR or install the postgresql server package to "
+        "run the server-stopped tests",
+    )
     server = PrivatePostgres(bindir)
     try:
         server.init()
