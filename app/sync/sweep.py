@@ -63,6 +63,9 @@ def sweep(ctx: SyncContext) -> dict[str, int]:
                     out["abandoned"] += 1
                     continue
             if run.channel is None and run.heartbeat_at is not None and run.heartbeat_at < stale:
+                reader = repo.lock_holder(session, runs.ingest_lease(run.id))
+                if reader is not None and reader.expires_at >= now:
+                    continue  # its reader still holds the read: a resend would find it taken
                 run.heartbeat_at = now
                 after_commit(session, partial(ctx.dispatcher.ingest, run.id))
                 out["ingests"] += 1
