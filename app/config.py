@@ -110,6 +110,10 @@ class Settings(BaseSettings):
     event_source_tokens: dict[str, SecretStr] = Field(default_factory=dict)
     # Reconciliation snapshots per domain: a JSON lines file or an HTTP URL.
     snapshot_sources: dict[str, str] = Field(default_factory=dict)
+    # {domain: token}: each system of record's own credential for its snapshot, sent to that
+    # snapshot's origin only (one token for all would hand each system the others')
+    snapshot_tokens: dict[str, SecretStr] = Field(default_factory=dict)
+    # the single token of earlier releases: refused (reconcile says what to set instead)
     snapshot_token: SecretStr = SecretStr("")
 
     # --- operations ---------------------------------------------------------------------------

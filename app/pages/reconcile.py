@@ -86,6 +86,12 @@ def reconcile(
         raise ValueError(
             f"no snapshot configured for {', '.join(missing)} (PIMSYNC_SNAPSHOT_SOURCES)"
         )
+    if settings.snapshot_token.get_secret_value():
+        raise ValueError(
+            "PIMSYNC_SNAPSHOT_TOKEN was one credential for every system of record (each "
+            "snapshot source received the others'); set PIMSYNC_SNAPSHOT_TOKENS to "
+            '{"pricing": "<ERP token>", "inventory": "<WMS token>", ...} instead'
+        )
     now = utcnow()
     with session_scope() as session:
         run_id = sync_repo.create_run(session, "reconcile", None, now, trigger=trigger).id
@@ -97,9 +103,10 @@ def reconcile(
             if domain == "catalog":
                 corrected[domain] = reconcile_catalog(session_scope, now)
             else:
+                token = settings.snapshot_tokens.get(domain)
                 reader = open_snapshot(
                     settings.snapshot_sources[domain],
-                    settings.snapshot_token.get_secret_value() or None,
+                    token.get_secret_value() if token else None,
                 )
                 corrected[domain] = reconcile_records(
                     session_scope, domain, reader.records(), channels, now

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urljoin, urlsplit
 
 import httpx
 import orjson
@@ -69,16 +70,31 @@ class FileSnapshotReader:
                 yield _record(raw, f"{self.path}: line {n}")
 
 
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    return parts.scheme.lower(), (parts.hostname or "").lower(), parts.port
+
+
 class HttpSnapshotReader:
+    """Pages of a snapshot over HTTP. The token goes to the snapshot's own origin only: a
+    ``next`` link to another scheme, host or port is refused, never followed with it."""
+
     def __init__(self, url: str, token: str | None = None, timeout: float = 60.0) -> None:
         self.url, self.name = url, url
+        self.origin = _origin(url)
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.client = httpx.Client(timeout=timeout, headers=headers)
+        # no redirects: a redirect to another host would carry the token there too
+        self.client = httpx.Client(timeout=timeout, headers=headers, follow_redirects=False)
 
     def records(self) -> Iterator[SnapshotRecord]:
         url: str | None = self.url
         try:
             while url:
+                if _origin(url) != self.origin:
+                    raise SnapshotError(
+                        f"snapshot {self.url}: its next page {url} is on another origin; "
+                        "not followed (the snapshot's credential is for its own origin only)"
+                    )
                 try:
                     response = self.client.get(url)
                 except httpx.HTTPError as exc:
@@ -100,7 +116,8 @@ class HttpSnapshotReader:
                     raise SnapshotError(f"snapshot {url}: expected {{'items': [...]}}")
                 for i, raw in enumerate(items):
                     yield _record(raw, f"{url}: item {i}")
-                url = body.get("next")
+                link = body.get("next")
+                url = urljoin(url, link) if isinstance(link, str) and link else None
         finally:
             self.client.close()
 
