@@ -12,12 +12,15 @@ import base64
 import hashlib
 import hmac
 from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.concurrency import run_in_threadpool
 
 from app.config import get_settings
 from app.db import session_scope, utcnow
@@ -27,7 +30,7 @@ from app.sync.operations import replay_dead_letters
 from app.sync.runtime import REGISTRY
 from app.web import charts, health
 from app.web.metrics import exposition
-from app.web.security import Refused, bearer
+from app.web.security import Refused, bearer, read_body
 
 router = APIRouter(tags=["operations"])
 _templates = Environment(
@@ -109,17 +112,41 @@ def dashboard(request: Request, replayed: int | None = None) -> HTMLResponse:
     return HTMLResponse(html, headers={"Cache-Control": "no-store"})
 
 
+# The dashboard's forms carry a token and nothing else: a few hundred bytes.
+MAX_FORM_BYTES = 4096
+
+
+async def _form(request: Request) -> dict[str, str]:
+    """The posted form, read only now (after authentication), capped, URL-encoded only: no
+    multipart, so no file part is ever spooled to disk."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind not in ("application/x-www-form-urlencoded", ""):
+        raise Refused(415, "bad_form", f"forms are application/x-www-form-urlencoded, not {kind}")
+    body = await read_body(request, MAX_FORM_BYTES)
+    try:
+        pairs = parse_qsl(body.decode("ascii"), keep_blank_values=True, max_num_fields=10)
+    except (UnicodeDecodeError, ValueError):
+        raise Refused(400, "bad_form", "the form is not URL-encoded ASCII") from None
+    return dict(pairs)
+
+
 @router.post("/dashboard/dead-letters/{letter_id}/replay")
-def replay(letter_id: int, request: Request, csrf: str = Form("")) -> Response:
+async def replay(letter_id: int, request: Request) -> Response:
+    # credentials first: nothing of the body is read for an anonymous client
     operator = require_operator(request)
+    csrf = (await _form(request)).get("csrf", "")
     if not hmac.compare_digest(csrf.encode(), _csrf(operator).encode()):
         raise Refused(403, "bad_csrf", "stale or missing form token: reload the dashboard")
-    with session_scope() as session:
-        result = replay_dead_letters(session, _sync_context(request), ids=[letter_id])
+    result = await run_in_threadpool(_replay, request, letter_id)
     return RedirectResponse(
         f"{request.url_for('dashboard').path}?replayed={result['replayed']}#dead-letters",
         status_code=303,
     )
+
+
+def _replay(request: Request, letter_id: int) -> dict[str, Any]:
+    with session_scope() as session:
+        return replay_dead_letters(session, _sync_context(request), ids=[letter_id])
 
 
 def _sync_context(request: Request) -> SyncContext:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -12,7 +13,7 @@ from sqlalchemy import select
 from app.db import session_scope
 from app.sync import repository as repo
 from app.sync.models import DeadLetter, SyncBatch, SyncRun
-from tests.web.support import Web
+from tests.web.support import Web, problem
 
 OPERATOR = ("operator", "s3cret-dash")
 
@@ -121,3 +122,35 @@ def test_replay_without_valid_credentials_is_401_and_changes_nothing(
     assert "Basic" in resp.headers["www-authenticate"]
     assert state(letter) == ("open", 0, 0)
     assert web.dispatcher.calls == []
+
+
+def test_an_anonymous_upload_is_refused_before_its_body_is_read(web: Web, letter: int) -> None:
+    """Credentials come before the body: a large anonymous multipart upload is a 401 after
+    the first chunk, never read on (let alone spooled to a temporary file)."""
+    sent: list[int] = []
+
+    def upload() -> Any:
+        for _ in range(1024):  # up to 64 MiB, if anyone read it all
+            sent.append(1)
+            yield (
+                b"--x\r\nContent-Disposition: form-data; name=f; filename=a\r\n\r\n" + b"0" * 65536
+            )
+
+    resp = web.client.post(
+        f"/dashboard/dead-letters/{letter}/replay",
+        content=upload(),
+        headers={"Content-Type": "multipart/form-data; boundary=x"},
+    )
+    assert resp.status_code == 401
+    assert len(sent) <= 2, f"{len(sent)} chunks were read before the refusal"
+    assert state(letter) == ("open", 0, 0)
+
+
+def test_forms_are_small_and_url_encoded_only(web: Web, letter: int) -> None:
+    token = form_token(web)
+    url = f"/dashboard/dead-letters/{letter}/replay"
+    multipart = web.client.post(url, files={"csrf": ("t.txt", token.encode())}, auth=OPERATOR)
+    assert problem(multipart, 415)["reason"] == "bad_form"
+    big = web.client.post(url, data={"csrf": token, "pad": "x" * 5000}, auth=OPERATOR)
+    assert problem(big, 413)["reason"] == "too_large"
+    assert state(letter) == ("open", 0, 0)
