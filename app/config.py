@@ -126,6 +126,9 @@ class Settings(BaseSettings):
     # `Authorization: Bearer <PIMSYNC_API_TOKEN>`.
     dashboard_user: str = "operator"
     dashboard_password: SecretStr = SecretStr("")
+    # A token that reads /metrics and nothing else (Prometheus's): it cannot open the
+    # dashboard or press Replay, as the API token can.
+    metrics_token: SecretStr = SecretStr("")
 
     # --- test data --------------------------------------------------------------------------
     icecat_dir: Path = DEFAULT_ICECAT_DIR

@@ -69,6 +69,7 @@ NEEDS_SCHEMA = ("worker-sync", "worker-events", "beat", "web")
 SECRETS = (
     "PIMSYNC_WEBHOOK_SECRET",
     "PIMSYNC_API_TOKEN",
+    "PIMSYNC_METRICS_TOKEN",
     "PIMSYNC_DASHBOARD_PASSWORD",
     "PIMSYNC_FLOWER_PASSWORD",
 )
@@ -598,7 +599,7 @@ def _targets(job: dict[str, Any]) -> set[str]:
     return found
 
 
-def test_prometheus_scrapes_web_with_the_api_token(
+def test_prometheus_scrapes_web_with_the_metrics_token(
     prometheus: dict[str, Any], services: dict[str, dict[str, Any]]
 ) -> None:
     web_port = _option(_command(services["web"]), "--port")
@@ -617,7 +618,8 @@ def test_prometheus_scrapes_web_with_the_api_token(
     }
     # Prometheus runs as nobody: the token file must be readable by others
     assert (secret, 0o444) in granted
-    assert COMPOSE["secrets"][secret] == {"environment": "PIMSYNC_API_TOKEN"}
+    # the metrics scope only: Prometheus cannot open the dashboard or press Replay
+    assert COMPOSE["secrets"][secret] == {"environment": "PIMSYNC_METRICS_TOKEN"}
     mounts = {m.split(":")[1]: m.split(":")[0] for m in services["prometheus"]["volumes"]}
     assert mounts["/etc/prometheus/prometheus.yml"] == "./prometheus/prometheus.yml"
 
@@ -637,7 +639,7 @@ def test_prometheus_config_passes_promtool(tmp_path: Path) -> None:
     token.write_text("t")
     config = tmp_path / "prometheus.yml"
     config.write_text(
-        PROMETHEUS_FILE.read_text().replace("/run/secrets/pimsync_api_token", str(token))
+        PROMETHEUS_FILE.read_text().replace("/run/secrets/pimsync_metrics_token", str(token))
     )
     done = subprocess.run([promtool, "check", "config", str(config)], capture_output=True)
     assert done.returncode == 0, done.stdout.decode() + done.stderr.decode()

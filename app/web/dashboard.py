@@ -160,10 +160,19 @@ def _sync_context(request: Request) -> SyncContext:
 def metrics(request: Request) -> Response:
     """Prometheus exposition: this process's (or all worker processes') samples, plus the
     state read from the database and the broker."""
-    _user, _password, token = _credentials()
-    if not token:
-        raise Refused(503, "not_configured", "set PIMSYNC_API_TOKEN to expose metrics")
+    _user, _password, api_token = _credentials()
+    # the metrics scope: the metrics token, or the operator's API token (which can do more)
+    tokens = [t for t in (get_settings().metrics_token.get_secret_value(), api_token) if t]
+    if not tokens:
+        raise Refused(
+            503,
+            "not_configured",
+            "set PIMSYNC_METRICS_TOKEN (or PIMSYNC_API_TOKEN) to expose metrics",
+        )
     presented = bearer(request)
-    if not presented or not hmac.compare_digest(presented.encode(), token.encode()):
+    ok = False
+    for token in tokens:  # every one compared: timing says nothing about which matched
+        ok |= bool(presented) and hmac.compare_digest((presented or "").encode(), token.encode())
+    if not ok:
         raise Refused(401, "unauthenticated", "metrics need Authorization: Bearer <token>")
     return Response(exposition(get_settings()), media_type=CONTENT_TYPE_LATEST)

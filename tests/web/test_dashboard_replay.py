@@ -154,3 +154,21 @@ def test_forms_are_small_and_url_encoded_only(web: Web, letter: int) -> None:
     big = web.client.post(url, data={"csrf": token, "pad": "x" * 5000}, auth=OPERATOR)
     assert problem(big, 413)["reason"] == "too_large"
     assert state(letter) == ("open", 0, 0)
+
+
+def test_the_metrics_token_reads_metrics_and_nothing_else(web: Web, letter: int) -> None:
+    web.setenv(metrics_token="m3trics-only")
+    scrape = {"Authorization": "Bearer m3trics-only"}
+    assert web.client.get("/metrics", headers=scrape).status_code == 200
+    assert web.client.get("/dashboard", headers=scrape).status_code == 401
+    token = form_token(web)
+    resp = web.client.post(
+        f"/dashboard/dead-letters/{letter}/replay", data={"csrf": token}, headers=scrape
+    )
+    assert resp.status_code == 401
+    assert state(letter) == ("open", 0, 0)
+    # the operator's API token still reads metrics too; a wrong token reads nothing
+    assert (
+        web.client.get("/metrics", headers={"Authorization": "Bearer api-t0ken"}).status_code == 200
+    )
+    assert web.client.get("/metrics", headers={"Authorization": "Bearer nope"}).status_code == 401
