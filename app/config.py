@@ -126,6 +126,12 @@ class Settings(BaseSettings):
     # `Authorization: Bearer <PIMSYNC_API_TOKEN>`.
     dashboard_user: str = "operator"
     dashboard_password: SecretStr = SecretStr("")
+    # The interactive API docs (/docs): off by default, they load scripts from a CDN on the
+    # dashboard's origin (the schema stays at /openapi.json)
+    web_docs: bool = False
+    # Accepted PIM event ids are kept this long for deduplication, then purged by the sweeper
+    # (Akeneo redelivers within hours, not weeks).
+    webhook_event_retention_days: float = Field(7.0, gt=0)
     # A token that reads /metrics and nothing else (Prometheus's): it cannot open the
     # dashboard or press Replay, as the API token can.
     metrics_token: SecretStr = SecretStr("")

@@ -24,6 +24,10 @@ def worker(
     metrics_port: int = typer.Option(
         0, help="Serve this worker's Prometheus metrics on this port (0: off)."
     ),
+    metrics_address: str = typer.Option(
+        "127.0.0.1",
+        help="Interface the metrics listen on (0.0.0.0 only inside a private network).",
+    ),
     hostname: str = typer.Option("", help="Worker name (default: celery@<host>)."),
 ) -> None:
     """Start a Celery worker with the project's settings."""
@@ -38,7 +42,7 @@ def worker(
 
         from app.metrics import process_registry
 
-        start_http_server(metrics_port, registry=process_registry())
+        start_http_server(metrics_port, addr=metrics_address, registry=process_registry())
     extra = [f"--hostname={hostname}"] if hostname else []
 
     celery_app.worker_main(

@@ -12,7 +12,7 @@ from app.sync import repository as repo
 from app.sync import runs
 from app.sync.context import SyncContext
 from app.sync.models import ABANDONED, FULL, RUNNING
-from app.sync.pim_events.repository import stale_pending
+from app.sync.pim_events.repository import purge_events, stale_pending
 from app.sync.publish import finalize_if_done
 
 log = get_logger("pimsync.sync")
@@ -78,6 +78,9 @@ def sweep(ctx: SyncContext) -> dict[str, int]:
     with session_scope() as session:
         out["batches_deleted"] = repo.delete_finished_batches(
             session, now - timedelta(days=ctx.settings.batch_retention_days)
+        )
+        out["events_purged"] = purge_events(
+            session, now - timedelta(days=ctx.settings.webhook_event_retention_days)
         )
         out["tables_analyzed"] = len(analyze_if_stale(session))
     if any(out.values()):

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import __version__
 from app.config import get_settings
@@ -21,6 +22,39 @@ from app.pages.reader import PageReader
 from app.web import dashboard, events, pages, problems, webhooks
 
 log = get_logger("pimsync.web")
+
+
+# No page of this app is meant to be framed (the dashboard's Replay could be clickjacked),
+# sniffed into another type, or to load anything from elsewhere.
+SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (
+        b"content-security-policy",
+        b"default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+        b"frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+    ),
+    (b"referrer-policy", b"same-origin"),
+]
+
+
+class SecurityHeaders:
+    """Adds SECURITY_HEADERS to every response (plain ASGI: nothing on the read path's way)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
 
 
 def create_app(
@@ -52,7 +86,7 @@ def create_app(
     api = FastAPI(
         title="pimsync",
         version=__version__,
-        docs_url="/docs",
+        docs_url="/docs" if settings.web_docs else None,
         redoc_url=None,
         lifespan=lifespan,
     )
@@ -71,6 +105,8 @@ def create_app(
     api.state.events_sender = events_sender
 
     problems.install(api)
+
+    api.add_middleware(SecurityHeaders)
 
     @api.get("/healthz", tags=["operations"])
     def healthz() -> dict[str, str]:

@@ -104,9 +104,35 @@ def token_owner(presented: str | None, tokens: dict[str, str]) -> str | None:
     return owner
 
 
+# Deeper than any payload pimsync takes (an Akeneo product with table attributes nests about
+# a dozen levels): deeper documents are refused at parse time, before anything recurses into
+# them or asks PostgreSQL to store them.
+MAX_JSON_DEPTH = 64
+
+
+def json_depth_exceeds(value: Any, limit: int) -> bool:
+    """True when ``value`` nests containers more than ``limit`` deep (iterative: no stack)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
 def parse_json(body: bytes) -> Any:
-    """A request body as JSON, or a 400 that says why."""
+    """A request body as JSON, or a 400 that says why (malformed, or nested too deep)."""
     try:
-        return orjson.loads(body)
+        value = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise Refused(400, "malformed_json", f"body is not JSON: {exc}") from None
+    if json_depth_exceeds(value, MAX_JSON_DEPTH):
+        raise Refused(400, "too_deep", f"body nests JSON more than {MAX_JSON_DEPTH} levels deep")
+    return value

@@ -12,7 +12,7 @@ from typing import Any, cast
 from sqlalchemy import Select, Table, case, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from app.db import dialect_insert
+from app.db import affected, dialect_insert
 from app.pim.models import PimProduct
 from app.sync.pim_events.models import PendingSku, WebhookEvent
 
@@ -144,3 +144,15 @@ def stale_pending(session: Session, older_than: datetime, limit: int = 1000) -> 
 def backlog(session: Session) -> int:
     """Products with pending work (the Event Platform is asked to slow down past a limit)."""
     return int(session.execute(select(func.count()).select_from(PendingSku)).scalar_one())
+
+
+def purge_events(session: Session, received_before: datetime, limit: int = 10_000) -> int:
+    """Forget accepted event ids older than the retention (at most ``limit`` per call, so one
+    sweep never holds a long delete)."""
+    old = (
+        select(WebhookEvent.event_id)
+        .where(WebhookEvent.received_at < received_before)
+        .limit(limit)
+        .scalar_subquery()
+    )
+    return affected(session, delete(WebhookEvent).where(WebhookEvent.event_id.in_(old)))
