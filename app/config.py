@@ -136,6 +136,9 @@ class Settings(BaseSettings):
     # dashboard or press Replay, as the API token can.
     metrics_token: SecretStr = SecretStr("")
 
+    # The reference PIM's (development) /_admin endpoints need this bearer token when set.
+    reference_admin_token: SecretStr = SecretStr("")
+
     # --- test data --------------------------------------------------------------------------
     icecat_dir: Path = DEFAULT_ICECAT_DIR
 

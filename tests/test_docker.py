@@ -67,6 +67,8 @@ PIMSYNC_ROLES = {
 LONG_RUNNING = sorted(set(PIMSYNC_ROLES) - {"migrate"})
 NEEDS_SCHEMA = ("worker-sync", "worker-events", "beat", "web")
 SECRETS = (
+    "PIMSYNC_AKENEO_SECRET",
+    "PIMSYNC_AKENEO_PASSWORD",
     "PIMSYNC_WEBHOOK_SECRET",
     "PIMSYNC_API_TOKEN",
     "PIMSYNC_METRICS_TOKEN",
@@ -270,7 +272,9 @@ def test_pimsync_services_run_the_project_image(services: dict[str, dict[str, An
         svc = services[name]
         assert svc["image"] == image, name
         assert svc["build"] == {"context": "..", "dockerfile": "docker/Dockerfile"}, name
-        assert svc["environment"] == COMPOSE["x-pimsync-env"], f"{name}: shared settings"
+        own = {"reference-pim": {"PIMSYNC_REFERENCE_ADMIN_TOKEN"}}.get(name, set())
+        shared = {k: v for k, v in svc["environment"].items() if k not in own}
+        assert shared == COMPOSE["x-pimsync-env"], f"{name}: shared settings"
         assert svc.get("init") is True, name
         assert "entrypoint" not in svc, f"{name}: the image's entrypoint is `pimsync`"
     # the build context is the repository root, the Dockerfile path relative to it
@@ -470,12 +474,21 @@ def test_worker_health_check_pings_the_worker_itself(services: dict[str, dict[st
 
 
 def test_published_ports(services: dict[str, dict[str, Any]]) -> None:
-    expected = {"web": 8000, "flower": 5555, "prometheus": 9090, "grafana": 3000}
-    for name, port in expected.items():
+    """Only the web app follows the public bind address; each admin service has its own,
+    loopback unless opted in (publishing the web app for Akeneo opens nothing else)."""
+    expected = {
+        "web": (8000, "BIND_ADDRESS"),
+        "flower": (5555, "FLOWER_BIND_ADDRESS"),
+        "prometheus": (9090, "PROMETHEUS_BIND_ADDRESS"),
+        "grafana": (3000, "GRAFANA_BIND_ADDRESS"),
+        "reference-pim": (8081, "REFERENCE_PIM_BIND_ADDRESS"),
+    }
+    for name, (port, variable) in expected.items():
         ports = services[name]["ports"]
         assert [(p["target"], int(p["published"])) for p in ports] == [(port, port)], name
-        assert ports[0]["host_ip"] == "${BIND_ADDRESS:-127.0.0.1}", "local only by default"
-    assert services["reference-pim"]["ports"][0]["target"] == 8081
+        assert ports[0]["host_ip"] == f"${{{variable}:-127.0.0.1}}", f"{name}: local by default"
+    binds = [p["host_ip"] for svc in services.values() for p in svc.get("ports", [])]
+    assert binds.count("${BIND_ADDRESS:-127.0.0.1}") == 1, "the public bind opens the web app only"
     for name in ("postgres", "redis"):
         assert "ports" not in services[name], f"{name} stays inside the stack"
 
@@ -515,21 +528,20 @@ def test_every_setting_passed_is_a_real_setting(env_anchor: dict[str, str]) -> N
 
 
 def test_shared_settings(env_anchor: dict[str, str]) -> None:
+    required_pg = "${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD in docker/.env}"
     assert env_anchor["PIMSYNC_DATABASE_URL"] == (
-        "postgresql+psycopg://pimsync:${POSTGRES_PASSWORD:-pimsync}@postgres:5432/pimsync"
+        f"postgresql+psycopg://pimsync:{required_pg}@postgres:5432/pimsync"
     )
-    assert env_anchor["PIMSYNC_BROKER_URL"] == "redis://redis:6379/0"
-    assert env_anchor["PIMSYNC_REDIS_URL"] == "redis://redis:6379/1"
+    redis_pw = "${REDIS_PASSWORD:?set REDIS_PASSWORD in docker/.env}"
+    assert env_anchor["PIMSYNC_BROKER_URL"] == f"redis://:{redis_pw}@redis:6379/0"
+    assert env_anchor["PIMSYNC_REDIS_URL"] == f"redis://:{redis_pw}@redis:6379/1"
     assert env_anchor["PIMSYNC_PIM_SOURCE"] == "${PIMSYNC_PIM_SOURCE:-http://reference-pim:8081}"
     assert env_anchor["PIMSYNC_LOG_JSON"] == "true"
-    # the reference PIM's own credentials are the defaults (it reads the same settings)
-    for name, value in {
-        "CLIENT_ID": "pimsync",
-        "SECRET": "pimsync-secret",
-        "USERNAME": "pimsync",
-        "PASSWORD": "pimsync",
-    }.items():
+    # the PIM connection's names have defaults (the reference PIM's); its secrets do not
+    for name, value in {"CLIENT_ID": "pimsync", "USERNAME": "pimsync"}.items():
         assert env_anchor[f"PIMSYNC_AKENEO_{name}"] == f"${{PIMSYNC_AKENEO_{name}:-{value}}}"
+    for name in ("PIMSYNC_AKENEO_SECRET", "PIMSYNC_AKENEO_PASSWORD"):
+        assert re.fullmatch(rf"\$\{{{name}:\?[^}}]+\}}", env_anchor[name]), name
     # secrets have no defaults: compose refuses to start without them
     for name in SECRETS:
         assert re.fullmatch(rf"\$\{{{name}:\?[^}}]+\}}", env_anchor[name]), name
@@ -542,8 +554,16 @@ def test_env_example_covers_every_variable() -> None:
     assert required <= set(values), f"required but not set: {sorted(required - set(values))}"
     referenced = {name for name, _ in references}
     assert referenced <= documented, f"undocumented: {sorted(referenced - documented)}"
-    assert documented <= referenced, f"documented, unused: {sorted(documented - referenced)}"
-    for name in (*SECRETS, "GRAFANA_ADMIN_PASSWORD", "POSTGRES_PASSWORD"):
+    # COMPOSE_PROFILES is Compose's own variable: read from .env, never referenced in the file
+    unused = documented - referenced - {"COMPOSE_PROFILES"}
+    assert not unused, f"documented, unused: {sorted(unused)}"
+    for name in (
+        *SECRETS,
+        "GRAFANA_ADMIN_PASSWORD",
+        "POSTGRES_PASSWORD",
+        "REDIS_PASSWORD",
+        "PIMSYNC_REFERENCE_ADMIN_TOKEN",
+    ):
         assert "dev-only" in values[name], f"{name}: an obviously dev-only placeholder"
 
 
@@ -566,7 +586,8 @@ def test_settings_load_from_the_stack_environment(
     password = values["POSTGRES_PASSWORD"]
     assert s.database_url == f"postgresql+psycopg://pimsync:{password}@postgres:5432/pimsync"
     assert s.pim_source == "http://reference-pim:8081"
-    assert s.akeneo_secret.get_secret_value() == "pimsync-secret"
+    assert s.akeneo_secret.get_secret_value() == values["PIMSYNC_AKENEO_SECRET"]
+    assert s.broker_url == f"redis://:{values['REDIS_PASSWORD']}@redis:6379/0"
     assert s.log_json is True
     assert s.flower_port == 5555
     assert s.api_token.get_secret_value() == values["PIMSYNC_API_TOKEN"]
@@ -973,3 +994,26 @@ def test_docker_compose_refuses_a_stack_without_its_secrets(
     )
     assert done.returncode != 0
     assert re.search(r"set \w+ in docker/\.env", done.stderr), done.stderr
+
+
+def test_hardened_defaults(services: dict[str, dict[str, Any]]) -> None:
+    """A careless deployment opens nothing: Redis needs a password, every secret is required
+    (`:?`), Grafana needs a sign-in, the reference PIM is a development service whose admin
+    endpoints need a token."""
+    redis_command = services["redis"]["command"]
+    assert "--requirepass" in redis_command
+    password = redis_command[redis_command.index("--requirepass") + 1]
+    assert password.startswith("${REDIS_PASSWORD:?")
+    assert services["redis"]["environment"]["REDISCLI_AUTH"].startswith("${REDIS_PASSWORD:?")
+    grafana = services["grafana"]["environment"]
+    assert grafana["GF_AUTH_ANONYMOUS_ENABLED"] == "${GRAFANA_ANONYMOUS_VIEWER:-false}"
+    assert services["reference-pim"]["profiles"] == ["dev"]
+    assert services["reference-pim"]["environment"]["PIMSYNC_REFERENCE_ADMIN_TOKEN"].startswith(
+        "${PIMSYNC_REFERENCE_ADMIN_TOKEN:?"
+    )
+    assert "/_health" in " ".join(services["reference-pim"]["healthcheck"]["test"])
+    # no password, secret or token has a default anywhere in the file (the optional JSON maps
+    # of event source and snapshot tokens default to none)
+    for name, op in _all_references():
+        if any(w in name for w in ("PASSWORD", "SECRET", "TOKEN")) and not name.endswith("_TOKENS"):
+            assert op in (None, ":?", "?"), f"{name} has a default ({op})"

@@ -55,6 +55,7 @@ def reference_pim(
         secret=s.akeneo_secret.get_secret_value() or "pimsync-secret",
         username=s.akeneo_username or "pimsync",
         password=s.akeneo_password.get_secret_value() or "pimsync",
+        admin_token=s.reference_admin_token.get_secret_value() or None,
     )
 
 

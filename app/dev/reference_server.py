@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hmac
 import bisect
 import random
 import secrets
@@ -866,8 +867,11 @@ def create_app(
     timezone: str = "UTC",
     token_ttl: float = 3600,
     faults: Faults | dict[str, Any] | None = None,
+    admin_token: str | None = None,
 ) -> FastAPI:
-    """An ASGI app serving ``catalog`` like an Akeneo PIM (see the module docstring)."""
+    """An ASGI app serving ``catalog`` like an Akeneo PIM (see the module docstring). With
+    ``admin_token``, the ``/_admin`` endpoints (faults, catalog edits) need it as a bearer
+    token; ``/_health`` answers anyone."""
     if isinstance(faults, dict):
         try:
             faults = Faults.from_dict(faults)
@@ -892,6 +896,22 @@ def create_app(
     _add_product_routes(app, state)
     _add_definition_routes(app, state)
     _add_admin_routes(app, state)
+
+    @app.get("/_health")
+    async def health() -> Response:
+        return _json({"status": "ok"})
+
+    if admin_token:
+
+        @app.middleware("http")
+        async def admin_only(request: Request, call_next: Any) -> Any:
+            if request.url.path.startswith("/_admin"):
+                presented = request.headers.get("authorization", "")
+                expected = f"Bearer {admin_token}"
+                if not hmac.compare_digest(presented.encode(), expected.encode()):
+                    return _error_response(ApiError(401, "The admin endpoints need a token"))
+            return await call_next(request)
+
     return app
 
 

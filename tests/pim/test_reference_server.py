@@ -551,3 +551,14 @@ def test_serve_in_thread_shuts_down_cleanly() -> None:
         assert httpx.get(f"{url}/_admin/stats").status_code == 200
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{url}/_admin/stats", timeout=2)
+
+
+def test_the_admin_endpoints_need_the_admin_token_when_one_is_set() -> None:
+    app = create_app(ReferenceCatalog.load("generated:3"), admin_token="adm1n")
+    with serve_in_thread(app) as base:
+        assert httpx.get(f"{base}/_admin/faults").status_code == 401
+        wrong = {"Authorization": "Bearer nope"}
+        assert httpx.post(f"{base}/_admin/faults", json={}, headers=wrong).status_code == 401
+        ok = {"Authorization": "Bearer adm1n"}
+        assert httpx.get(f"{base}/_admin/faults", headers=ok).status_code == 200
+        assert httpx.get(f"{base}/_health").json() == {"status": "ok"}
