@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hmac
 import bisect
+import hmac
 import random
 import secrets
 import socket
