@@ -50,6 +50,17 @@ def _backlog() -> int:
         return events_repo.backlog(session)
 
 
+# Up to this many new products, one task each (they run in parallel on the workers); a
+# larger delivery gets one task per event_batch_max products, since each task takes that
+# many due products along (one signed 1 MiB delivery used to become ~9,700 tasks).
+SMALL_DELIVERY = 20
+
+
+def tasks_for(keys: list[str], batch_max: int) -> list[str]:
+    """The keys whose tasks a delivery sends: every one, or one per ``batch_max``."""
+    return keys if len(keys) <= SMALL_DELIVERY else keys[:: max(1, batch_max)]
+
+
 def _intake(events: list[PimEvent], dispatcher: Any) -> dict[str, int]:
     settings = get_settings()
     try:
@@ -57,7 +68,8 @@ def _intake(events: list[PimEvent], dispatcher: Any) -> dict[str, int]:
             result = accept(session, events, utcnow())
             keys = result.new_keys or []
             window = settings.event_coalesce_seconds
-            after_commit(session, lambda: [dispatcher.pim_product(k, window) for k in keys])
+            sent = tasks_for(keys, settings.event_batch_max)
+            after_commit(session, lambda: [dispatcher.pim_product(k, window) for k in sent])
     except DispatchError as exc:
         # the work is recorded (committed): the sweeper sends it once the broker is back, so
         # the delivery is accepted, not lost by a refusal Akeneo's Events API never retries

@@ -706,3 +706,16 @@ def test_no_secret_configured_is_503_on_the_event_platform(web: Web) -> None:
     resp = post_platform(web, cloudevent("ce-n"), primary="")
     assert resp.status_code == 503 and resp.json()["reason"] == "not_configured"
     assert_nothing_happened(web)
+
+
+def test_a_large_delivery_sends_one_task_per_batch_of_products(web: Web) -> None:
+    """Each task takes up to PIMSYNC_EVENT_BATCH_MAX due products along: 450 products in one
+    delivery are 3 tasks (batch 200), not 450; a small delivery keeps one task per product."""
+    events = [cloudevent(f"big-{i}", uuid=f"00000000-0000-4000-8000-{i:012d}") for i in range(450)]
+    resp = post_platform(web, events)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["products"] == 450
+    assert len(pending()) == 450
+    sent = web.dispatcher.products()
+    assert len(sent) == 3 and all(visible for _k, _c, visible in sent)
+    assert [k for k, _c, _v in sent] == sorted(pending())[::200]
