@@ -91,6 +91,7 @@ def create_app(
         lifespan=lifespan,
     )
     api.state.page_reader = reader
+    api.state.failed_logins = dashboard.FailedLogins()
     if dispatcher is None:
         # The Celery side only when asked for (tests pass their own): importing tasks reads
         # the settings and configures the Celery app.

@@ -11,6 +11,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import threading
+import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -44,14 +47,60 @@ def _credentials() -> tuple[str, str, str]:
     return s.dashboard_user, s.dashboard_password.get_secret_value(), s.api_token.get_secret_value()
 
 
+class FailedLogins:
+    """Failed sign-ins per client address over a sliding window (this process's): past the
+    limit, the address is refused (429) until its oldest failure leaves the window, so a
+    password cannot be guessed at the speed of the network."""
+
+    def __init__(self, limit: int = 10, window_seconds: float = 300.0) -> None:
+        self.limit, self.window = limit, window_seconds
+        self._failures: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def _recent(self, client: str, now: float) -> deque[float]:
+        seen = self._failures.setdefault(client, deque())
+        while seen and seen[0] <= now - self.window:
+            seen.popleft()
+        return seen
+
+    def retry_after(self, client: str) -> int | None:
+        """Seconds the client must wait, or None when it may try."""
+        now = time.monotonic()
+        with self._lock:
+            seen = self._recent(client, now)
+            if len(seen) < self.limit:
+                if not seen:
+                    self._failures.pop(client, None)
+                return None
+            return max(1, int(seen[0] + self.window - now) + 1)
+
+    def failed(self, client: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self._recent(client, now).append(now)
+            if len(self._failures) > 10_000:  # bounded memory under a spray of addresses
+                self._failures.pop(next(iter(self._failures)))
+
+
 def require_operator(request: Request) -> str:
-    """The operator's name, or a 401/503 (no credentials configured: nothing is served)."""
+    """The operator's name, or a 401/503 (no credentials configured: nothing is served), or
+    a 429 for an address that failed too often lately."""
     user, password, token = _credentials()
     if not password and not token:
         raise Refused(
             503,
             "not_configured",
             "set PIMSYNC_DASHBOARD_PASSWORD or PIMSYNC_API_TOKEN to use this page",
+        )
+    client = request.client.host if request.client else "?"
+    failures: FailedLogins = request.app.state.failed_logins
+    wait = failures.retry_after(client)
+    if wait is not None:
+        raise Refused(
+            429,
+            "too_many_failures",
+            "too many failed sign-ins from this address; try again later",
+            headers={"Retry-After": str(wait)},
         )
     presented = bearer(request)
     if presented and token and hmac.compare_digest(presented.encode(), token.encode()):
@@ -66,6 +115,8 @@ def require_operator(request: Request) -> str:
         ok_pw = hmac.compare_digest(pw.encode(), password.encode())
         if ok_user and ok_pw:
             return name
+    if request.headers.get("authorization"):  # credentials given, and wrong
+        failures.failed(client)
     raise Refused(
         401,
         "unauthenticated",

@@ -172,3 +172,12 @@ def test_the_metrics_token_reads_metrics_and_nothing_else(web: Web, letter: int)
         web.client.get("/metrics", headers={"Authorization": "Bearer api-t0ken"}).status_code == 200
     )
     assert web.client.get("/metrics", headers={"Authorization": "Bearer nope"}).status_code == 401
+
+
+def test_failed_sign_ins_are_throttled_per_address(web: Web, letter: int) -> None:
+    for _ in range(10):
+        assert web.client.get("/dashboard", auth=("operator", "guess")).status_code == 401
+    refused = web.client.get("/dashboard", auth=OPERATOR)  # even the right password waits
+    assert problem(refused, 429)["reason"] == "too_many_failures"
+    assert 1 <= int(refused.headers["retry-after"]) <= 301
+    assert web.client.get("/healthz").status_code == 200  # nothing else is affected
