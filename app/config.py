@@ -132,6 +132,10 @@ class Settings(BaseSettings):
     # Accepted PIM event ids are kept this long for deduplication, then purged by the sweeper
     # (Akeneo redelivers within hours, not weeks).
     webhook_event_retention_days: float = Field(7.0, gt=0)
+    # The highest source version a domain event may carry. A version is compared as "newer
+    # wins" for good: one absurdly high (2^63-1) would freeze a page's price for ever, so
+    # versions past this are refused (2^53: counters and epoch milliseconds fit many times).
+    event_max_source_version: int = Field(2**53, ge=1, le=2**63 - 1)
     # A token that reads /metrics and nothing else (Prometheus's): it cannot open the
     # dashboard or press Replay, as the API token can.
     metrics_token: SecretStr = SecretStr("")

@@ -58,7 +58,14 @@ def _apply(domain: str, events: list[dict[str, Any]], source: str) -> None:
         for body_events, body_source in [(events, source), *more]:
             # each event on its own: one that is invalid here (its producer skipped the
             # intake's checks, or the rules changed since) is dead-lettered alone
-            good, bad = pages.validate_events(domain, body_events, body_source, ownership, channels)
+            good, bad = pages.validate_events(
+                domain,
+                body_events,
+                body_source,
+                ownership,
+                channels,
+                settings.event_max_source_version,
+            )
             parsed.extend(good)
             refused.extend(bad)
         with session_scope() as session:

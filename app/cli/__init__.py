@@ -28,6 +28,7 @@ app.command()(sync.republish)
 app.add_typer(runs.app, name="runs")
 app.add_typer(dead_letters.app, name="dead-letters")
 app.command()(pages.reconcile)
+app.command("reset-version")(pages.reset_version)
 # processes
 app.command()(processes.worker)
 app.command()(processes.beat)

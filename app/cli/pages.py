@@ -6,7 +6,9 @@ import typer
 from rich.table import Table
 
 from app.cli.runs import sync_context
-from app.cli.terminal import console, friendly
+from app.cli.terminal import CliError, console, friendly
+from app.db import session_scope, utcnow
+from app.pages import repository as pages_repo
 from app.pages.reconcile import reconcile as run_reconcile
 from app.sync.runtime import REGISTRY
 
@@ -29,3 +31,18 @@ def reconcile(
     for d, n in corrected.items():
         t.add_row(d, str(n))
     console.print(t)
+
+
+@friendly
+def reset_version(
+    sku: str = typer.Argument(..., help="The SKU whose pages to reset."),
+    domain: str = typer.Option(..., "--domain", "-d", help="pricing, inventory or media."),
+    channel: str = typer.Option(None, "--channel", "-c", help="One channel (default: all)."),
+) -> None:
+    """Forget a domain's version on a SKU's pages (one that ran ahead of its source), so the
+    next event or `pimsync reconcile --domain D` from the system of record writes it again."""
+    with session_scope() as session:
+        count = pages_repo.reset_version(session, domain, sku, channel, utcnow())
+    if count == 0:
+        raise CliError(f"no product page of {sku!r}" + (f" in {channel!r}" if channel else ""))
+    console.print(f"{domain} reset on {count} page(s) of {sku}; reconcile or resend to restore it")

@@ -78,6 +78,7 @@ def validate_events(
     source: str,
     ownership: OwnershipTable,
     channels: Sequence[str],
+    max_version: int = 2**53,
 ) -> tuple[list[DomainEvent], list[dict[str, Any]]]:
     """A queued message's events, each validated on its own (schema, meaning, ownership, a
     configured channel): the good ones, and a dead letter for each other one."""
@@ -92,6 +93,11 @@ def validate_events(
                 raise ValueError(f"a {event.type} event on the {domain} queue")
             if event.channel is not None and event.channel not in channels:
                 raise ValueError(f"channel {event.channel!r} is not configured")
+            if event.source_version > max_version:
+                raise ValueError(
+                    f"source_version {event.source_version} is past the highest accepted "
+                    f"({max_version}, PIMSYNC_EVENT_MAX_SOURCE_VERSION)"
+                )
         except (ValidationError, OwnershipError, ValueError) as exc:
             sku = raw.get("sku") if isinstance(raw, dict) else None
             refused.append(_event_letter(domain, sku, f"event {i} from {source}: {exc}"))

@@ -10,10 +10,10 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, Integer, Row, and_, func, or_, select
+from sqlalchemy import Connection, Integer, Row, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from app.db import dialect_insert
+from app.db import affected, dialect_insert
 from app.pages.models import DOMAINS, ProductPage
 
 
@@ -147,3 +147,18 @@ def readiness_counts(session: Session) -> dict[str, dict[str, int]]:
         }
         for ch, n, a, b, c, d in rows
     }
+
+
+def reset_version(
+    session: Session, domain: str, sku: str, channel: str | None, now: datetime
+) -> int:
+    """Forget a domain's version (and projection) on a SKU's pages (one channel, or all), so
+    the next event or reconciliation from the system of record writes it again: the way out
+    of a version that ran ahead of its source. Returns the pages reset."""
+    if domain not in DOMAINS or domain == "catalog":
+        raise ValueError(f"reset one of pricing, inventory, media, not {domain!r}")
+    stmt = update(ProductPage).where(ProductPage.sku == sku)
+    if channel is not None:
+        stmt = stmt.where(ProductPage.channel == channel)
+    values = {f"{domain}_version": 0, domain: None, "updated_at": now}
+    return affected(session, stmt.values(**values))

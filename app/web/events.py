@@ -66,6 +66,14 @@ async def post_events(domain: str, request: Request) -> dict[str, Any]:
         raise Refused(422, "invalid_event", f"events of {', '.join(wrong)} sent to /{domain}")
     channels = REGISTRY.channels(settings)
     for i, e in enumerate(batch.events):
+        if e.source_version > settings.event_max_source_version:
+            raise Refused(
+                422,
+                "invalid_event",
+                f"events[{i}].source_version {e.source_version} is past the highest version "
+                f"accepted ({settings.event_max_source_version}, PIMSYNC_EVENT_MAX_SOURCE_VERSION)",
+                field=f"events[{i}].source_version",
+            )
         if e.channel is not None and e.channel not in channels:
             raise Refused(
                 422,

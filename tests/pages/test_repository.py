@@ -183,3 +183,37 @@ def test_unknown_domain_and_empty_input(pg_db: str) -> None:
     assert apply("pricing") == []
     with session_scope() as s:
         assert s.execute(text("SELECT count(*) FROM product_page")).scalar_one() == 0
+
+
+def test_a_version_that_ran_ahead_is_reset_and_the_source_writes_again(pg_db: str) -> None:
+    """A price stored at version 2^53 blocks every later event; resetting the SKU's pricing
+    version lets the system of record's next event (or a reconciliation) write it again."""
+    from datetime import UTC, datetime
+
+    from app.db import session_scope
+    from app.pages.repository import Projection, apply_projections, reset_version
+
+    now = datetime(2026, 12, 4, tzinfo=UTC)
+    with session_scope() as s:
+        for ch in ("de_storefront", "at_storefront"):
+            apply_projections(
+                s, "pricing", [Projection(ch, "SKU-A", 2**53, {"amount": "0.01"})], now
+            )
+        apply_projections(
+            s, "pricing", [Projection("de_storefront", "SKU-B", 5, {"amount": "5"})], now
+        )
+    with session_scope() as s:
+        stuck = apply_projections(
+            s, "pricing", [Projection("de_storefront", "SKU-A", 7, {"amount": "9.99"})], now
+        )
+        assert stuck == []
+        assert reset_version(s, "pricing", "SKU-A", None, now) == 2
+    with session_scope() as s:
+        written = apply_projections(
+            s, "pricing", [Projection("de_storefront", "SKU-A", 7, {"amount": "9.99"})], now
+        )
+        assert written == [("de_storefront", "SKU-A")]
+        rows = {(r.channel, r.sku): (r.pricing_version, r.pricing) for r in s.query(ProductPage)}
+    assert rows[("de_storefront", "SKU-A")] == (7, {"amount": "9.99"})
+    assert rows[("at_storefront", "SKU-A")] == (0, None)
+    assert rows[("de_storefront", "SKU-B")] == (5, {"amount": "5"})  # untouched

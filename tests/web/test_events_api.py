@@ -282,3 +282,16 @@ def test_a_sensible_price_and_stock_pass(api: Web) -> None:
     assert api.client.post("/events/pricing", json=ok, headers=ERP).status_code == 202
     stock = {**price(), "payload": {"quantity": -2, "in_stock": False}}
     assert api.client.post("/events/inventory", json=stock, headers=WMS).status_code == 202
+
+
+def test_a_version_past_the_ceiling_is_refused(api: Web) -> None:
+    resp = api.client.post("/events/pricing", json=price(version=2**63 - 1), headers=ERP)
+    body = problem(resp, 422)
+    assert (
+        body["field"] == "events[0].source_version"
+        and "PIMSYNC_EVENT_MAX_SOURCE_VERSION" in body["detail"]
+    )
+    assert (
+        api.client.post("/events/pricing", json=price(version=2**53), headers=ERP).status_code
+        == 202
+    )
