@@ -22,6 +22,10 @@ from app.config import DEFAULT_ICECAT_DIR
 PG_ADMIN_URL = os.environ.get(
     "PIMSYNC_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
+# an existing, migrated database to use as it is, neither created nor dropped: mutation testing
+# (scripts/mutation.py) runs the tests once per mutant, and a fresh database each time would
+# cost more than the tests
+PG_GIVEN_URL = os.environ.get("PIMSYNC_TEST_PG_DB_URL")
 REDIS_BASE_URL = os.environ.get("PIMSYNC_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 REQUIRE_SERVICES = os.environ.get("PIMSYNC_REQUIRE_SERVICES") == "1"
 
@@ -122,6 +126,9 @@ def drop_pg_database(url: str) -> None:
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str]:
     """A PostgreSQL database of our own for the whole run, migrated, dropped at the end."""
+    if PG_GIVEN_URL:
+        yield PG_GIVEN_URL
+        return
     try:
         engine = _pg_admin_engine()
         with engine.connect():
