@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
@@ -117,3 +118,76 @@ def test_watermark_disables_exactly_the_unseen_rows_and_deletes_none(any_db):
     with session_scope() as s:
         assert repo.disable_rows_not_in(s, "web", run, started, started) == []
         assert s.execute(select(func.count()).select_from(ChannelProduct)).scalar_one() == 200
+
+
+def test_disable_skus_in_some_channels_keeps_docs_and_skips_rows_already_so(any_db):
+    run = uuid.uuid4()
+    with session_scope() as s:
+        repo.upsert_rows(s, [row(x, channel=c) for x in ("A", "B", "C") for c in ("web", "app")])
+        repo.upsert_rows(s, [row("B", status="removed", seq=2, channel="web")])
+        assert repo.disable_skus(s, [], "removed", "removed", run, NOW) == []
+    later = NOW + timedelta(minutes=1)
+    with session_scope() as s:
+        changes = repo.disable_skus(
+            s, ["A", "B"], "disabled_in_pim", "pim said so", run, later, channels=["web"]
+        )
+    assert sorted((c.channel, c.sku, c.version, c.enabled, c.status) for c in changes) == [
+        ("web", "A", 2, False, "disabled_in_pim"),
+        ("web", "B", 3, False, "disabled_in_pim"),
+    ]
+    with session_scope() as s:
+        a = repo.get_row(s, "web", "A")
+        assert a is not None
+        assert (a.enabled, a.status, a.disabled_reason, a.sync_run_id, a.synced_at) == (
+            False,
+            "disabled_in_pim",
+            "pim said so",
+            run,
+            later,
+        )
+        assert (a.input_hash, a.doc) == ("", {"sku": "A", "title": "Title A"})
+        assert repo.get_row(s, "app", "A").status == "published"  # type: ignore[union-attr]
+        assert repo.get_row(s, "web", "Z") is None
+    with session_scope() as s:
+        # the same again: every row already disabled so, nothing rewritten
+        assert repo.disable_skus(s, ["A", "B"], "disabled_in_pim", "x", run, later, ["web"]) == []
+        # without channels: every channel; a disabled row of another status is rewritten
+        changes = repo.disable_skus(s, ["A"], "removed", "removed", None, later)
+    assert sorted((c.channel, c.version, c.status) for c in changes) == [
+        ("app", 2, "removed"),
+        ("web", 3, "removed"),
+    ]
+    # a row of that very status still enabled is disabled all the same
+    with session_scope() as s:
+        repo.upsert_rows(s, [replace(row("C", status="removed", seq=3), enabled=True)])
+        changes = repo.disable_skus(s, ["C"], "removed", "removed", None, later, ["web"])
+    assert [(c.sku, c.version, c.enabled, c.status) for c in changes] == [
+        ("C", 3, False, "removed")
+    ]
+
+
+def test_status_counts_per_channel_and_status(any_db):
+    with session_scope() as s:
+        repo.upsert_rows(s, [row(x, channel="web") for x in ("A", "B", "C")])
+        repo.upsert_rows(s, [row("C", status="incomplete", seq=2, channel="web")])
+        repo.upsert_rows(s, [row("A", channel="app")])
+    with session_scope() as s:
+        assert repo.status_counts(s) == {
+            "web": {"published": 2, "incomplete": 1},
+            "app": {"published": 1},
+        }
+        assert repo.status_counts(s, "app") == {"app": {"published": 1}}
+        assert repo.status_counts(s, "none") == {}
+
+
+def test_load_states_reads_the_asked_rows_only(any_db):
+    with session_scope() as s:
+        repo.upsert_rows(s, [row(x, channel=c, seq=4) for x in ("A", "B") for c in ("web", "app")])
+        repo.upsert_rows(s, [row("B", status="incomplete", seq=5, channel="web")])
+    with session_scope() as s:
+        assert repo.load_states(s, [], ["A"]) == {}
+        assert repo.load_states(s, ["web"], []) == {}
+        states = repo.load_states(s, ["web"], ["B", "Z"])
+    assert states == {
+        ("web", "B"): repo.RowState("h-B-Title B-incomplete", "incomplete", False, 2, 5)
+    }
