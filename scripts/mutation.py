@@ -1,5 +1,6 @@
 """Mutation testing, module by module: ``make mutation [MODULES="app/web/security.py ..."]``
-(``--survivors`` among them: run again only the last run's survivors).
+(``--survivors`` among them: run again only the last run's survivors; ``--report``: run
+nothing, print the last verdicts).
 
 Runs mutmut (configured in pyproject.toml, ``[tool.mutmut]``) over each module in turn and
 prints its score: mutants killed / mutants made, and the survivors by name (see one with
@@ -37,11 +38,13 @@ def statuses(path: str) -> dict[str, str]:
     return {key: status_by_exit_code[code] for key, code in data.exit_code_by_key.items()}
 
 
-def run_module(path: str, survivors_only: bool) -> tuple[int, int, list[str]]:
+def run_module(path: str, mode: str) -> tuple[int, int, list[str]]:
     """mutmut over one module (or only its last survivors); (killed, total, survivors)."""
     names = [path.removesuffix(".py").replace("/", ".") + ".*"]
-    if survivors_only:
+    if mode == "--survivors":
         names = [key for key, status in statuses(path).items() if status not in KILLED]
+    elif mode == "--report":
+        names = []
     if names:
         mutmut = Path(sys.executable).with_name("mutmut")
         subprocess.run([str(mutmut), "run", "--max-children", "1", *names], check=True)
@@ -52,20 +55,22 @@ def run_module(path: str, survivors_only: bool) -> tuple[int, int, list[str]]:
 
 
 def main(argv: list[str]) -> int:
-    # --survivors: run again only what survived the last run (after adding tests)
-    survivors_only = "--survivors" in argv
-    modules = [a for a in argv if a != "--survivors"] or configured_modules()
+    modes = [a for a in argv if a in ("--survivors", "--report")]
+    mode = modes[0] if modes else ""
+    modules = [a for a in argv if a not in modes] or configured_modules()
     report = []
     # one database for every mutant's tests (each test empties it first): creating and
     # dropping one per mutant costs ~10 s, more than most mutants' tests
-    os.environ["PIMSYNC_TEST_PG_DB_URL"] = url = create_pg_database("pimsync_mutation")
+    url = "" if mode == "--report" else create_pg_database("pimsync_mutation")
+    os.environ["PIMSYNC_TEST_PG_DB_URL"] = url
     try:
         for path in modules:
             started = time.monotonic()
-            killed, total, survivors = run_module(path, survivors_only)
+            killed, total, survivors = run_module(path, mode)
             report.append((path, killed, total, survivors, time.monotonic() - started))
     finally:
-        drop_pg_database(url)
+        if url:
+            drop_pg_database(url)
     print("\nmutation score (killed / mutants)")
     for path, killed, total, survivors, seconds in report:
         share = 100 * killed / total if total else 100.0
