@@ -30,6 +30,19 @@ REDIS_BASE_URL = os.environ.get("PIMSYNC_TEST_REDIS_URL", "redis://127.0.0.1:637
 REQUIRE_SERVICES = os.environ.get("PIMSYNC_REQUIRE_SERVICES") == "1"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under mutation testing (scripts/mutation.py), the fastest tests first: a mutant is
+    killed by its first failing test (mutmut runs with -x), and the direct tests of a
+    module are the fast ones. Durations are those mutmut measured in its stats run."""
+    stats = Path("mutmut-stats.json")  # mutmut runs the tests from mutants/, where it is
+    if not os.environ.get("MUTANT_UNDER_TEST") or not stats.exists():
+        return
+    import json
+
+    seconds = json.loads(stats.read_text()).get("duration_by_test", {})
+    items.sort(key=lambda item: seconds.get(item.nodeid, 0.0))
+
+
 def _unavailable(reason: str) -> None:
     if REQUIRE_SERVICES:
         pytest.fail(f"{reason} (PIMSYNC_REQUIRE_SERVICES=1)")
