@@ -193,9 +193,10 @@ def test_unknown_domain_and_empty_input(pg_db: str) -> None:
 
 def test_readiness_counts_pages_and_missing_domains_per_channel(pg_db: str) -> None:
     other = "fr_storefront"
-    # de: A has catalog+pricing, B pricing+inventory, C all four; fr: D all four
+    # de: A has catalog+pricing, B inventory, C all four; fr: D all four. Every count is
+    # above zero in de and zero in fr, and no version is 1 (the "not there yet" is 0)
     apply("catalog", cat(3, {"title": "a"}), Projection(CH, "C", 4, {}, True, "published"))
-    apply("pricing", *(Projection(CH, sku, 2, {}) for sku in "ABC"))
+    apply("pricing", *(Projection(CH, sku, 2, {}) for sku in "AC"))
     apply("inventory", Projection(CH, "B", 5, {}), Projection(CH, "C", 6, {}))
     apply("media", Projection(CH, "C", 7, {}))
     for domain in ("catalog", "pricing", "inventory", "media"):
@@ -203,7 +204,7 @@ def test_readiness_counts_pages_and_missing_domains_per_channel(pg_db: str) -> N
     with session_scope() as s:
         counts = readiness_counts(s)
     assert counts == {
-        CH: {"pages": 3, "no_catalog": 1, "no_pricing": 0, "no_inventory": 1, "no_media": 2},
+        CH: {"pages": 3, "no_catalog": 1, "no_pricing": 1, "no_inventory": 1, "no_media": 2},
         other: {"pages": 1, "no_catalog": 0, "no_pricing": 0, "no_inventory": 0, "no_media": 0},
     }
 
