@@ -6,7 +6,7 @@ import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from app.channels import repository as repo
 from app.channels.models import ChannelProduct
@@ -191,3 +191,32 @@ def test_load_states_reads_the_asked_rows_only(any_db):
     assert states == {
         ("web", "B"): repo.RowState("h-B-Title B-incomplete", "incomplete", False, 2, 5)
     }
+
+
+def test_watermark_edges_seen_at_the_start_counts_removed_does_not(any_db):
+    run = uuid.uuid4()
+    started = NOW
+    with session_scope() as s:
+        repo.upsert_rows(s, [row(x) for x in ("EDGE", "GONE", "OLD")])
+    _mirror(["OLD"], run, started - timedelta(seconds=1))  # seen before this run began
+    _mirror(["EDGE", "GONE"], run, started)  # seen at the very start: in the export
+    with session_scope() as s:
+        s.execute(
+            text("UPDATE pim_product SET removed_at = :t WHERE identifier = 'GONE'"),
+            {"t": started},
+        )
+    with session_scope() as s:
+        changes = repo.disable_rows_not_in(s, "web", run, started, started)
+    assert sorted((c.channel, c.sku, c.version, c.enabled, c.status) for c in changes) == [
+        ("web", "GONE", 2, False, "orphan"),
+        ("web", "OLD", 2, False, "orphan"),
+    ]
+    with session_scope() as s:
+        gone = repo.get_row(s, "web", "GONE")
+        assert gone is not None
+        assert (gone.disabled_reason, gone.input_hash, gone.sync_run_id, gone.synced_at) == (
+            "orphan",
+            "",
+            run,
+            started,
+        )
