@@ -74,12 +74,12 @@ def test_finish_run_keeps_the_first_4000_characters_of_the_error(pg_db: str) -> 
         repo.finish_run(s, other, "completed", T0 + MIN)
         other_id = other.id
     with session_scope() as s:
-        run = repo.get_run(s, run_id)
-        assert run is not None
-        assert (run.status, run.finished_at, run.error) == ("failed", T0 + MIN, "x" * 4000)
-        other = repo.get_run(s, other_id)
-        assert other is not None
-        assert (other.status, other.error) == ("completed", None)
+        failed = repo.get_run(s, run_id)
+        assert failed is not None
+        assert (failed.status, failed.finished_at, failed.error) == ("failed", T0 + MIN, "x" * 4000)
+        completed = repo.get_run(s, other_id)
+        assert completed is not None
+        assert (completed.status, completed.error) == ("completed", None)
 
 
 def test_recent_runs_newest_first_with_filters(pg_db: str) -> None:
