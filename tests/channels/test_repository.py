@@ -220,3 +220,15 @@ def test_watermark_edges_seen_at_the_start_counts_removed_does_not(any_db):
             run,
             started,
         )
+
+
+def test_upsert_returns_each_changed_row_as_it_now_stands(any_db):
+    with session_scope() as s:
+        changes = repo.upsert_rows(s, [row("A"), row("B", status="incomplete", channel="app")])
+    assert sorted(changes, key=lambda c: c.sku) == [
+        repo.RowChange("web", "A", 1, True, "published"),
+        repo.RowChange("app", "B", 1, False, "incomplete"),
+    ]
+    with session_scope() as s:
+        changes = repo.upsert_rows(s, [row("A", status="filtered", seq=2)])
+    assert changes == [repo.RowChange("web", "A", 2, False, "filtered")]
