@@ -232,3 +232,22 @@ def test_upsert_returns_each_changed_row_as_it_now_stands(any_db):
     with session_scope() as s:
         changes = repo.upsert_rows(s, [row("A", status="filtered", seq=2)])
     assert changes == [repo.RowChange("web", "A", 2, False, "filtered")]
+
+
+def test_contract_version_follows_the_document_and_stays_when_none_comes(any_db):
+    with session_scope() as s:
+        repo.upsert_rows(s, [row("A")])
+        repo.upsert_rows(
+            s, [replace(row("A", {"sku": "A", "title": "v2"}, seq=2), contract_version="web@2")]
+        )
+    with session_scope() as s:
+        assert repo.get_row(s, "web", "A").contract_version == "web@2"  # type: ignore[union-attr]
+        repo.upsert_rows(s, [replace(row("A", status="incomplete", seq=3), contract_version=None)])
+    with session_scope() as s:
+        a = repo.get_row(s, "web", "A")
+        assert a is not None
+        assert (a.status, a.contract_version, a.doc) == (
+            "incomplete",
+            "web@2",
+            {"sku": "A", "title": "v2"},
+        )
