@@ -251,3 +251,13 @@ def test_contract_version_follows_the_document_and_stays_when_none_comes(any_db)
             "web@2",
             {"sku": "A", "title": "v2"},
         )
+
+
+def test_a_new_status_alone_rewrites_the_row(any_db):
+    first = row("A")
+    with session_scope() as s:
+        repo.upsert_rows(s, [first])
+    same_hash = replace(first, status="filtered", enabled=False, doc=None, source_seq=2)
+    with session_scope() as s:
+        changes = repo.upsert_rows(s, [same_hash])
+    assert changes == [repo.RowChange("web", "A", 2, False, "filtered")]
