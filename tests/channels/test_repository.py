@@ -261,3 +261,34 @@ def test_a_new_status_alone_rewrites_the_row(any_db):
     with session_scope() as s:
         changes = repo.upsert_rows(s, [same_hash])
     assert changes == [repo.RowChange("web", "A", 2, False, "filtered")]
+
+
+def test_every_field_of_a_row_is_stored(any_db):
+    run = uuid.uuid4()
+    full = replace(
+        row("A", status="incomplete", run=run),
+        detail={"missing": ["price"]},
+        completeness=73,
+    )
+    with session_scope() as s:
+        repo.upsert_rows(s, [full])
+    with session_scope() as s:
+        a = repo.get_row(s, "web", "A")
+        assert a is not None
+        stored = (a.doc, a.contract_version, a.input_hash, a.status, a.enabled, a.disabled_reason)
+        assert stored == (
+            None,
+            "web@1",
+            "h-A-Title A-incomplete",
+            "incomplete",
+            False,
+            "incomplete",
+        )
+        assert (a.detail, a.completeness, a.sync_run_id, a.synced_at, a.source_seq) == (
+            {"missing": ["price"]},
+            73,
+            run,
+            NOW,
+            1,
+        )
+        assert a.version == 1
