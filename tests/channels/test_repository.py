@@ -206,7 +206,7 @@ def test_watermark_edges_seen_at_the_start_counts_removed_does_not(any_db):
             {"t": started},
         )
     with session_scope() as s:
-        changes = repo.disable_rows_not_in(s, "web", run, started, started)
+        changes = repo.disable_rows_not_in(s, "web", run, started, started + timedelta(minutes=1))
     assert sorted((c.channel, c.sku, c.version, c.enabled, c.status) for c in changes) == [
         ("web", "GONE", 2, False, "orphan"),
         ("web", "OLD", 2, False, "orphan"),
@@ -218,7 +218,7 @@ def test_watermark_edges_seen_at_the_start_counts_removed_does_not(any_db):
             "orphan",
             "",
             run,
-            started,
+            started + timedelta(minutes=1),
         )
 
 
