@@ -392,3 +392,17 @@ def test_listing_counting_and_replaying_dead_letters(pg_db: str) -> None:
         assert repo.count_dead_letters(s) == {"web": 1}
         assert repo.count_dead_letters(s, "replayed") == {"web": 1, "app": 1}
     assert _letters()[("web", "A", "replayed")] == (1, "boom", T0, T0 + 5 * MIN)
+
+
+def test_lock_holder_reads_the_row_again_not_the_sessions_copy(pg_db: str) -> None:
+    from sqlalchemy import text
+
+    with session_scope() as s:
+        repo.acquire_lock(s, "sync", RUN_A, MIN, T0)
+    with session_scope() as s:
+        first = repo.lock_holder(s, "sync")
+        assert first is not None and first.run_id == RUN_A
+        # another worker takes the lease over meanwhile
+        s.execute(text("UPDATE sync_lock SET run_id = :r WHERE name = 'sync'"), {"r": RUN_B})
+        again = repo.lock_holder(s, "sync")
+        assert again is not None and again.run_id == RUN_B
