@@ -110,6 +110,7 @@ def test_cursor_is_created_then_moved(pg_db: str) -> None:
         assert repo.get_cursor(s, "delta") is None
         repo.set_cursor(s, "delta", "2026-11-27T09:00:00", T0, RUN_A)
         repo.set_cursor(s, "full", "x", T0)
+        repo.set_cursor(s, "pim", "y", T0, RUN_A)
     with session_scope() as s:
         repo.set_cursor(s, "delta", "2026-11-27T10:00:00", T0 + MIN, RUN_B)
     with session_scope() as s:
@@ -118,6 +119,7 @@ def test_cursor_is_created_then_moved(pg_db: str) -> None:
     assert cursors == [
         ("delta", "2026-11-27T10:00:00", T0 + MIN, RUN_B),
         ("full", "x", T0, None),
+        ("pim", "y", T0, RUN_A),
     ]
 
 
