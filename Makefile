@@ -2,7 +2,7 @@
 PYTHON ?= python
 PYTEST ?= pytest
 
-.PHONY: test test-fast test-twice lint format bench demo
+.PHONY: test test-fast test-twice lint format bench demo mutation
 
 test:
 	$(PYTEST) -q
@@ -15,14 +15,19 @@ test-fast:
 	$(PYTEST) -q -m "not slow"
 
 lint:
-	ruff check app tasks tests bench celeryconfig.py
-	ruff format --check app tasks tests bench celeryconfig.py
+	ruff check app tasks tests bench scripts celeryconfig.py
+	ruff format --check app tasks tests bench scripts celeryconfig.py
 	mypy app tasks
 	lint-imports
 
 format:
-	ruff check --fix app tasks tests bench celeryconfig.py
-	ruff format app tasks tests bench celeryconfig.py
+	ruff check --fix app tasks tests bench scripts celeryconfig.py
+	ruff format app tasks tests bench scripts celeryconfig.py
+
+# mutation testing of the modules in pyproject's [tool.mutmut] (slow: not in test or CI);
+# MODULES="app/web/security.py" runs a subset. Scores and equivalent mutants: docs/mutation.md
+mutation:
+	$(PYTHON) scripts/mutation.py $(MODULES)
 
 bench:
 	$(PYTHON) -m bench.full_sync

@@ -28,6 +28,10 @@ pytest_plugins = ["pytester"]  # tests/test_prereq.py runs pytest on pytest
 PG_ADMIN_URL = os.environ.get(
     "PIMSYNC_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
+# an existing, migrated database to use as it is, neither created nor dropped: mutation testing
+# (scripts/mutation.py) runs the tests once per mutant, and a fresh database each time would
+# cost more than the tests
+PG_GIVEN_URL = os.environ.get("PIMSYNC_TEST_PG_DB_URL")
 REDIS_BASE_URL = os.environ.get("PIMSYNC_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 CLAIM_DB = 0
 CLAIM_SECONDS = 3 * 3600
@@ -53,6 +57,19 @@ def flush_redis_db(client: Any) -> None:
     client.flushdb()
     if token is not None:
         client.set(LEGACY_CLAIM_KEY, token, ex=CLAIM_SECONDS)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under mutation testing (scripts/mutation.py), the fastest tests first: a mutant is
+    killed by its first failing test (mutmut runs with -x), and the direct tests of a
+    module are the fast ones. Durations are those mutmut measured in its stats run."""
+    stats = Path("mutmut-stats.json")  # mutmut runs the tests from mutants/, where it is
+    if not os.environ.get("MUTANT_UNDER_TEST") or not stats.exists():
+        return
+    import json
+
+    seconds = json.loads(stats.read_text()).get("duration_by_test", {})
+    items.sort(key=lambda item: seconds.get(item.nodeid, 0.0))
 
 
 @pytest.fixture(scope="session")
@@ -170,6 +187,9 @@ def drop_pg_database(url: str) -> None:
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str]:
     """A PostgreSQL database of our own for the whole run, migrated, dropped at the end."""
+    if PG_GIVEN_URL:
+        yield PG_GIVEN_URL
+        return
     try:
         engine = _pg_admin_engine()
         with engine.connect():

@@ -10,7 +10,13 @@ from sqlalchemy import text
 
 from app.db import session_scope
 from app.pages.models import ProductPage
-from app.pages.repository import Projection, apply_projections, get_page
+from app.pages.repository import (
+    Projection,
+    apply_projections,
+    get_page,
+    list_pages,
+    readiness_counts,
+)
 
 CH = "de_storefront"
 T0 = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
@@ -217,3 +223,52 @@ def test_a_version_that_ran_ahead_is_reset_and_the_source_writes_again(pg_db: st
     assert rows[("de_storefront", "SKU-A")] == (7, {"amount": "9.99"})
     assert rows[("at_storefront", "SKU-A")] == (0, None)
     assert rows[("de_storefront", "SKU-B")] == (5, {"amount": "5"})  # untouched
+
+
+def test_readiness_counts_pages_and_missing_domains_per_channel(pg_db: str) -> None:
+    other = "fr_storefront"
+    # de: A has catalog+pricing, B inventory, C all four; fr: D all four. Every count is
+    # above zero in de and zero in fr, and no version is 1 (the "not there yet" is 0)
+    apply("catalog", cat(3, {"title": "a"}), Projection(CH, "C", 4, {}, True, "published"))
+    apply("pricing", *(Projection(CH, sku, 2, {}) for sku in "AC"))
+    apply("inventory", Projection(CH, "B", 5, {}), Projection(CH, "C", 6, {}))
+    apply("media", Projection(CH, "C", 7, {}))
+    for domain in ("catalog", "pricing", "inventory", "media"):
+        apply(domain, Projection(other, "D", 2, {}, True, "published"))
+    with session_scope() as s:
+        counts = readiness_counts(s)
+    assert counts == {
+        CH: {"pages": 3, "no_catalog": 1, "no_pricing": 1, "no_inventory": 1, "no_media": 2},
+        other: {"pages": 1, "no_catalog": 0, "no_pricing": 0, "no_inventory": 0, "no_media": 0},
+    }
+
+
+def test_without_repair_by_default_a_same_version_is_a_no_op(pg_db: str) -> None:
+    # the event path calls without ``repair``: an event of the stored version changes nothing
+    assert apply("pricing", Projection(CH, "A", 3, {"amount": "3"})) == [(CH, "A")]
+    with session_scope() as s:
+        assert apply_projections(s, "pricing", [Projection(CH, "A", 3, {"amount": "x"})], T0) == []
+    assert page().pricing == {"amount": "3"}
+
+
+def test_of_equal_versions_in_one_call_the_first_is_kept(pg_db: str) -> None:
+    # as across calls, where a second delivery of a stored version is a no-op
+    rows = [Projection(CH, "A", 4, {"v": "first"}), Projection(CH, "A", 4, {"v": "second"})]
+    assert apply("media", *rows) == [(CH, "A")]
+    assert page().media == {"v": "first"}
+
+
+def test_list_pages_pages_through_the_channels_catalogued_pages_by_sku(pg_db: str) -> None:
+    # one call per page, in reverse order: the table's order is not the sku order
+    for sku in ("D", "C", "B", "A"):
+        apply("catalog", Projection(CH, sku, 1, {"sku": sku}, True, "published"))
+    apply("pricing", Projection(CH, "0-no-catalog", 2, {}))
+    apply("catalog", Projection("fr_storefront", "A", 1, {}, True, "published"))
+    with session_scope() as s:
+
+        def skus(after: str | None, limit: int) -> list[str]:
+            return [r.sku for r in list_pages(s, CH, after, limit)]
+
+        assert skus(None, 10) == ["A", "B", "C", "D"]
+        assert skus(None, 2) == ["A", "B"]
+        assert skus("B", 10) == ["C", "D"]
