@@ -39,8 +39,10 @@ def reset_version(
     domain: str = typer.Option(..., "--domain", "-d", help="pricing, inventory or media."),
     channel: str = typer.Option(None, "--channel", "-c", help="One channel (default: all)."),
 ) -> None:
-    """Forget a domain's version on a SKU's pages (one that ran ahead of its source), so the
-    next event or `pimsync reconcile --domain D` from the system of record writes it again."""
+    """Forget a domain's version that ran ahead of its source on a SKU's pages.
+
+    The system of record's next event, or `pimsync reconcile --domain D`, then writes it again.
+    """
     with session_scope() as session:
         count = pages_repo.reset_version(session, domain, sku, channel, utcnow())
     if count == 0:
