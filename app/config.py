@@ -136,6 +136,9 @@ class Settings(BaseSettings):
     # wins" for good: one absurdly high (2^63-1) would freeze a page's price for ever, so
     # versions past this are refused (2^53: counters and epoch milliseconds fit many times).
     event_max_source_version: int = Field(2**53, ge=1, le=2**63 - 1)
+    # A token that lists product pages (GET /channels/{c}/products) and nothing else; the
+    # operator's API token lists them too. Single-product reads need no token.
+    read_token: SecretStr = SecretStr("")
     # A token that reads /metrics and nothing else (Prometheus's): it cannot open the
     # dashboard or press Replay, as the API token can.
     metrics_token: SecretStr = SecretStr("")

@@ -138,6 +138,9 @@ class ChannelConfig(_Strict):
     locales: tuple[LocaleConfig, ...] = Field(min_length=1)
     currencies: tuple[str, ...] = Field(min_length=1)
     # PIM attribute codes or globs this channel publishes ("*" = every attribute).
+    # The storefront's read of a product that is disabled, removed or orphaned in this
+    # channel: 404 (default), or its last document with `enabled: false` (tombstones).
+    tombstones: bool = False
     attribute_scope: tuple[str, ...] = ("*",)
     completeness: CompletenessConfig = CompletenessConfig()
     category_tree: str | None = None
@@ -191,8 +194,11 @@ class ChannelConfig(_Strict):
         return included
 
     def fingerprint(self) -> str:
-        """Changes whenever anything that shapes this channel's documents changes."""
-        body = orjson.dumps(self.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+        """Changes whenever anything that shapes this channel's documents changes (how the
+        storefront reads them, ``tombstones``, does not)."""
+        body = orjson.dumps(
+            self.model_dump(mode="json", exclude={"tombstones"}), option=orjson.OPT_SORT_KEYS
+        )
         return hashlib.blake2b(body, digest_size=8).hexdigest()
 
 

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import hmac
 from typing import Any
 
 import orjson
 import psycopg
+from anyio import to_thread
 from fastapi import APIRouter, Query, Request, Response
-from starlette.concurrency import run_in_threadpool
 
+from app.config import get_settings
 from app.db import read_connection
 from app.logging import get_logger
 from app.pages import document
 from app.pages import repository as pages_repo
+from app.sync.runtime import REGISTRY
 from app.textcheck import text_problem
 from app.web import problems
-from app.web.security import Refused
+from app.web.security import Refused, bearer
 
 router = APIRouter(tags=["product pages"])
 log = get_logger("pimsync.web.pages")
@@ -56,11 +59,19 @@ async def read_page(channel: str, sku: str, request: Request) -> Response:
         if reader is not None:
             page = await reader.get(channel, sku)
         else:
-            page = await run_in_threadpool(_read_sync, channel, sku)
+            page = await to_thread.run_sync(
+                _read_sync, channel, sku, limiter=getattr(request.app.state, "read_limiter", None)
+            )
     except psycopg.OperationalError as exc:
         log.warning("page_read_failed", channel=channel, sku=sku, error=str(exc)[:200])
         return problems.unavailable("database")
-    if page is None or page.catalog_version == 0:
+    if (
+        page is None
+        or page.catalog_version == 0
+        or not (page.catalog_enabled or _tombstones(channel))
+    ):
+        # a product the channel does not sell (disabled, removed, orphaned) is not there for a
+        # storefront, unless the channel asks for its last document (tombstones)
         return problems.problem(
             404, f"no product {sku!r} in channel {channel!r}", reason="not_found"
         )
@@ -79,17 +90,56 @@ async def read_page(channel: str, sku: str, request: Request) -> Response:
     )
 
 
-@router.get("/channels/{channel}/products")
-def list_pages(
-    channel: str,
-    after: str | None = Query(None, description="Cursor: the last SKU seen."),
-    limit: int = Query(100, ge=1, le=1000),
-) -> dict[str, Any]:
-    """A channel's product pages in SKU order, ``limit`` at a time; follow ``next``."""
-    checked("channel", channel, MAX_CHANNEL)
-    checked("after", after, MAX_SKU)
+def _tombstones(channel: str) -> bool:
+    configured = REGISTRY.channels(get_settings()).get(channel)
+    return bool(configured is not None and configured.tombstones)
+
+
+# A listing page holds this many documents at most (a page of 1,000 was ~19 MiB of memory).
+MAX_LIST = 200
+
+
+def _require_reader(request: Request) -> None:
+    """Listing a channel's pages is for integrations, not storefronts: a bearer token (the
+    read token, or the operator's API token)."""
+    settings = get_settings()
+    tokens = [
+        t
+        for t in (settings.read_token.get_secret_value(), settings.api_token.get_secret_value())
+        if t
+    ]
+    if not tokens:
+        raise Refused(503, "not_configured", "set PIMSYNC_READ_TOKEN to list product pages")
+    presented = (bearer(request) or "").encode()
+    ok = False
+    for token in tokens:  # every one compared: timing says nothing about which matched
+        ok |= bool(presented) and hmac.compare_digest(presented, token.encode())
+    if not ok:
+        raise Refused(401, "unauthenticated", "listing needs Authorization: Bearer <token>")
+
+
+def _list_sync(channel: str, after: str | None, limit: int) -> dict[str, Any]:
     with read_connection() as conn:
         pages = pages_repo.list_pages(conn, channel, after, limit)
         items = [document.compose(p) for p in pages]
     next_cursor = items[-1]["sku"] if len(items) == limit else None
     return {"items": items, "next": next_cursor}
+
+
+@router.get("/channels/{channel}/products")
+async def list_pages(
+    request: Request,
+    channel: str,
+    after: str | None = Query(None, description="Cursor: the last SKU seen."),
+    limit: int = Query(100, ge=1, le=MAX_LIST),
+) -> dict[str, Any]:
+    """A channel's product pages in SKU order, ``limit`` at a time; follow ``next``. Needs a
+    bearer token (PIMSYNC_READ_TOKEN or the API token). Runs on the reads' own threads, so a
+    crowd of listings never delays the webhook intake or the health checks."""
+    _require_reader(request)
+    checked("channel", channel, MAX_CHANNEL)
+    checked("after", after, MAX_SKU)
+    result: dict[str, Any] = await to_thread.run_sync(
+        _list_sync, channel, after, limit, limiter=getattr(request.app.state, "read_limiter", None)
+    )
+    return result

@@ -8,7 +8,14 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.config import reset_settings_cache
-from tests.web.support import SECRET, WEB_ENV, RecordingDispatcher, RecordingSender, Web
+from tests.web.support import (
+    READ_TOKEN,
+    SECRET,
+    WEB_ENV,
+    RecordingDispatcher,
+    RecordingSender,
+    Web,
+)
 
 
 @pytest.fixture
@@ -18,6 +25,7 @@ def web(pg_db: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Web]:
     for var in WEB_ENV:
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("PIMSYNC_WEBHOOK_SECRET", SECRET)
+    monkeypatch.setenv("PIMSYNC_READ_TOKEN", READ_TOKEN)
     reset_settings_cache()
     dispatcher, sender = RecordingDispatcher(), RecordingSender()
     app = create_app(dispatcher=dispatcher, events_sender=sender)

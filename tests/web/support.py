@@ -23,6 +23,9 @@ from app.sync.pim_events.models import PendingSku, WebhookEvent
 from tests.prereq import found
 
 SECRET = "s3cret-primary"
+READ_TOKEN = "read-t0ken"
+# listing a channel's pages needs a bearer token (single-product reads do not)
+READ = {"Authorization": f"Bearer {READ_TOKEN}"}
 WEB_ENV = (
     "PIMSYNC_WEBHOOK_SECRET",
     "PIMSYNC_WEBHOOK_SECRET_SECONDARY",
@@ -32,6 +35,7 @@ WEB_ENV = (
     "PIMSYNC_EVENT_BACKLOG_LIMIT",
     "PIMSYNC_EVENT_COALESCE_SECONDS",
     "PIMSYNC_OWNERSHIP_FILE",
+    "PIMSYNC_READ_TOKEN",
 )
 EXAMPLES_DIR = (
     Path(os.environ.get("PIMSYNC_ICECAT_DIR", str(DEFAULT_ICECAT_DIR)))

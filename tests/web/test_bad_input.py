@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.web.support import Web, dumps, pending, problem, recorded
+from tests.web.support import READ, Web, dumps, pending, problem, recorded
 from tests.web.test_webhooks import cloudevent, post_legacy, post_platform
 
 CH = "de_storefront"
@@ -27,7 +27,7 @@ CH = "de_storefront"
 def test_a_page_read_with_an_impossible_key_is_a_400_naming_it(
     web: Web, path: str, field: str
 ) -> None:
-    body = problem(web.client.get(path), 400)
+    body = problem(web.client.get(path, headers=READ), 400)
     assert body["field"] == field and body["reason"] == "invalid"
     assert field in body["detail"]
 

@@ -16,7 +16,7 @@ from app.config import get_settings
 from app.db import session_scope, utcnow
 from app.pages.reader import PageReader
 from app.pages.repository import Projection, apply_projections
-from tests.web.support import Web, problem
+from tests.web.support import READ, Web, problem
 
 CH = "de_storefront"
 CATALOG = {"title": {"de_DE": "Laptop 14"}, "brand": "Acme"}
@@ -133,7 +133,25 @@ def test_unknown_sku_channel_or_a_page_without_catalog_is_404(web: Web) -> None:
     assert web.client.get(f"/channels/{CH}/products/SKU-1").status_code == 200
 
 
-def test_a_disabled_catalog_is_served_but_not_purchasable(web: Web) -> None:
+def test_a_disabled_product_is_not_there_for_a_storefront(web: Web) -> None:
+    full_page()
+    project("catalog", catalog("SKU-1", version=4, enabled=False))
+    body = problem(web.client.get(f"/channels/{CH}/products/SKU-1"), 404)
+    assert body["reason"] == "not_found"
+
+
+def test_a_channel_with_tombstones_serves_a_disabled_products_last_document(
+    web: Web, tmp_path: Any
+) -> None:
+    import yaml
+
+    from app.config import SAMPLE_DIR
+
+    data = yaml.safe_load((SAMPLE_DIR / "channels.yaml").read_text())
+    data["channels"][CH]["tombstones"] = True
+    path = tmp_path / "channels.yaml"
+    path.write_text(yaml.safe_dump(data))
+    web.setenv(channels_file=str(path))
     full_page()
     project("catalog", catalog("SKU-1", version=4, enabled=False))
     resp = web.client.get(f"/channels/{CH}/products/SKU-1")
@@ -141,6 +159,15 @@ def test_a_disabled_catalog_is_served_but_not_purchasable(web: Web) -> None:
     doc = resp.json()
     assert (doc["enabled"], doc["status"], doc["purchasable"]) == (False, "disabled", False)
     assert doc["readiness"] == {"catalog": True, "pricing": True, "inventory": True, "media": False}
+
+
+def test_listing_needs_a_token_and_a_single_read_does_not(web: Web) -> None:
+    project("catalog", catalog("SKU-1"))
+    assert problem(web.client.get(f"/channels/{CH}/products"), 401)["reason"] == "unauthenticated"
+    wrong = {"Authorization": "Bearer nope"}
+    assert web.client.get(f"/channels/{CH}/products", headers=wrong).status_code == 401
+    assert web.client.get(f"/channels/{CH}/products", headers=READ).status_code == 200
+    assert web.client.get(f"/channels/{CH}/products/SKU-1").status_code == 200
 
 
 def test_before_a_price_the_page_says_so_and_is_not_purchasable(web: Web) -> None:
@@ -279,7 +306,7 @@ def test_listing_pages_through_a_channel_in_sku_order(web: Web) -> None:
         params: dict[str, Any] = {"limit": 2}
         if after is not None:
             params["after"] = after
-        resp = web.client.get(f"/channels/{CH}/products", params=params)
+        resp = web.client.get(f"/channels/{CH}/products", params=params, headers=READ)
         assert resp.status_code == 200, resp.text
         body = resp.json()
         page = [item["sku"] for item in body["items"]]
@@ -297,28 +324,28 @@ def test_listing_pages_through_a_channel_in_sku_order(web: Web) -> None:
 
 def test_listing_an_exact_multiple_ends_with_an_empty_page(web: Web) -> None:
     project("catalog", *(catalog(f"sku-{i}") for i in range(4)))
-    first = web.client.get(f"/channels/{CH}/products", params={"limit": 2}).json()
+    first = web.client.get(f"/channels/{CH}/products", params={"limit": 2}, headers=READ).json()
     second = web.client.get(
-        f"/channels/{CH}/products", params={"limit": 2, "after": first["next"]}
+        f"/channels/{CH}/products", params={"limit": 2, "after": first["next"]}, headers=READ
     ).json()
     assert [i["sku"] for i in second["items"]] == ["sku-2", "sku-3"]
     last = web.client.get(
-        f"/channels/{CH}/products", params={"limit": 2, "after": second["next"]}
+        f"/channels/{CH}/products", params={"limit": 2, "after": second["next"]}, headers=READ
     ).json()
     assert last == {"items": [], "next": None}
 
 
 def test_listing_refuses_bad_parameters(web: Web) -> None:
-    for params, field in (({"limit": 0}, "limit"), ({"limit": 1001}, "limit")):
-        resp = web.client.get(f"/channels/{CH}/products", params=params)
+    for params, field in (({"limit": 0}, "limit"), ({"limit": 201}, "limit")):
+        resp = web.client.get(f"/channels/{CH}/products", params=params, headers=READ)
         assert problem(resp, 422)["field"] == field, (params, resp.text)
-    resp = web.client.get(f"/channels/{CH}/products", params={"after": "x" * 256})
+    resp = web.client.get(f"/channels/{CH}/products", params={"after": "x" * 256}, headers=READ)
     assert problem(resp, 400) == {
         "detail": "after is longer than 255 characters",
         "reason": "invalid",
         "field": "after",
     }
-    resp = web.client.get(f"/channels/{'c' * 65}/products")
+    resp = web.client.get(f"/channels/{'c' * 65}/products", headers=READ)
     assert problem(resp, 400)["field"] == "channel"
-    empty = web.client.get("/channels/nowhere/products").json()
+    empty = web.client.get("/channels/nowhere/products", headers=READ).json()
     assert empty == {"items": [], "next": None}

@@ -26,6 +26,7 @@ def client(
     from app.web.app import create_app
 
     monkeypatch.setenv("PIMSYNC_DATABASE_URL", private_pg.create_database("pimsync"))
+    monkeypatch.setenv("PIMSYNC_READ_TOKEN", "r")
     reset_settings_cache()
     dispose_engines()
     full_page()
@@ -54,7 +55,7 @@ def test_reads_answer_503_while_the_server_is_down_and_200_at_once_when_it_is_ba
     assert down.headers["retry-after"] == "5"
     assert time.monotonic() - started < 10
     # the other reads too: "try again", not an internal error
-    listing = client.get(f"/channels/{CH}/products")
+    listing = client.get(f"/channels/{CH}/products", headers={"Authorization": "Bearer r"})
     assert (listing.status_code, listing.json()) == (503, down.json())
     assert client.get("/readyz").status_code == 503
     private_pg.start()
@@ -63,5 +64,5 @@ def test_reads_answer_503_while_the_server_is_down_and_200_at_once_when_it_is_ba
         again = client.get(URL)
         assert again.status_code == 200, again.text
         assert again.json() == first.json()
-    listing = client.get(f"/channels/{CH}/products")
+    listing = client.get(f"/channels/{CH}/products", headers={"Authorization": "Bearer r"})
     assert listing.status_code == 200 and [i["sku"] for i in listing.json()["items"]] == ["SKU-1"]
