@@ -36,7 +36,7 @@ def fresh(stack: FaultStack, redis_url: str) -> FaultStack:
     return stack
 
 
-def _mid_publish(stack: FaultStack, run_id: Any) -> bool:
+def mid_publish(stack: FaultStack, run_id: Any) -> bool:
     """The read is over and every channel run is publishing, none done yet."""
     by = stack.runs(run_id)
     children = [r for c, r in by.items() if c is not None]
@@ -53,10 +53,11 @@ def _kill_and_resume(
 ) -> tuple[dict[str, int], set[str]]:
     """Kill the worker mid publish; sweep (short leases) until every channel run left running
     is resumed; a healthy worker then finishes them. The sweeps' totals and the runs resumed."""
-    wait_until(lambda: _mid_publish(stack, run_id), 60, interval=0.05, what="mid publish")
+    wait_until(lambda: mid_publish(stack, run_id), 60, interval=0.05, what="mid publish")
     worker.kill()
+    # nothing finishes without a worker (a channel may have ended just before the kill)
     stalled = {c for c, r in stack.runs(run_id).items() if c and r.status == "running"}
-    assert stalled == set(CHANNELS)  # nothing finishes without a worker
+    assert stalled, "the worker was killed after the run"
 
     def all_resumed(_totals: dict[str, int]) -> bool:
         by = stack.runs(run_id)
@@ -71,7 +72,8 @@ def _assert_resumed_once(by: dict[Any, SyncRun], stalled: set[str], totals: dict
     for channel in CHANNELS:
         run = by[channel]
         assert (run.status, run.error) == ("completed", None), (channel, run.error)
-        assert (run.details or {}).get("resumptions") == 1, (channel, run.details)
+        resumed = (run.details or {}).get("resumptions")
+        assert resumed == (1 if channel in stalled else None), (channel, run.details)
         assert run.processed == run.planned_units == 60
 
 
@@ -86,7 +88,8 @@ def test_worker_killed_mid_full_sync_is_resumed_by_the_sweeper(fresh: FaultStack
         totals, stalled = _kill_and_resume(fresh, doomed, run_id)
     finally:
         doomed.kill()
-    killed_at = {c: r.processed for c, r in fresh.runs(run_id).items() if c}
+    # what the dead worker committed is kept: the resumed runs go on from there
+    killed_at = {c: r.processed for c, r in fresh.runs(run_id).items() if c in stalled}
     assert all(0 <= n < 60 for n in killed_at.values()), killed_at
     with fresh.worker("full-healthy"):
         by = fresh.wait(run_id)  # by itself: no sweep after the resumption
