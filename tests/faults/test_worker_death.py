@@ -133,3 +133,43 @@ def test_worker_killed_mid_delta_is_resumed_by_the_sweeper(fresh: FaultStack):
         (c, s): r.doc for (c, s), r in after.snapshot.rows.items() if r.status == "published"
     }
     assert renamed and all(f"New {s}" in str(doc) for (_c, s), doc in renamed.items())
+
+
+def test_worker_killed_mid_read_is_read_on_from_its_checkpoint(fresh: FaultStack):
+    """Killed while reading the PIM: the read's own lease (max(3 x slice, 60) s) must expire
+    before another reader may take it; the sweeper sends the read again (its heartbeat is
+    stale) and the new reader goes on from the run's resume token: every product read once.
+    The channel leases outlive the read's (as the defaults do: 600 s against 360 s)."""
+    leases = {
+        "PIMSYNC_LOCK_TTL_SECONDS": "90",
+        "PIMSYNC_SWEEP_STALE_SECONDS": "10",
+        "PIMSYNC_INGEST_SLICE_SECONDS": "5",  # the read's lease: max(3 x 5, 60) = 60 s
+    }
+    fresh.faults(latency_ms=400)  # a slow PIM: the worker dies between two pages
+    doomed = fresh.worker("read-doomed", **leases).start()
+    try:
+        run_id = fresh.full()
+
+        def mid_read() -> bool:
+            run = fresh.runs(run_id)[None]
+            return run.status == "running" and 10 <= run.read < 50
+
+        wait_until(mid_read, 60, interval=0.05, what="mid read")
+    finally:
+        doomed.kill()
+    read_at_kill = fresh.runs(run_id)[None].read
+    fresh.faults()
+    with fresh.worker("read-healthy", **leases):
+        totals = fresh.sweep_until(
+            lambda _t: fresh.runs(run_id)[None].status != "running", timeout=120, **leases
+        )
+        by = fresh.wait(run_id)
+    assert 10 <= read_at_kill < 50
+    assert totals["ingests"] >= 1 and totals["resumed"] == totals["abandoned"] == 0, totals
+    assert (by[None].status, by[None].read, by[None].rejected) == ("completed", 60, 0)
+    for channel in CHANNELS:
+        run = by[channel]
+        assert (run.status, run.error, run.failed) == ("completed", None, 0)
+        assert "resumptions" not in (run.details or {})
+        assert run.processed == run.planned_units == 60 and run.unchanged == 0
+    fresh.check()
