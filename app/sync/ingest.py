@@ -448,7 +448,9 @@ def _plan_batches(
         session,
         child.id,
         ctx.now(),
-        planned_units=len(skus),
+        # the products the read refused are units of the channel too, decided (failed) here:
+        # planned as such, so that a finished run's processed equals its planned_units
+        planned_units=len(skus) + failed,
         planned_batches=len(ids),
         pending_batches=len(ids),
         failed=failed,

@@ -699,6 +699,8 @@ def test_a_nul_in_an_identifier_refuses_that_product_alone(harness):
     assert "BAD\\x00SKU" in letters[0].error  # shown escaped, so a person can find it
     for channel in CHANNELS:
         assert runs[channel].status == "completed", runs[channel].error
+        # the refused product is a unit of every channel, planned and failed
+        assert runs[channel].planned_units == runs[channel].processed == 61
         assert len(harness.rows(channel)) == 60
         assert (
             Counter(r.status for r in harness.rows(channel).values())
