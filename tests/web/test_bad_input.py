@@ -106,3 +106,25 @@ def test_an_event_platform_delivery_with_a_nul_uuid_is_a_422(web: Web) -> None:
     body = problem(post_platform(web, event), 422)
     assert "product uuid `a\\x00b` contains a NUL" in body["detail"]
     assert recorded() == (0, 0)
+
+
+# --- found by the HTTP fuzzing (tests/web/test_fuzz.py) ---------------------------------------
+
+
+@pytest.mark.parametrize("currency", [["EUR"], {"code": "EUR"}, 978, True])
+def test_a_price_whose_currency_is_not_a_string_is_a_422(web: Web, currency: Any) -> None:
+    """A list or an object as ``payload.currency`` was a 500 (TypeError: unhashable type,
+    looking it up among the ISO 4217 codes): now it is a 422 that names the event and says
+    it is no currency."""
+    web.setenv(event_source_tokens='{"erp": "t-erp"}')
+    event = {
+        "sku": "SKU-1",
+        "source_version": 1,
+        "occurred_at": "2026-11-27T10:00:00Z",
+        "payload": {"currency": currency},
+    }
+    resp = web.client.post("/events/pricing", json=event, headers={"Authorization": "Bearer t-erp"})
+    body = problem(resp, 422)
+    assert body["reason"] == "invalid_event" and body["field"] == "events[0]"
+    assert "is not an ISO 4217 currency code" in body["detail"]
+    assert web.sender.calls == []
