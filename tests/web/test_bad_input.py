@@ -128,3 +128,37 @@ def test_a_price_whose_currency_is_not_a_string_is_a_422(web: Web, currency: Any
     assert body["reason"] == "invalid_event" and body["field"] == "events[0]"
     assert "is not an ISO 4217 currency code" in body["detail"]
     assert web.sender.calls == []
+
+
+EDGE_TIMES = ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"]
+
+
+@pytest.mark.parametrize("when", EDGE_TIMES)
+@pytest.mark.parametrize("where", ["event_datetime", "updated"])
+def test_an_event_time_outside_the_range_in_utc_is_no_time(web: Web, when: str, where: str) -> None:
+    """A time a datetime holds as written but not in UTC (year 1 at +01:00, 9999-12-31 at
+    -01:00) was a 500 (OverflowError storing the pending row): it now orders nothing, like
+    an unreadable time, and the event is recorded."""
+    event: dict[str, Any] = {
+        "action": "product.updated",
+        "event_id": "evt-edge-time",
+        "data": {"resource": {"identifier": "EDGE-TIME-1", "values": {}}},
+    }
+    if where == "updated":
+        event["data"]["resource"]["updated"] = when
+    else:
+        event["event_datetime"] = when
+    resp = post_legacy(web, dumps({"events": [event]}))
+    assert resp.status_code == 200, resp.text
+    assert resp.json() == {"accepted": 1, "duplicates": 0, "products": 1}
+    assert pending()["EDGE-TIME-1"].event_time is None
+
+
+@pytest.mark.parametrize("when", EDGE_TIMES)
+def test_a_cloudevent_time_outside_the_range_in_utc_is_no_time(web: Web, when: str) -> None:
+    event = cloudevent("ce-edge-time")
+    event["time"] = when
+    resp = post_platform(web, event)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["accepted"] == 1
+    assert [p.event_time for p in pending().values()] == [None]
