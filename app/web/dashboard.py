@@ -14,6 +14,7 @@ import hmac
 from pathlib import Path
 
 from fastapi import APIRouter, Form, Request
+from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
@@ -109,8 +110,16 @@ def dashboard(request: Request, replayed: int | None = None) -> HTMLResponse:
     return HTMLResponse(html, headers={"Cache-Control": "no-store"})
 
 
+# dead_letter.id is a bigint: a larger id is no letter (and a DataError, a 500, if queried)
+MAX_LETTER_ID = 2**63 - 1
+
+
 @router.post("/dashboard/dead-letters/{letter_id}/replay")
-def replay(letter_id: int, request: Request, csrf: str = Form("")) -> Response:
+def replay(
+    request: Request,
+    letter_id: int = PathParam(ge=1, le=MAX_LETTER_ID),
+    csrf: str = Form(""),
+) -> Response:
     operator = require_operator(request)
     if not hmac.compare_digest(csrf.encode(), _csrf(operator).encode()):
         raise Refused(403, "bad_csrf", "stale or missing form token: reload the dashboard")

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from app.web import dashboard
 from tests.web.support import Web, dumps, pending, problem, recorded
 from tests.web.test_webhooks import cloudevent, post_legacy, post_platform
 
@@ -162,3 +163,30 @@ def test_a_cloudevent_time_outside_the_range_in_utc_is_no_time(web: Web, when: s
     assert resp.status_code == 200, resp.text
     assert resp.json()["accepted"] == 1
     assert [p.event_time for p in pending().values()] == [None]
+
+
+@pytest.mark.parametrize("letter_id", [2**63, 2**64, 10**30, 0, -1])
+def test_a_replay_of_a_dead_letter_id_no_row_can_hold_is_a_422(web: Web, letter_id: int) -> None:
+    """An id past bigint was a 500 (DataError: bigint out of range) once the form token was
+    right: now the path parameter is refused, named, before anything is read."""
+    web.setenv(dashboard_password="s3cret-dash", api_token="api-t0ken")
+    resp = web.client.post(
+        f"/dashboard/dead-letters/{letter_id}/replay",
+        data={"csrf": dashboard._csrf("api")},  # a good form token: past it, the id
+        headers={"Authorization": "Bearer api-t0ken"},
+        follow_redirects=False,
+    )
+    body = problem(resp, 422)
+    assert body["reason"] == "invalid" and body["field"] == "letter_id"
+
+
+def test_a_replay_of_the_largest_possible_id_is_an_ordinary_request(web: Web) -> None:
+    web.setenv(dashboard_password="s3cret-dash", api_token="api-t0ken")
+    resp = web.client.post(
+        f"/dashboard/dead-letters/{2**63 - 1}/replay",
+        data={"csrf": dashboard._csrf("api")},
+        headers={"Authorization": "Bearer api-t0ken"},
+        follow_redirects=False,
+    )
+    assert resp.status_code == 303, resp.text  # no such letter: nothing replayed
+    assert resp.headers["location"].endswith("?replayed=0#dead-letters")
