@@ -126,6 +126,9 @@ class Settings(BaseSettings):
     # `Authorization: Bearer <PIMSYNC_API_TOKEN>`.
     dashboard_user: str = "operator"
     dashboard_password: SecretStr = SecretStr("")
+    # Failed sign-ins one address may make within the window before it must wait (429).
+    dashboard_max_failed_logins: int = Field(10, ge=1)
+    dashboard_failed_login_window_seconds: float = Field(300.0, gt=0)
     # The interactive API docs (/docs): off by default, they load scripts from a CDN on the
     # dashboard's origin (the schema stays at /openapi.json)
     web_docs: bool = False

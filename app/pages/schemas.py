@@ -92,7 +92,8 @@ def _pricing(payload: dict[str, Any]) -> None:
         if key in payload and payload[key] is not None and _amount(payload[key], key) < 0:
             raise ValueError(f"payload.{key} is negative ({payload[key]!r})")
     currency = payload.get("currency")
-    if currency is not None and currency not in ISO_4217:
+    # a string first: a list or an object is no currency (and unhashable: a TypeError, a 500)
+    if currency is not None and (not isinstance(currency, str) or currency not in ISO_4217):
         raise ValueError(f"payload.currency {currency!r} is not an ISO 4217 currency code")
     if payload.get("purchasable") is True and payload.get("amount", payload.get("price")) is None:
         raise ValueError("payload.purchasable is true but the payload carries no price")

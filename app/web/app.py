@@ -94,7 +94,9 @@ def create_app(
         lifespan=lifespan,
     )
     api.state.page_reader = reader
-    api.state.failed_logins = dashboard.FailedLogins()
+    api.state.failed_logins = dashboard.FailedLogins(
+        settings.dashboard_max_failed_logins, settings.dashboard_failed_login_window_seconds
+    )
     if dispatcher is None:
         # The Celery side only when asked for (tests pass their own): importing tasks reads
         # the settings and configures the Celery app.

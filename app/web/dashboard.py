@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request
+from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
@@ -181,8 +182,30 @@ async def _form(request: Request) -> dict[str, str]:
     return dict(pairs)
 
 
-@router.post("/dashboard/dead-letters/{letter_id}/replay")
-async def replay(letter_id: int, request: Request) -> Response:
+# dead_letter.id is a bigint: a larger id is no letter (and a DataError, a 500, if queried)
+MAX_LETTER_ID = 2**63 - 1
+
+
+# The form, described for the OpenAPI schema only: the handler reads it itself, after
+# authentication (FastAPI would parse a declared form before any dependency runs).
+REPLAY_FORM = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/x-www-form-urlencoded": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"csrf": {"type": "string", "maxLength": 128}},
+                    "required": ["csrf"],
+                }
+            }
+        },
+    }
+}
+
+
+@router.post("/dashboard/dead-letters/{letter_id}/replay", openapi_extra=REPLAY_FORM)
+async def replay(request: Request, letter_id: int = PathParam(ge=1, le=MAX_LETTER_ID)) -> Response:
     # credentials first: nothing of the body is read for an anonymous client
     operator = require_operator(request)
     csrf = (await _form(request)).get("csrf", "")

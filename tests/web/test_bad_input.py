@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from app.web import dashboard
 from tests.web.support import READ, Web, dumps, pending, problem, recorded
 from tests.web.test_webhooks import cloudevent, post_legacy, post_platform
 
@@ -106,3 +107,86 @@ def test_an_event_platform_delivery_with_a_nul_uuid_is_a_422(web: Web) -> None:
     body = problem(post_platform(web, event), 422)
     assert "product uuid `a\\x00b` contains a NUL" in body["detail"]
     assert recorded() == (0, 0)
+
+
+# --- found by the HTTP fuzzing (tests/web/test_fuzz.py) ---------------------------------------
+
+
+@pytest.mark.parametrize("currency", [["EUR"], {"code": "EUR"}, 978, True])
+def test_a_price_whose_currency_is_not_a_string_is_a_422(web: Web, currency: Any) -> None:
+    """A list or an object as ``payload.currency`` was a 500 (TypeError: unhashable type,
+    looking it up among the ISO 4217 codes): now it is a 422 that names the event and says
+    it is no currency."""
+    web.setenv(event_source_tokens='{"erp": "t-erp"}')
+    event = {
+        "sku": "SKU-1",
+        "source_version": 1,
+        "occurred_at": "2026-11-27T10:00:00Z",
+        "payload": {"currency": currency},
+    }
+    resp = web.client.post("/events/pricing", json=event, headers={"Authorization": "Bearer t-erp"})
+    body = problem(resp, 422)
+    assert body["reason"] == "invalid_event" and body["field"] == "events[0]"
+    assert "is not an ISO 4217 currency code" in body["detail"]
+    assert web.sender.calls == []
+
+
+EDGE_TIMES = ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"]
+
+
+@pytest.mark.parametrize("when", EDGE_TIMES)
+@pytest.mark.parametrize("where", ["event_datetime", "updated"])
+def test_an_event_time_outside_the_range_in_utc_is_no_time(web: Web, when: str, where: str) -> None:
+    """A time a datetime holds as written but not in UTC (year 1 at +01:00, 9999-12-31 at
+    -01:00) was a 500 (OverflowError storing the pending row): it now orders nothing, like
+    an unreadable time, and the event is recorded."""
+    event: dict[str, Any] = {
+        "action": "product.updated",
+        "event_id": "evt-edge-time",
+        "data": {"resource": {"identifier": "EDGE-TIME-1", "values": {}}},
+    }
+    if where == "updated":
+        event["data"]["resource"]["updated"] = when
+    else:
+        event["event_datetime"] = when
+    resp = post_legacy(web, dumps({"events": [event]}))
+    assert resp.status_code == 200, resp.text
+    assert resp.json() == {"accepted": 1, "duplicates": 0, "products": 1}
+    assert pending()["EDGE-TIME-1"].event_time is None
+
+
+@pytest.mark.parametrize("when", EDGE_TIMES)
+def test_a_cloudevent_time_outside_the_range_in_utc_is_no_time(web: Web, when: str) -> None:
+    event = cloudevent("ce-edge-time")
+    event["time"] = when
+    resp = post_platform(web, event)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["accepted"] == 1
+    assert [p.event_time for p in pending().values()] == [None]
+
+
+@pytest.mark.parametrize("letter_id", [2**63, 2**64, 10**30, 0, -1])
+def test_a_replay_of_a_dead_letter_id_no_row_can_hold_is_a_422(web: Web, letter_id: int) -> None:
+    """An id past bigint was a 500 (DataError: bigint out of range) once the form token was
+    right: now the path parameter is refused, named, before anything is read."""
+    web.setenv(dashboard_password="s3cret-dash", api_token="api-t0ken")
+    resp = web.client.post(
+        f"/dashboard/dead-letters/{letter_id}/replay",
+        data={"csrf": dashboard._csrf("api")},  # a good form token: past it, the id
+        headers={"Authorization": "Bearer api-t0ken"},
+        follow_redirects=False,
+    )
+    body = problem(resp, 422)
+    assert body["reason"] == "invalid" and body["field"] == "letter_id"
+
+
+def test_a_replay_of_the_largest_possible_id_is_an_ordinary_request(web: Web) -> None:
+    web.setenv(dashboard_password="s3cret-dash", api_token="api-t0ken")
+    resp = web.client.post(
+        f"/dashboard/dead-letters/{2**63 - 1}/replay",
+        data={"csrf": dashboard._csrf("api")},
+        headers={"Authorization": "Bearer api-t0ken"},
+        follow_redirects=False,
+    )
+    assert resp.status_code == 303, resp.text  # no such letter: nothing replayed
+    assert resp.headers["location"].endswith("?replayed=0#dead-letters")

@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from app.errors import InputError
@@ -32,10 +32,13 @@ class PimEvent:
 
 
 def _time(value: Any) -> datetime | None:
+    """An event's time in UTC; None (no order) when it is unreadable or, in UTC, outside
+    what a datetime holds (``0001-01-01T00:00:00+01:00``: an OverflowError wherever it is
+    compared or stored, a 500 at the intake)."""
     if isinstance(value, str) and value:
         try:
-            return parse_datetime(value)
-        except ValueError:
+            return parse_datetime(value).astimezone(UTC)
+        except (ValueError, OverflowError):
             return None
     return None
 
