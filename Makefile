@@ -2,7 +2,7 @@
 PYTHON ?= python
 PYTEST ?= pytest
 
-.PHONY: test test-fast test-twice lint format bench demo mutation
+.PHONY: test test-fast test-twice lint format bench demo mutation lock
 
 test:
 	$(PYTEST) -q
@@ -34,3 +34,10 @@ bench:
 
 demo:
 	pimsync demo
+
+# The hashed lock files CI and the image install from, made from pyproject.toml (pip-tools).
+LOCK = $(PYTHON) -m piptools compile -q --allow-unsafe --generate-hashes --strip-extras \
+	--no-emit-index-url --no-emit-find-links
+lock:
+	$(LOCK) --extra dev -o requirements/dev.lock pyproject.toml
+	$(LOCK) -o requirements/prod.lock pyproject.toml

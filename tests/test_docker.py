@@ -801,7 +801,9 @@ def test_dockerfile_installs_the_project_from_its_own_files() -> None:
     for item in ("pyproject.toml", "README.md", "celeryconfig.py", "app", "tasks"):
         assert re.search(rf"(^|\s){re.escape(item)}(\s|$)", copies), f"{item} not copied"
     runs = " ".join(arg for op, arg in steps if op == "RUN")
-    assert re.search(r"pip install \.(\s|$)", runs), "pip install . (no editable install)"
+    assert "--require-hashes -r requirements/prod.lock" in runs, "the locked versions, by hash"
+    assert "requirements/prod.lock" in copies
+    assert re.search(r"pip install --no-deps \.(\s|$)", runs), "pip install . (not editable)"
     assert "-e " not in runs and "[dev]" not in runs, "no dev dependencies in the image"
     # what pyproject packages is exactly what is copied
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
