@@ -512,6 +512,73 @@ def read_phase(web: str, skus: list[str], rate: float, seconds: float) -> dict[s
     return result
 
 
+LISTERS = 16  # concurrent clients listing a channel's pages (issue 15: they starved intake)
+READ_TOKEN = "bench-read-token"
+
+
+def listing_phase(web: str, seconds: float, webhook_rate: float = 20.0) -> dict[str, Any]:
+    """Webhook acknowledgements while LISTERS clients list the channel's pages as fast as
+    they can (200 a page, with the read token): the intake must not wait behind them."""
+    stop = time.monotonic() + seconds
+    listed = [0] * LISTERS
+
+    def lister(i: int) -> None:
+        with httpx.Client(base_url=web, timeout=60) as client:
+            after: str | None = None
+            while time.monotonic() < stop:
+                params: dict[str, Any] = {"limit": 200}
+                if after:
+                    params["after"] = after
+                r = client.get(
+                    f"/channels/{CHANNEL}/products",
+                    params=params,
+                    headers={"Authorization": f"Bearer {READ_TOKEN}"},
+                )
+                if r.status_code != 200:
+                    raise RuntimeError(f"listing answered {r.status_code}: {r.text[:200]}")
+                after = r.json()["next"]
+                listed[i] += 1
+
+    acks: list[float] = []
+
+    def webhooks() -> None:
+        with httpx.Client(base_url=web, timeout=30) as client:
+            n, start = 0, time.monotonic()
+            while time.monotonic() < stop:
+                delay = start + n / webhook_rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                event = {
+                    "action": "product.removed",
+                    "event_id": f"listing-phase-{n}",
+                    "event_datetime": datetime.now(UTC).isoformat(),
+                    "data": {"resource": {"identifier": f"NO-SUCH-{n}"}},
+                }
+                body = orjson.dumps({"events": [event]})
+                t = time.monotonic()
+                r = client.post("/webhooks/akeneo", content=body, headers=signed(body))
+                acks.append(time.monotonic() - t)
+                if r.status_code != 200:
+                    raise RuntimeError(f"webhook answered {r.status_code}: {r.text[:200]}")
+                n += 1
+
+    with ThreadPoolExecutor(LISTERS + 1) as pool:
+        futures = [pool.submit(lister, i) for i in range(LISTERS)] + [pool.submit(webhooks)]
+        for f in futures:
+            f.result()
+    result = {
+        "listers": LISTERS,
+        "listing_pages": sum(listed),
+        "webhooks": len(acks),
+        "webhook_ack": stats_ms(acks),
+    }
+    say(
+        f"phase listings: {sum(listed)} listing pages by {LISTERS} clients; webhook ack p50 "
+        f"{result['webhook_ack']['p50_ms']} ms, p99 {result['webhook_ack']['p99_ms']} ms"
+    )
+    return result
+
+
 WRK_SCRIPT = """
 local skus = {%(skus)s}
 local i = 0
@@ -686,6 +753,7 @@ def stack(args: argparse.Namespace, logs: Path) -> Iterator[tuple[str, Web, Work
             "PIMSYNC_CHANNELS_FILE": str(SAMPLE_DIR / "channels.yaml"),
             "PIMSYNC_CONTRACTS_DIR": str(SAMPLE_DIR / "contracts"),
             "PIMSYNC_WEBHOOK_SECRET": SECRET,
+            "PIMSYNC_READ_TOKEN": READ_TOKEN,
             "PIMSYNC_EVENT_SOURCE_TOKENS": json.dumps(TOKENS),
             "PIMSYNC_EVENT_COALESCE_SECONDS": str(args.coalesce),
             "PIMSYNC_LOG_JSON": "true",
@@ -748,6 +816,8 @@ def run(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
             tracker.stop()
         report["poller_polls"] = tracker.polls
         base = f"http://127.0.0.1:{web.port}"
+        if "listings" in args.phases:
+            report["listings"] = listing_phase(base, args.read_seconds)
         if "reads" in args.phases:
             report["settle_seconds"] = settle()
         if "reads" not in args.phases:
@@ -814,8 +884,8 @@ def main() -> None:
     parser.add_argument(
         "--phases",
         type=lambda v: set(v.split(",")),
-        default={"paced", "burst", "reads"},
-        help="comma-separated, of paced,burst,reads (default: all three)",
+        default={"paced", "burst", "reads", "listings"},
+        help="comma-separated, of paced,burst,reads,listings (default: all four)",
     )
     parser.add_argument(
         "--worker-nice",
