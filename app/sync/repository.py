@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select, text, update
+from sqlalchemy import ColumnElement, and_, delete, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from app.db import affected, among, dialect_insert, is_postgres
@@ -229,6 +229,14 @@ def lock_holder(session: Session, name: str) -> SyncLock | None:
     return session.get(SyncLock, name, populate_existing=True)
 
 
+def _held_by(name: str, run_id: uuid.UUID, token: str | None) -> list[ColumnElement[bool]]:
+    """The lease ``name`` as ``run_id`` holds it (with ``token``: that acquisition only)."""
+    held = [SyncLock.name == name, SyncLock.run_id == run_id]
+    if token is not None:
+        held.append(SyncLock.token == token)
+    return held
+
+
 def renew_lock(
     session: Session,
     name: str,
@@ -240,19 +248,14 @@ def renew_lock(
     """Extend the lease; False when another holder has it (this one must stop). With
     ``token``, only that acquisition renews (a process's own lease); without, any worker of
     the run (a run's lease, renewed by whichever worker publishes its batches)."""
-    cond = [SyncLock.name == name, SyncLock.run_id == run_id]
-    if token is not None:
-        cond.append(SyncLock.token == token)
-    touched = affected(session, update(SyncLock).where(*cond).values(expires_at=now + ttl))
+    held = _held_by(name, run_id, token)
+    touched = affected(session, update(SyncLock).where(*held).values(expires_at=now + ttl))
     return touched > 0
 
 
 def release_lock(session: Session, name: str, run_id: uuid.UUID, token: str | None = None) -> None:
     """Give the lease back (with ``token``: only if this acquisition still holds it)."""
-    cond = [SyncLock.name == name, SyncLock.run_id == run_id]
-    if token is not None:
-        cond.append(SyncLock.token == token)
-    session.execute(delete(SyncLock).where(*cond))
+    session.execute(delete(SyncLock).where(*_held_by(name, run_id, token)))
 
 
 def expired_locks(session: Session, now: datetime) -> list[SyncLock]:
