@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from app.cli.runs import runs_table, sync_context, wait_for
+from app.cli.runs import ended_badly, runs_table, sync_context, wait_for
 from app.cli.terminal import CliError, console, friendly
 from app.db import session_scope
 from app.sync import ingest, publish
@@ -17,7 +17,12 @@ def sync(
     channel: list[str] = typer.Option(
         None, "--channel", "-c", help="Only these channels (full sync)."
     ),
-    wait: bool = typer.Option(False, "--wait", help="Follow the run to its end."),
+    wait: bool = typer.Option(
+        False,
+        "--wait",
+        help="Follow the run to its end; exit 0 done, 1 failed (with why), 2 still running "
+        "at the timeout.",
+    ),
     timeout: float = typer.Option(3600, help="With --wait: give up waiting after this long."),
 ) -> None:
     """Enqueue a delta or full sync (workers run it); --wait shows progress and a summary."""
@@ -42,12 +47,7 @@ def sync(
     if wait:
         ended = wait_for(run_id, expected, timeout)
         console.print(runs_table(ended, f"{kind} sync {run_id}"))
-        bad = [r for r in ended if r.status not in ("completed", "skipped")]
-        if bad:
-            raise CliError(
-                f"{len(bad)} run(s) did not complete: "
-                + "; ".join(f"{r.channel or 'PIM read'} {r.status}: {r.error}" for r in bad)
-            )
+        ended_badly(ended)
 
 
 @friendly
@@ -66,3 +66,4 @@ def republish(
     if wait:
         ended = wait_for(run_id, 0, timeout)
         console.print(runs_table(ended[:1]))
+        ended_badly(ended[:1])

@@ -25,6 +25,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
+from app.config import Settings
+
 KEY_PREFIX = "pimsync:pim:"
 # Every connection's key, for the web process to list them (metrics, dashboard).
 CONNECTIONS_KEY = KEY_PREFIX + "connections"
@@ -294,7 +296,7 @@ def waiting_note(
     now = time.time() if now is None else now
     if since is None and (until is None or until <= now):
         return None
-    parts = [f"waiting for PIM: {status or 'no answer'}"]
+    parts = [f"waiting for PIM: {status}" if status else "waiting for PIM"]
     if since is not None:
         parts.append(f" since {_clock(since)}")
     if until is not None and until > now:
@@ -305,3 +307,16 @@ def waiting_note(
 def health_note(health: PimHealth, now: float | None = None) -> str | None:
     """The waiting note of a connection's health (None while it answers)."""
     return waiting_note(health.last_status, health.since, health.not_before, now)
+
+
+def connection_health(settings: Settings) -> PimHealth | None:
+    """The live health of the PIM connection the settings name (None: not an Akeneo PIM,
+    no Redis, or no worker has called it yet)."""
+    source = settings.pim_source
+    if not source.lower().startswith(("http://", "https://")):
+        return None
+    key = connection_key(source.rstrip("/"), settings.akeneo_client_id)
+    for health in health_or_none(settings.redis_url) or ():
+        if health.key == key:
+            return health
+    return None

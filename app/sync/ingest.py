@@ -372,6 +372,8 @@ def _commit_group(
         run.rejected += len(bad)
         run.resume_token = token
         run.heartbeat_at = now
+        if run.details and "waiting" in run.details:  # the PIM answers again
+            run.details = {k: v for k, v in run.details.items() if k != "waiting"}
         if run.kind == FULL:
             for child in children:
                 _plan_batches(session, ctx, child, skus, failed=len(bad), group_key=group_key)

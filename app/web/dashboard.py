@@ -29,6 +29,8 @@ from starlette.concurrency import run_in_threadpool
 from app.config import get_settings
 from app.db import session_scope, utcnow
 from app.pim.sources import open_source
+from app.pim.throttle import connection_health, health_note
+from app.sync import runs
 from app.sync.context import SyncContext
 from app.sync.operations import replay_dead_letters
 from app.sync.runtime import REGISTRY
@@ -152,8 +154,15 @@ def dashboard(request: Request, replayed: int | None = None) -> HTMLResponse:
             )
             for ch in dash.channels
         ]
+        pim = connection_health(get_settings())
+        pim_note = health_note(pim) if pim is not None else None
         html = _templates.get_template("dashboard.html").render(
             dash=dash,
+            # the PIM as the workers see it (Redis): the page is not green while it fails
+            pim=pim,
+            pim_state="ok" if pim is None or pim_note is None else "failing",
+            pim_note=pim_note,
+            run_notes={r.id: runs.waiting_note(r, pim) for r in dash.running},
             duration_chart=Markup(charts.line_chart(durations, "seconds", "Run durations")),
             outcome_charts=[Markup(c) for c in outcomes],
             humanize=health.humanize,
