@@ -58,6 +58,8 @@ MALFORMED_BODY_RETRIES = 2
 RETRY_AFTER_SPREAD_SECONDS = 1.0
 # A Retry-After past a day is junk (or a PIM that is gone): waited a day, then asked again.
 MAX_RETRY_AFTER_SECONDS = 86_400.0
+# Instants are sums of floats: a wait this much short of one is rounding, not a wait.
+CLOCK_EPSILON_SECONDS = 1e-6
 
 
 # Limiters used when none is given, shared by every source of the process with the same name
@@ -534,7 +536,7 @@ class AkeneoRestSource:
         if until is None:
             return
         remaining = until - self._wall()
-        if remaining <= 0:
+        if remaining <= CLOCK_EPSILON_SECONDS:
             return
         if remaining > self.max_sleep:
             self.stats["deferred"] += 1

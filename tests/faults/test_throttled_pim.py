@@ -18,10 +18,11 @@ from typing import Any
 
 import pytest
 import redis
+from fastapi.testclient import TestClient
 
 from app.config import get_settings
 from app.web.metrics import exposition
-from tests.e2e_support import ROOT, Worker, wait_until
+from tests.e2e_support import ROOT, Worker, apply_env, restore_env, wait_until
 from tests.faults.stack import CHANNELS, FaultStack, open_stack
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.worker]
@@ -101,6 +102,20 @@ def metric(name: str, **labels: str) -> float | None:
     return None
 
 
+def dashboard() -> str:
+    """The dashboard's HTML, as an operator gets it (the web process never calls the PIM)."""
+    from app.web.app import create_app
+
+    saved = apply_env({"PIMSYNC_API_TOKEN": "dash-t0ken"})
+    try:
+        with TestClient(create_app()) as client:
+            page = client.get("/dashboard", headers={"Authorization": "Bearer dash-t0ken"})
+            assert page.status_code == 200, page.text
+            return page.text
+    finally:
+        restore_env(saved)
+
+
 def test_full_sync_and_delta_wait_out_a_120_s_retry_after(fresh: FaultStack) -> None:
     """The issue's done-when: 120 s literally, for a full sync and for a delta."""
     fresh.faults(fail_next=[429], retry_after=120)
@@ -121,6 +136,9 @@ def test_full_sync_and_delta_wait_out_a_120_s_retry_after(fresh: FaultStack) -> 
     backoff = metric("pimsync_pim_backoff_seconds", pim=fresh.base)
     assert backoff is not None and 60 < backoff <= 121
     assert metric("pimsync_pim_requests_total", pim=fresh.base, status="429") == 1.0
+    page = dashboard()
+    assert 'data-pim="failing"' in page and "throttling" in page
+    assert "waiting for PIM: 429 since" in page
 
     by = fresh.wait(run_id, timeout=300)
     assert time.time() - started >= 120
@@ -132,6 +150,8 @@ def test_full_sync_and_delta_wait_out_a_120_s_retry_after(fresh: FaultStack) -> 
     assert_quiet_kept(fresh, 120)
     assert metric("pimsync_pim_up", pim=fresh.base) == 1.0
     assert metric("pimsync_pim_backoff_seconds", pim=fresh.base) == 0.0
+    page = dashboard()
+    assert 'data-pim="ok"' in page and "waiting for PIM" not in page
     shown_after = cli(fresh, "runs", "show", str(run_id)).stdout
     assert "completed" in shown_after and "waiting for PIM" not in shown_after
 
