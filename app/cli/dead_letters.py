@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
 import typer
 from rich.table import Table
 
-from app.cli.runs import sync_context
+from app.cli.runs import ended_badly, runs_table, sync_context, wait_for
 from app.cli.terminal import CliError, console, friendly
 from app.db import session_scope
 from app.sync import operations
@@ -51,6 +53,13 @@ def dead_letters_replay(
         None, "--channel", "-c", help="Replay every open one of a channel."
     ),
     all_: bool = typer.Option(False, "--all", help="Replay every open dead letter."),
+    wait: bool = typer.Option(
+        False,
+        "--wait",
+        help="Follow the replay runs to their end; exit 0 done, 1 failed (with why), 2 still "
+        "running at the timeout.",
+    ),
+    timeout: float = typer.Option(3600, help="With --wait: give up waiting after this long."),
 ) -> None:
     """Send dead-lettered units through publishing again (workers run them)."""
     if not (ids or channel or all_):
@@ -59,4 +68,12 @@ def dead_letters_replay(
         result = operations.replay_dead_letters(
             session, sync_context(), ids=ids or None, channel=channel
         )
-    console.print(f"replayed {result['replayed']} dead letter(s) in {len(result['runs'])} run(s)")
+        run_ids = [run.id for run in result["runs"]]
+    console.print(f"replayed {result['replayed']} dead letter(s) in {len(run_ids)} run(s)")
+    if wait:
+        deadline = time.monotonic() + timeout
+        ended = []
+        for run_id in run_ids:
+            ended.extend(wait_for(run_id, 0, max(0.0, deadline - time.monotonic()))[:1])
+        console.print(runs_table(ended, "replay runs"))
+        ended_badly(ended)
