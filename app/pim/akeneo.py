@@ -252,7 +252,13 @@ class AkeneoRestSource:
             url, params = self._checked_link(resume, "resume cursor"), None
         else:
             url = f"{self.base_url}{API}/products-uuid"
-            params = {"pagination_type": "search_after", "limit": str(page_size)}
+            # with_count: the first page says how many products the read will return (the
+            # run's progress total); the next links do not ask again
+            params = {
+                "pagination_type": "search_after",
+                "limit": str(page_size),
+                "with_count": "true",
+            }
             if updated_since is not None:
                 since = format_pim_datetime(updated_since, self.timezone)
                 params["search"] = orjson.dumps(
@@ -336,7 +342,9 @@ class AkeneoRestSource:
             params = None  # the next link carries every parameter
             # Handed over, not kept: while suspended, this frame must hold no decoded page,
             # so the caller frees it before the cyclic collector resumes (app.gcpause).
-            out = [Page(items=items, next_cursor=next_url)]
+            count = body.get("items_count")
+            total = count if type(count) is int and count >= 0 else None
+            out = [Page(items=items, next_cursor=next_url, total=total)]
             del body, items
             yield out.pop()
 
