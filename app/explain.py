@@ -214,7 +214,9 @@ def _verdict(ex: ChannelExplanation, row: Any, mirror: PimProduct | None) -> tup
         and ex.page is not None
         and ex.page.catalog_enabled
     )
-    pending = " (a newer copy from the PIM waits to be published)" if ex.newer_in_mirror else ""
+    # a newer copy that failed is said by its dead letter, not as "waiting"
+    waiting = ex.newer_in_mirror and not ex.dead_letters
+    pending = " (a newer copy from the PIM waits to be published)" if waiting else ""
     if online:
         failed = (
             f"; its latest update failed: {ex.dead_letters[0].error} (dead letter "
