@@ -824,7 +824,7 @@ def _page_links(request: Request, page: int, more: bool) -> dict[str, str]:
 def _after_links(request: Request, last: str | None, more: bool) -> dict[str, str]:
     links = {"self": _href(request), "first": _href(request, search_after=None)}
     if more and last is not None:
-        links["next"] = _href(request, search_after=last, with_count=None)
+        links["next"] = _href(request, search_after=last)
     return links
 
 
@@ -950,9 +950,9 @@ def _add_product_routes(app: FastAPI, state: _ServerState) -> None:
             cursor = request.query_params.get("search_after")
             found, more = catalog.products_after(cursor, limit, accept)
             links = _after_links(request, found[-1][0] if found else None, more)
-            # the count comes with the first page: what the whole read will return (a
-            # client follows next links, which do not ask for it again)
-            if cursor is None and request.query_params.get("with_count") == "true":
+            # as Akeneo: every page asked with_count=true carries the count of the whole
+            # search, and the next link repeats the parameters it was given
+            if request.query_params.get("with_count") == "true":
                 extra["items_count"] = catalog.count(accept)
         else:
             page = _page_number(request, limit)

@@ -111,22 +111,33 @@ def test_akeneo_reads_items_count_on_the_first_page_only() -> None:
             source.close()
 
 
-def test_reference_server_counts_on_the_first_search_after_page_only() -> None:
+def test_reference_server_counts_like_akeneo_when_asked() -> None:
     with running_pim(catalog(12)) as pim:
-        first = pim.admin.get(
-            "/api/rest/v1/products-uuid",
-            params={"pagination_type": "search_after", "limit": "5", "with_count": "true"},
-            headers={"Authorization": f"Bearer {_token(pim)}"},
-        ).json()
+        headers = {"Authorization": f"Bearer {_token(pim)}"}
+        query = {"pagination_type": "search_after", "limit": "5", "with_count": "true"}
+        first = pim.admin.get("/api/rest/v1/products-uuid", params=query, headers=headers).json()
         assert first["items_count"] == 12
+        # as Akeneo, the next link repeats the parameters (with_count too): the client drops it
         nxt = first["_links"]["next"]["href"]
-        assert "with_count" not in nxt
+        assert "with_count=true" in nxt
+        second = pim.admin.get(nxt, headers=headers).json()
+        assert second["items_count"] == 12
         plain = pim.admin.get(
             "/api/rest/v1/products-uuid",
             params={"pagination_type": "search_after", "limit": "5"},
-            headers={"Authorization": f"Bearer {_token(pim)}"},
+            headers=headers,
         ).json()
         assert "items_count" not in plain
+
+
+def test_akeneo_client_asks_for_the_count_once_per_read() -> None:
+    from app.pim.akeneo import _without_count
+
+    href = "http://pim/api/rest/v1/products-uuid?pagination_type=search_after&limit=5&with_count=true&search_after=abc"
+    assert _without_count(href) == (
+        "http://pim/api/rest/v1/products-uuid?pagination_type=search_after&limit=5&search_after=abc"
+    )
+    assert _without_count("http://pim/x?limit=5") == "http://pim/x?limit=5"
 
 
 def _token(pim: Any) -> str:
