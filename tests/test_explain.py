@@ -143,3 +143,5 @@ def test_the_command_renders_it_and_exits_1_for_an_unknown_sku(catalog: dict[str
     unknown = runner.invoke(app, ["explain", "NO-SUCH-SKU"])
     assert unknown.exit_code == 1
     assert "unknown" in unknown.stderr and "Traceback" not in unknown.output
+    nul = runner.invoke(app, ["explain", "A\x00B"])
+    assert nul.exit_code == 2 and "NUL" in nul.stderr

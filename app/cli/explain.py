@@ -12,6 +12,7 @@ from app.cli.terminal import CliError, console, friendly
 from app.config import get_settings
 from app.db import session_scope
 from app.explain import ONLINE, ChannelExplanation, Explanation, explain
+from app.textcheck import text_problem
 
 
 def _when(moment: datetime | None) -> str:
@@ -91,6 +92,10 @@ def explain_command(
 ) -> None:
     """Why a product is or is not online in each channel: what the PIM gave, completeness and
     filters, the contract, the last publish, dead letters and its product page."""
+    for name, value in (("SKU", sku), ("channel", channel)):
+        problem = text_problem(value) if value else None
+        if problem is not None:
+            raise CliError(f"the {name} {problem}", 2)
     with session_scope() as session:
         ex = explain(session, get_settings(), sku, channel)
     if not ex.known:
