@@ -330,3 +330,12 @@ def test_a_long_error_is_cut_to_what_the_dead_letter_table_holds() -> None:
     _, refused = validate_events(queue, [body()], "erp", OwnershipTable(), CHANNELS)
     assert len(refused[0]["error"]) == 4000
     assert refused[0]["error"].startswith("event 0 from erp: a pricing event on the qqq")
+
+
+def test_a_batch_written_whole_counts_nothing_stale(pg_db: str) -> None:
+    with session_scope() as s:
+        channel_repo.upsert_rows(s, [catalog_row("C", "Gamma")])
+    stale = applied("catalog", "stale")
+    with session_scope() as s:
+        assert apply_catalog(s, {"at_storefront": ["C"]}, NOW) == 1
+    assert applied("catalog", "stale") - stale == 0
