@@ -4,7 +4,7 @@
 
 Akeneo's Events API waits 0.5 s for an acknowledgement and never retries, so a delivery the
 intake answers late is lost. Here 16 clients list the channel's pages (200 a page, as fast as
-the server answers, in a process of their own: tests/web/listing_load.py) while signed
+the server answers, in a process of their own: bench/harness/listers.py) while signed
 webhooks arrive at a steady 20 a second; the acknowledgement's p99 must stay under 100 ms.
 The same webhooks are measured first without the crowd, so a failure shows what the load
 added. The server's memory under the crowd is reported, and bounded loosely (it was 682 MiB
@@ -35,9 +35,9 @@ import httpx
 import psutil
 import pytest
 
+from bench.harness.listers import LIMIT
 from tests.conftest import create_pg_database, drop_pg_database
 from tests.e2e_support import ROOT, apply_env, free_port, restore_env, stack_env
-from tests.web.listing_load import LIMIT
 from tests.web.support import events_api_headers
 
 pytestmark = [pytest.mark.pg, pytest.mark.redis]
@@ -236,7 +236,7 @@ def test_webhook_ack_p99_stays_under_100_ms_while_16_clients_list_pages(server: 
         [
             sys.executable,
             "-m",
-            "tests.web.listing_load",
+            "bench.harness.listers",
             server.base,
             READ_TOKEN,
             CHANNEL,

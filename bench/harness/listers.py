@@ -1,5 +1,5 @@
-"""A crowd of listing clients, in a process of its own (so their work never delays the test's
-own clock): ``python -m tests.web.listing_load URL TOKEN CHANNEL CLIENTS``.
+"""A crowd of listing clients in a process of its own, so their work never delays the clock
+of whoever measures beside them: ``python -m bench.harness.listers URL TOKEN CHANNEL N``.
 
 Each client keeps one HTTP/1.1 connection and lists the channel's pages 200 at a time as
 fast as the server answers, following ``next`` (and starting again at the end); a 503 is
