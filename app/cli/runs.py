@@ -12,17 +12,13 @@ from rich.table import Table
 
 from app.cli.terminal import CliError, console, friendly, parse_run_id
 from app.config import get_settings
-from app.db import session_scope
+from app.db import session_scope, utcnow
 from app.pim.throttle import PimHealth, connection_health
 from app.sync import repository as repo
 from app.sync import runs
 from app.sync.context import SyncContext
 from app.sync.models import COMPLETED, SKIPPED, TERMINAL
-
-# `--wait` exit statuses: 0 done, 1 failed (with why), 2 still running at the timeout.
-STILL_RUNNING = 2
-# While following a read, the PIM's health (Redis) is read again at most this often.
-HEALTH_EVERY = 2.0
+from app.sync.progress import family_progress, run_progress
 
 app = typer.Typer(help="Sync runs: list recent ones, cancel one.", invoke_without_command=True)
 
@@ -43,6 +39,14 @@ def _family(session: Any, run_id: uuid.UUID) -> tuple[Any, list[Any]]:
     return run, repo.child_runs(session, run_id)
 
 
+# Without a terminal (a CI log, a pipe), --wait prints one plain line this often.
+PLAIN_PROGRESS_EVERY_SECONDS = 10.0
+# `--wait` exit statuses: 0 done, 1 failed (with why), 2 still running at the timeout.
+STILL_RUNNING = 2
+# While following a read, the PIM's health (Redis) is read again at most this often.
+HEALTH_EVERY = 2.0
+
+
 def _ended(run: Any, children: list[Any], expected_children: int) -> bool:
     """Whether a run and its channel runs are over. A read that did not complete (failed,
     abandoned, cancelled) ends its run there: a delta's channel runs start only after its
@@ -55,9 +59,13 @@ def _ended(run: Any, children: list[Any], expected_children: int) -> bool:
 
 
 def wait_for(run_id: uuid.UUID, expected_children: int, timeout: float) -> list[Any]:
-    """Follow a run and its channel runs with a progress bar until every one has ended;
-    still running at the timeout: exit status 2 (the run goes on)."""
+    """Follow a run and its channel runs until every one has ended: a live bar with done /
+    total and the time left on a terminal, a plain line every few seconds elsewhere (with
+    what the read waits for, when the PIM makes it wait). Still running at the timeout:
+    exit status 2 (the run goes on)."""
     deadline = time.monotonic() + timeout
+    live = console.is_terminal
+    last_line = 0.0
     settings = get_settings()
     health_checked, health = 0.0, None
     with Progress(
@@ -67,23 +75,32 @@ def wait_for(run_id: uuid.UUID, expected_children: int, timeout: float) -> list[
         TimeElapsedColumn(),
         console=console,
         transient=False,
-    ) as progress:
-        bar = progress.add_task("sync", total=None, units="")
+        disable=not live,
+    ) as bar_display:
+        bar = bar_display.add_task("sync", total=None, units="")
         while True:
             with session_scope() as session:
                 run, children = _family(session, run_id)
                 done = _ended(run, children, expected_children)
-                total = sum(c.planned_units for c in children) or None
-                completed = sum(c.processed for c in children)
-                read = run.read
+                now = utcnow()
+                progress = family_progress(run, children, now)
+                phase = _phase(run, children)
             if run.channel is None and time.monotonic() - health_checked > HEALTH_EVERY:
                 health, health_checked = connection_health(settings), time.monotonic()
             note = None if done else runs.waiting_note(run, health)
-            desc = f"read {read:,} products" if run.channel is None else run.kind
             if note:
-                desc = f"{desc}; {note}"
-            units = f"{completed:,}/{total:,} units" if total else f"{completed:,} units"
-            progress.update(bar, total=total, completed=completed, description=desc, units=units)
+                phase = f"{phase}; {note}"
+            if live:
+                bar_display.update(
+                    bar,
+                    total=progress.total,
+                    completed=progress.done,
+                    description=phase,
+                    units=progress.text(),
+                )
+            elif done or time.monotonic() - last_line >= PLAIN_PROGRESS_EVERY_SECONDS:
+                last_line = time.monotonic()
+                console.print(f"{str(run_id)[:8]} {phase}: {progress.text()}", highlight=False)
             if done:
                 return [run, *children]
             if time.monotonic() > deadline:
@@ -93,6 +110,25 @@ def wait_for(run_id: uuid.UUID, expected_children: int, timeout: float) -> list[
                     STILL_RUNNING,
                 )
             time.sleep(0.5)
+
+
+def _phase(run: Any, children: list[Any]) -> str:
+    """What a sync is doing: reading the PIM (a delta before its channels catch up),
+    publishing, or how it ended."""
+    if run.channel is not None:
+        return f"{run.kind} {run.channel}: {run.status}"
+    if run.status == "running" and not children:
+        return f"{run.kind}: reading the PIM"
+    if run.status == "running":
+        return f"{run.kind}: reading the PIM and publishing"
+    if any(c.status == "running" for c in children):
+        return f"{run.kind}: publishing"
+    return f"{run.kind}: {run.status}"
+
+
+def progress_text(run: Any, parent: Any = None) -> str:
+    """A run's progress for tables: done / total and the ETA while it runs."""
+    return run_progress(run, utcnow(), parent).text()
 
 
 def ended_badly(ended: list[Any]) -> None:
@@ -132,6 +168,7 @@ def runs_table(
             "status",
             "started",
             "secs",
+            "progress",
             "read",
             *heads,
             "note",
@@ -151,6 +188,7 @@ def runs_table(
                 r.status,
                 r.started_at.strftime("%Y-%m-%d %H:%M:%S"),
                 secs,
+                progress_text(r) if r.status == "running" else "",
                 str(r.read) if r.channel is None else "",
                 *counts,
                 _note(r, health)[:80],
@@ -176,25 +214,28 @@ def runs_list(
 @app.command("show")
 @friendly
 def runs_show(run_id: str) -> None:
-    """One run: its state, counters, error or what it waits for, and its channel runs."""
+    """One run and its channel runs: state, progress (done / total, ETA), counts, errors, and
+    what its read waits for when the PIM makes it wait."""
     health = connection_health(get_settings())
     with session_scope() as session:
         run, children = _family(session, parse_run_id(run_id))
-        note = runs.waiting_note(run, health)
-        lines = [
-            f"run       {run.id}",
-            f"kind      {run.kind}" + (f" (channel {run.channel})" if run.channel else ""),
-            f"status    {run.status}",
-            f"trigger   {run.trigger}",
-            f"started   {run.started_at:%Y-%m-%d %H:%M:%S}",
-            f"finished  {run.finished_at:%Y-%m-%d %H:%M:%S}" if run.finished_at else "",
-            f"read      {run.read} ({run.rejected} rejected)" if run.channel is None else "",
-            f"waiting   {note}" if note else "",
-            f"error     {run.error}" if run.error else "",
-        ]
-        console.print("\n".join(line for line in lines if line), markup=False, highlight=False)
+        parent = repo.get_run(session, run.parent_id) if run.parent_id else None
+        now = utcnow()
+        console.print(f"run {run.id}  {run.kind} {run.channel or '(PIM read)'}  {run.status}")
+        console.print(f"  started {run.started_at:%Y-%m-%d %H:%M:%S} UTC, trigger {run.trigger}")
+        console.print(f"  progress: {run_progress(run, now, parent).text()}", highlight=False)
         if children:
-            console.print(runs_table(children, "channel runs", compact=True))
+            total = family_progress(run, children, now)
+            console.print(f"  all channels: {total.text()}", highlight=False)
+            for child in children:
+                line = run_progress(child, now, run).text()
+                console.print(f"    {child.channel}: {child.status}, {line}", highlight=False)
+        note = runs.waiting_note(run, health)
+        if note:
+            console.print(f"  {note}", highlight=False)
+        if run.error:
+            console.print(f"  error: {run.error}", highlight=False)
+        console.print(runs_table([run, *children], f"run {str(run.id)[:8]}", health=health))
 
 
 @app.command("cancel")

@@ -14,7 +14,6 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -22,8 +21,6 @@ import redis
 from fastapi.testclient import TestClient
 
 from app.config import get_settings
-from app.db import session_scope
-from app.sync import repository as repo
 from app.web.metrics import exposition
 from tests.e2e_support import ROOT, Worker, apply_env, restore_env, wait_until
 from tests.faults.stack import CHANNELS, FaultStack, open_stack
@@ -252,33 +249,3 @@ def test_wait_exits_0_when_done_and_2_while_the_pim_keeps_it_waiting(fresh: Faul
     by = fresh.wait(uuid.UUID(run_id.group(1)), timeout=120)
     assert by[None].status == "completed"
     assert_quiet_kept(fresh, 30)
-
-
-def test_dead_letter_replay_wait_returns_the_runs_end(fresh: FaultStack) -> None:
-    by = fresh.wait(fresh.full(), timeout=120)
-    assert by["de_storefront"].status == "completed"
-    sku = fresh.pim_skus()[3]
-    now = datetime.now(UTC)
-    with session_scope() as s:  # a unit that failed once (its cause since fixed)
-        repo.upsert_dead_letters(
-            s,
-            [
-                {
-                    "channel": "de_storefront",
-                    "sku": sku,
-                    "run_id": None,
-                    "kind": "publish",
-                    "error_type": "MappingError",
-                    "error": "fixed since",
-                    "permanent": True,
-                    "attempts": 1,
-                    "status": "open",
-                    "first_failed_at": now,
-                    "last_failed_at": now,
-                }
-            ],
-        )
-    result = cli(fresh, "dead-letters", "replay", "--channel", "de_storefront", "--wait")
-    assert result.returncode == 0, (result.stdout, result.stderr)
-    assert "replayed 1 dead letter(s) in 1 run(s)" in result.stdout
-    assert "replay runs" in result.stdout and "completed" in result.stdout
