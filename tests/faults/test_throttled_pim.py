@@ -82,7 +82,7 @@ def assert_quiet_kept(stack: FaultStack, asked: float) -> None:
 
 
 def cli(stack: FaultStack, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **stack.env, "COLUMNS": "200"}
+    env = {**os.environ, **stack.env, "COLUMNS": "400"}
     return subprocess.run(
         [sys.executable, "-m", "app", *args],
         cwd=ROOT,
