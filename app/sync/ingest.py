@@ -27,6 +27,7 @@ from app.mapping import repository as mapping_repo
 from app.mapping.repository import Tally
 from app.ownership import Violation
 from app.pim import repository as pim_repo
+from app.pim.catalog import resolve_identifier_attribute
 from app.pim.product import (
     MAX_PRODUCT_BYTES,
     Product,
@@ -259,6 +260,11 @@ def _read_slice(
     source = ctx.source()
     if first_slice:
         _refresh_definitions(ctx, source, force=kind == FULL)
+    with session_scope() as session:
+        # where the SKU is in `values`: from the definitions this run read at its start
+        identifier_attribute = resolve_identifier_attribute(
+            settings.identifier_attribute, REGISTRY.definitions(session)[0]
+        )
     deadline = ctx.now() + timedelta(seconds=settings.ingest_slice_seconds)
     pages = source.iter_pages(
         datetime.fromisoformat(since) if since else None,
@@ -274,7 +280,9 @@ def _read_slice(
             if item is None:
                 return True
             group, token, exhausted = item
-            committed = _commit_group(ctx, run_id, lease, group, token, exhausted)
+            committed = _commit_group(
+                ctx, run_id, lease, group, token, exhausted, identifier_attribute
+            )
             del group, item
         if not committed or exhausted:
             return True
@@ -309,6 +317,7 @@ def _commit_group(
     group: list[Page],
     token: str | None,
     exhausted: bool,
+    identifier_attribute: str = "sku",
 ) -> bool:
     """One transaction: the pages' products in the mirror, their units planned, the token
     saved. False when the run stopped (aborted, cancelled, lease lost): nothing is written
@@ -318,7 +327,7 @@ def _commit_group(
     bad: list[tuple[str, str]] = []
     to_parse, known, hashes = _split_known(group)
     for page in to_parse:
-        g, b = _parse_page(page, settings.identifier_attribute, hashes)
+        g, b = _parse_page(page, identifier_attribute, hashes)
         good.extend(g)
         bad.extend(b)
     now = ctx.now()
@@ -385,7 +394,18 @@ def _commit_group(
             rejected=len(bad),
             read=run.read,
         )
-        if exhausted:
+        if exhausted and run.read and run.rejected >= run.read:
+            # Nothing of the PIM could be read: finishing would publish nothing and (a full
+            # sync) call every product an orphan. Usually the identifier attribute is wrong.
+            runs.fail_ingest_run(
+                session,
+                ctx,
+                run,
+                f"every product read ({run.read:,}) was rejected (identifier attribute "
+                f"{identifier_attribute!r}; set PIMSYNC_IDENTIFIER_ATTRIBUTE if the SKU is "
+                f"elsewhere); first reason: {bad[0][1] if bad else 'see pimsync dead-letters'}",
+            )
+        elif exhausted:
             _finish_ingest(session, ctx, run, children)
     with session_scope() as session:
         # the tables this read is filling up

@@ -10,12 +10,13 @@ from sqlalchemy.orm import Session
 
 from app.logging import get_logger
 from app.pim import repository as pim_repo
+from app.pim.catalog import resolve_identifier_attribute
 from app.pim.product import ProductParseError, content_hash, parse_product
 from app.pim.source import SourceError
 from app.sync import repository as repo
 from app.sync.context import SyncContext
 from app.sync.models import REPLAY
-from app.sync.runtime import configured_channels
+from app.sync.runtime import REGISTRY, configured_channels
 
 log = get_logger("pimsync.sync")
 
@@ -74,6 +75,9 @@ def _refetch(session: Session, ctx: SyncContext, identifiers: list[str]) -> int:
     source = ctx.source()
     good = []
     now = ctx.now()
+    identifier_attribute = resolve_identifier_attribute(
+        ctx.settings.identifier_attribute, REGISTRY.definitions(session)[0]
+    )
     for ident in identifiers:
         try:
             raw = source.get(ident)
@@ -83,7 +87,7 @@ def _refetch(session: Session, ctx: SyncContext, identifiers: list[str]) -> int:
         if raw is None:
             continue
         try:
-            product = parse_product(raw, ctx.settings.identifier_attribute)
+            product = parse_product(raw, identifier_attribute)
         except ProductParseError as exc:
             log.warning("refetch_still_malformed", sku=ident, error=str(exc))
             continue
