@@ -120,6 +120,9 @@ class CompletenessConfig(_Strict):
     required: tuple[str, ...] = ()
     # Akeneo's rule: the family's attribute requirements for the channel's PIM scope.
     family_requirements: bool = True
+    # Akeneo computes no completeness for a product without a family: such a product is
+    # incomplete here (reason "no family") unless the channel publishes it anyway.
+    publish_without_family: bool = False
 
 
 class ContractRef(_Strict):

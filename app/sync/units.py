@@ -83,12 +83,10 @@ def evaluate(product: Product, rt: ChannelRuntime) -> UnitOutcome:
         return UnitOutcome(sku, FILTERED, detail={"filter": failing})
     completeness = compute_completeness(product, rt.channel, rt.defs)
     if not completeness.complete:
-        return UnitOutcome(
-            sku,
-            INCOMPLETE,
-            detail={"missing": completeness.missing},
-            completeness=completeness.ratio,
-        )
+        detail: dict[str, Any] = {"missing": completeness.missing}
+        if completeness.reason is not None:
+            detail["reason"] = completeness.reason
+        return UnitOutcome(sku, INCOMPLETE, detail=detail, completeness=completeness.ratio)
     try:
         # Ownership is enforced inside the plan: attributes of domains the PIM does not own
         # (prices, stock, media by default) are left out and reported as violations.

@@ -299,3 +299,18 @@ def test_sample_input_hash_is_stable() -> None:
     raw = generator.product(3)
     again = dict(generator.product(3), updated="2031-01-01T00:00:00+00:00")
     assert content_hash(parse_product(raw).raw) == content_hash(parse_product(again).raw)
+
+
+# --- issue 16: products without a family --------------------------------------------------------
+
+
+def test_a_product_without_a_family_is_incomplete_unless_the_channel_opts_in() -> None:
+    orphan = good_product(family=None)
+    out = evaluate(orphan, runtime())
+    assert out.status == INCOMPLETE and not out.enabled
+    assert out.detail == {"missing": [], "reason": "no family"}
+    assert out.completeness == 0 and out.doc is None
+    opted_in = make_channel(category_tree="master", completeness={"publish_without_family": True})
+    published = evaluate(orphan, runtime(opted_in))
+    assert published.status == PUBLISHED and published.doc is not None
+    assert published.doc["family"] is None
