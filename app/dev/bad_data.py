@@ -88,6 +88,11 @@ def degrade(
     attribute the catalog now has."""
     old = current_identifier_attribute(defs)
     new = bad.identifier_attribute or old
+    if new != old and new in defs.attributes:
+        raise ValueError(
+            f"cannot rename the identifier attribute {old!r} to {new!r}: the catalog already "
+            f"has an attribute {new!r} (pick a free code)"
+        )
     out: list[dict[str, Any]] = []
     for raw in products:
         product = copy.deepcopy(raw)
