@@ -138,6 +138,9 @@ class ChannelConfig(_Strict):
     code: str
     label: str = ""
     pim_scope: str
+    # A product the PIM gives no identifier (only a uuid): skipped ("filtered" by
+    # `no identifier`), or published with its uuid as the SKU.
+    without_identifier: Literal["skip", "uuid"] = "skip"
     locales: tuple[LocaleConfig, ...] = Field(min_length=1)
     currencies: tuple[str, ...] = Field(min_length=1)
     # PIM attribute codes or globs this channel publishes ("*" = every attribute).

@@ -359,6 +359,25 @@ class ReferenceCatalog:
             product["updated"] = now_iso
         return self.put(identifier, product, now_iso)
 
+    def patch_uuid(self, uid: str, changes: dict[str, Any], now_iso: str) -> dict[str, Any]:
+        """``patch`` for any product by its uuid (one without an identifier too)."""
+        with self._lock:
+            key = uid.lower()
+            if key not in self._blobs:
+                raise ApiError(404, f'Product "{uid}" does not exist.')
+            product = self._decode(key)
+        for name, value in changes.items():
+            if name == "values" and isinstance(value, dict):
+                product["values"] = _merge_values(product.get("values") or {}, value)
+            elif name not in ("identifier", "uuid"):
+                product[name] = value
+        product["updated"] = changes.get("updated", now_iso)
+        with self._lock:
+            stored = self._store(product, now_iso)
+            if stored is None:
+                raise ApiError(422, "The product cannot be stored.")
+            return self._decode(stored)
+
     def delete(self, identifier: str) -> bool:
         with self._lock:
             key = self._uuid_by_identifier.get(identifier)
@@ -1237,6 +1256,11 @@ def _add_admin_routes(app: FastAPI, state: _ServerState) -> None:
     async def patch_product(request: Request, identifier: str) -> Response:
         body = await _json_object(request)
         return _json(state.catalog.patch(identifier, body, _now_iso(state.tz)))
+
+    @app.patch("/_admin/products-uuid/{uid}")
+    async def patch_product_by_uuid(request: Request, uid: str) -> Response:
+        body = await _json_object(request)
+        return _json(state.catalog.patch_uuid(uid, body, _now_iso(state.tz)))
 
     @app.delete("/_admin/products/{identifier:path}")
     async def delete_product(identifier: str) -> Response:

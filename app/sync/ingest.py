@@ -129,8 +129,23 @@ def _parse_page(
     return good, bad
 
 
+def _identifier_in(item: dict[str, Any], identifier_attribute: str) -> Any:
+    """The identifier as ``parse_product`` finds it: the top-level field (the identifier
+    endpoints' shape), else the identifier attribute's value (``products-uuid`` items)."""
+    ident = item.get("identifier")
+    if ident is not None:
+        return ident
+    values = item.get("values")
+    entries = values.get(identifier_attribute) if values.__class__ is dict else None
+    if entries.__class__ is list:
+        for entry in entries:
+            if entry.__class__ is dict and entry.get("data").__class__ is str:
+                return entry["data"]
+    return None
+
+
 def _split_known(
-    pages: list[Page],
+    pages: list[Page], identifier_attribute: str = "sku"
 ) -> tuple[list[Page], list[dict[str, Any]], dict[str, str]]:
     """Set aside the products whose content the mirror already holds.
 
@@ -147,7 +162,7 @@ def _split_known(
         for item in page.items:
             if item.__class__ is not dict:
                 continue
-            ident = item.get("identifier")
+            ident = _identifier_in(item, identifier_attribute)
             if ident.__class__ is not str or not ident or text_problem(ident):
                 continue  # the parser says why (a NUL could not even be looked up)
             if ident in hashes:
@@ -157,6 +172,9 @@ def _split_known(
                 item.get("categories") or [], list
             ):
                 continue  # malformed: the parser says why
+            if item.get("identifier") is None:
+                # hashed as the parser will store it: with its identifier at the top
+                item["identifier"] = ident
             try:
                 hashes[ident] = content_hash(item)
             except (TypeError, ValueError):  # unhashable odd payload: the parser will say why
@@ -325,7 +343,7 @@ def _commit_group(
     settings = ctx.settings
     good: list[tuple[Product, str]] = []
     bad: list[tuple[str, str]] = []
-    to_parse, known, hashes = _split_known(group)
+    to_parse, known, hashes = _split_known(group, identifier_attribute)
     for page in to_parse:
         g, b = _parse_page(page, identifier_attribute, hashes)
         good.extend(g)

@@ -25,6 +25,8 @@ from app.pim.catalog import CatalogDefinitions
 from app.pim.product import Product
 
 FAILED = "failed"
+# the reason a channel skips a product the PIM gave no identifier
+NO_IDENTIFIER = "no identifier"
 
 
 @dataclass(slots=True)
@@ -78,6 +80,8 @@ def evaluate(product: Product, rt: ChannelRuntime) -> UnitOutcome:
     sku = product.identifier
     if not product.enabled:
         return UnitOutcome(sku, DISABLED_IN_PIM, detail={"reason": "disabled in the PIM"})
+    if not product.has_identifier and rt.channel.without_identifier == "skip":
+        return UnitOutcome(sku, FILTERED, detail={"filter": NO_IDENTIFIER})
     failing = first_failing_filter(product, rt.channel, rt.defs)
     if failing is not None:
         return UnitOutcome(sku, FILTERED, detail={"filter": failing})

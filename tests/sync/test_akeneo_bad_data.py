@@ -9,6 +9,7 @@ is the in-process dispatcher); what is under test is the PIM's data, not the wor
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -25,7 +26,8 @@ from app.dev.reference_server import ReferenceCatalog
 from app.pim.models import PimProduct
 from app.sync import repository as repo
 from app.sync.pim_events.apply import accept
-from app.sync.pim_events.formats import parse_cloudevents
+from app.sync.pim_events.formats import parse_cloudevents, parse_events_api
+from tests.conftest import truncate_all
 from tests.pim.reference_data import RunningPim, running_pim
 from tests.pim.test_akeneo import make_source
 from tests.sync.conftest import Harness
@@ -36,14 +38,23 @@ RENAMED = "item_code"  # `ean` is taken in the generated catalog: a free code
 
 
 @pytest.fixture
-def settings(pg_db: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def settings(pg_db: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     # A delta reads exactly what changed (the generated products were updated long ago).
     monkeypatch.setenv("PIMSYNC_DELTA_OVERLAP_SECONDS", "0")
     monkeypatch.setenv("PIMSYNC_EVENT_COALESCE_SECONDS", "0")
     monkeypatch.delenv("PIMSYNC_IDENTIFIER_ATTRIBUTE", raising=False)
     reset_settings_cache()
-    yield
+    yield pg_db
     reset_settings_cache()
+
+
+def plain_statuses(db: str) -> dict[tuple[str, str], str]:
+    """What a full sync of the unspoiled catalog publishes; the database is emptied after."""
+    with stack() as (plain, _):
+        plain.full()
+        found = statuses(plain)
+    truncate_all(db)
+    return found
 
 
 @contextmanager
@@ -87,21 +98,17 @@ def pristine() -> dict[str, Any]:
     """What the unspoiled catalog holds, for comparison (read from the dataset itself)."""
     catalog = ReferenceCatalog.load(CATALOG)
     products = [orjson.loads(b) for b in catalog._blobs.values()]
-    return {"skus": sorted(identifier_of(p, "sku") for p in products)}
+    return {
+        "skus": sorted(identifier_of(p, "sku") for p in products),
+        "sku_of": {p["uuid"]: identifier_of(p, "sku") for p in products},
+    }
 
 
 # --- a renamed identifier attribute (deviation 3) ---------------------------------------------
 
 
-def test_renamed_identifier_full_delta_and_webhooks(settings: None, pristine: Any) -> None:
-    with stack() as (plain, _):
-        plain.full()
-        expected = statuses(plain)
-    with session_scope() as s:  # start again from an empty database
-        s.execute(PimProduct.__table__.delete())
-        from app.channels.models import ChannelProduct
-
-        s.execute(ChannelProduct.__table__.delete())
+def test_renamed_identifier_full_delta_and_webhooks(settings: str, pristine: Any) -> None:
+    expected = plain_statuses(settings)
     with stack(BadData(identifier_attribute=RENAMED)) as (harness, pim):
         run_id = harness.full()
         parent = harness.runs(run_id)[None]
@@ -146,7 +153,7 @@ def test_renamed_identifier_full_delta_and_webhooks(settings: None, pristine: An
 
 
 def test_renamed_identifier_with_a_wrong_setting_fails_the_run_and_says_why(
-    settings: None, monkeypatch: pytest.MonkeyPatch
+    settings: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PIMSYNC_IDENTIFIER_ATTRIBUTE", "sku")  # the catalog calls it item_code
     reset_settings_cache()
@@ -164,7 +171,7 @@ def test_renamed_identifier_with_a_wrong_setting_fails_the_run_and_says_why(
 
 
 def test_completeness_command_finds_the_renamed_identifier_or_exits_non_zero(
-    settings: None, monkeypatch: pytest.MonkeyPatch
+    settings: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from typer.testing import CliRunner
 
@@ -190,3 +197,203 @@ def test_completeness_command_finds_the_renamed_identifier_or_exits_non_zero(
         assert wrong.exit_code == 1
         assert "every product" in wrong.output and "(60) was rejected" in wrong.output
         assert "PIMSYNC_IDENTIFIER_ATTRIBUTE" in wrong.output
+
+
+# --- products without identifier, products without family (deviations 4 and 7) ---------------
+
+
+def cloud_event(i: int, uid: str, kind: str = "product.updated") -> dict[str, Any]:
+    return {
+        "specversion": "1.0",
+        "id": f"ce-{kind}-{i}",
+        "source": "pim",
+        "type": f"com.akeneo.pim.v1.{kind}",
+        "time": later(),
+        "data": {"product": {"uuid": uid}},
+    }
+
+
+def expected_statuses(
+    plain: dict[tuple[str, str], str],
+    sku_of: dict[str, str],
+    identifierless: set[str],
+    familyless: set[str],
+    publish_uuid: frozenset[str] = frozenset(),
+    publish_familyless: frozenset[str] = frozenset(),
+) -> dict[tuple[str, str], str]:
+    """The unspoiled outcome, changed by the rules (independently of the code under test):
+    a product without identifier is keyed by its uuid and skipped (filtered) unless it is
+    disabled in the PIM or the channel publishes it under its uuid; a product without family
+    that would be published or incomplete is incomplete unless the channel opts in."""
+    uuid_of = {sku: uid for uid, sku in sku_of.items()}
+    out: dict[tuple[str, str], str] = {}
+    for (channel, sku), status in plain.items():
+        uid = uuid_of[sku]
+        if uid in identifierless:
+            key = (channel, uid)
+            if status != "disabled_in_pim" and channel not in publish_uuid:
+                status = "filtered"
+            out[key] = status
+            continue
+        if (
+            uid in familyless
+            and status in ("published", "incomplete")
+            and channel not in publish_familyless
+        ):
+            status = "incomplete"
+        out[(channel, sku)] = status
+    return out
+
+
+def test_products_without_identifier_or_family_full_delta_and_webhooks(
+    settings: str, pristine: Any
+) -> None:
+    plain = plain_statuses(settings)
+    bad = BadData(without_identifier=2, without_family=3)
+    with stack(bad) as (harness, pim):
+        products = pim_products(pim)
+        sku_of = pristine["sku_of"]
+        uuid_of = {sku: uid for uid, sku in sku_of.items()}
+        identifierless = {p["uuid"] for p in products if identifier_of(p, "sku") is None}
+        familyless = {p["uuid"] for p in products if p.get("family") is None}
+        assert (len(identifierless), len(familyless)) == (2, 3)
+        expected = expected_statuses(plain, sku_of, identifierless, familyless)
+
+        run_id = harness.full()
+        parent = harness.runs(run_id)[None]
+        assert (parent.status, parent.read, parent.rejected) == ("completed", 60, 0)
+        assert mirror_count() == 60  # every product mirrored, the two without SKU by uuid
+        got = {key: row for key, row in harness.rows().items()}
+        assert {key: row.status for key, row in got.items()} == expected
+        for uid in identifierless:
+            for channel in CHANNELS:
+                row = got[(channel, uid)]
+                if row.status == "filtered":
+                    assert row.detail == {"filter": "no identifier"}
+        incomplete_no_family = [
+            key for key, row in got.items() if (row.detail or {}).get("reason") == "no family"
+        ]
+        assert len(incomplete_no_family) == sum(
+            1
+            for (_, sku), status in plain.items()
+            if uuid_of[sku] in familyless and status in ("published", "incomplete")
+        )
+        assert incomplete_no_family  # the rule did bite
+
+        # a delta: one product of each kind edited in the PIM
+        untouched = set(sku_of) - identifierless - familyless
+        edited = [min(identifierless), min(familyless), min(untouched)]
+        for uid in edited:
+            pim.admin.patch(
+                f"/_admin/products-uuid/{uid}",
+                json={"values": {"name": [{"locale": "de_DE", "scope": None, "data": "Neu"}]}},
+            ).raise_for_status()
+        delta = harness.runs(harness.delta())[None]
+        assert (delta.status, delta.read, delta.rejected) == ("completed", 3, 0)
+        assert {k: r.status for k, r in harness.rows().items()} == expected
+
+        # a webhook burst: the Event Platform names every spoiled product by uuid
+        burst = [cloud_event(i, uid) for i, uid in enumerate(sorted(identifierless | familyless))]
+        pim.reset_stats()
+        with session_scope() as s:
+            keys = accept(s, parse_cloudevents(burst), utcnow()).new_keys or []
+        assert len(keys) == 5
+        harness.dispatcher.pim_product(keys[0])  # one task takes the due others along
+        harness.drain()
+        assert pim.stats()["requests"] == 1  # five products: one uuid IN search
+        assert {k: r.status for k, r in harness.rows().items()} == expected
+        with session_scope() as s:
+            assert repo.list_dead_letters(s) == []
+        assert mirror_count() == 60
+
+
+def test_channels_that_opt_in_publish_them(
+    settings: str, pristine: Any, channels_file: Any
+) -> None:
+    plain = plain_statuses(settings)
+
+    def opt_in(channels: dict[str, Any]) -> None:
+        channels["de_storefront"]["without_identifier"] = "uuid"
+        channels["at_storefront"].setdefault("completeness", {})["publish_without_family"] = True
+
+    channels_file(opt_in)
+    with stack(BadData(without_identifier=2, without_family=3)) as (harness, pim):
+        products = pim_products(pim)
+        identifierless = {p["uuid"] for p in products if identifier_of(p, "sku") is None}
+        familyless = {p["uuid"] for p in products if p.get("family") is None}
+        expected = expected_statuses(
+            plain,
+            pristine["sku_of"],
+            identifierless,
+            familyless,
+            publish_uuid=frozenset({"de_storefront"}),
+            publish_familyless=frozenset({"at_storefront"}),
+        )
+        harness.full()
+        rows = harness.rows()
+        assert {key: row.status for key, row in rows.items()} == expected
+        published_by_uuid = [
+            uid for uid in identifierless if rows[("de_storefront", uid)].status == "published"
+        ]
+        assert published_by_uuid  # (the two are complete in de_storefront)
+        for uid in published_by_uuid:
+            assert rows[("de_storefront", uid)].doc["sku"] == uid
+        assert any(
+            rows[("at_storefront", pristine["sku_of"][uid])].status == "published"
+            for uid in familyless
+        )
+
+
+# --- model events fetch each variant once (deviation 6) ------------------------------------
+
+
+def test_a_mix_of_model_and_product_events_fetches_each_product_once(
+    settings: str, pristine: Any
+) -> None:
+    with stack() as (harness, pim):
+        harness.full()
+        products = pim_products(pim)
+        roots = Counter(p["root_parent"] for p in products if p.get("root_parent"))
+        root, count = roots.most_common(1)[0]
+        variants = [p for p in products if p.get("root_parent") == root]
+        sub_model = variants[0]["parent"]
+        assert count == len(variants) >= 3 and sub_model != root
+        for p in variants:  # the catalog team edits the model's variants
+            pim.admin.patch(
+                f"/_admin/products-uuid/{p['uuid']}",
+                json={"values": {"name": [{"locale": "de_DE", "scope": None, "data": "Neu"}]}},
+            ).raise_for_status()
+        legacy = {
+            "events": [
+                {
+                    "action": "product_model.updated",
+                    "event_id": f"model-{code}",
+                    "event_datetime": later(),
+                    "author": "peter",
+                    "data": {"resource": {"code": code}},
+                }
+                for code in (root, sub_model)
+            ]
+        }
+        # the same variants named by the model events (by SKU, through the mirror) and by
+        # the Event Platform (by uuid), in one burst
+        platform = [cloud_event(i, p["uuid"]) for i, p in enumerate(variants)]
+        pim.reset_stats()
+        with session_scope() as s:
+            keys = accept(s, parse_events_api(legacy), utcnow()).new_keys or []
+            keys += accept(s, parse_cloudevents(platform), utcnow()).new_keys or []
+        assert len(keys) == 2 * len(variants)  # both names of each variant are pending
+        harness.dispatcher.pim_product(keys[0])
+        harness.drain()
+        # one uuid IN search for every variant, however many events named it and how
+        served = pim.stats()
+        assert served["requests"] == 1, served
+        with session_scope() as s:
+            names = {
+                row.identifier: row.raw["values"]["name"]
+                for row in s.execute(select(PimProduct)).scalars()
+                if row.uuid in {p["uuid"] for p in variants}
+            }
+        assert len(names) == len(variants)
+        for entries in names.values():
+            assert {"locale": "de_DE", "scope": None, "data": "Neu"} in entries
