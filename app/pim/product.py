@@ -184,7 +184,8 @@ def _ref(raw: dict[str, Any]) -> str:
     return printable(identifier) if isinstance(identifier, str) and identifier else "<unknown>"
 
 
-def _is_uuid(value: Any) -> bool:
+def is_uuid(value: Any) -> bool:
+    """A uuid in its 36-character text form (Akeneo's product key)."""
     if not isinstance(value, str) or len(value) != 36:
         return False
     try:
@@ -310,7 +311,7 @@ def parse_product(raw: Any, identifier_attribute: str = "sku") -> Product:
                 identifier = entry["data"]
                 break
     has_identifier = True
-    if identifier is None and _is_uuid(raw.get("uuid")):
+    if identifier is None and is_uuid(raw.get("uuid")):
         # No identifier at all, and Akeneo's own key: mirrored under its uuid; each channel
         # publishes it under that uuid or skips it ("no identifier").
         identifier, has_identifier = str(raw["uuid"]).lower(), False

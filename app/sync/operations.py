@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from app.logging import get_logger
 from app.pim import repository as pim_repo
 from app.pim.catalog import resolve_identifier_attribute
-from app.pim.product import ProductParseError, content_hash, parse_product
+from app.pim.product import ProductParseError, content_hash, is_uuid, parse_product
 from app.pim.source import SourceError
 from app.sync import repository as repo
 from app.sync.context import SyncContext
@@ -78,9 +78,14 @@ def _refetch(session: Session, ctx: SyncContext, identifiers: list[str]) -> int:
     identifier_attribute = resolve_identifier_attribute(
         ctx.settings.identifier_attribute, REGISTRY.definitions(session)[0]
     )
+    get_by_uuid = getattr(source, "get_by_uuid", None)
     for ident in identifiers:
         try:
-            raw = source.get(ident)
+            # a product refused without a usable identifier is recorded under its uuid
+            if get_by_uuid is not None and is_uuid(ident):
+                raw = get_by_uuid(ident)
+            else:
+                raw = source.get(ident)
         except SourceError as exc:
             log.warning("refetch_failed", sku=ident, error=str(exc))
             continue

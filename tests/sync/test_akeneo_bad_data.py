@@ -397,3 +397,28 @@ def test_a_mix_of_model_and_product_events_fetches_each_product_once(
         assert len(names) == len(variants)
         for entries in names.values():
             assert {"locale": "de_DE", "scope": None, "data": "Neu"} in entries
+
+
+def test_a_refused_product_without_identifier_is_replayed_by_its_uuid(settings: str) -> None:
+    from app.sync import operations
+
+    with stack(BadData(without_identifier=1)) as (harness, pim):
+        uid = next(p["uuid"] for p in pim_products(pim) if identifier_of(p, "sku") is None)
+        # its data broken in the PIM: a value that is not a list of values
+        pim.admin.patch(
+            f"/_admin/products-uuid/{uid}", json={"values": {"name": "broken"}}
+        ).raise_for_status()
+        parent = harness.runs(harness.full())[None]
+        assert (parent.read, parent.rejected) == (60, 1)
+        with session_scope() as s:
+            [letter] = repo.list_dead_letters(s)
+            assert (letter.kind, letter.sku) == ("ingest", uid)  # named by its uuid
+        # repaired in the PIM, then replayed: fetched by uuid and mirrored
+        fixed = {"name": [{"locale": "de_DE", "scope": None, "data": "Repariert"}]}
+        pim.admin.patch(f"/_admin/products-uuid/{uid}", json={"values": fixed}).raise_for_status()
+        with session_scope() as s:
+            result = operations.replay_dead_letters(s, harness.ctx)
+        assert result["refetched"] == 1
+        with session_scope() as s:
+            row = s.get(PimProduct, uid)
+            assert row is not None and row.raw["identifier"] is None
