@@ -15,7 +15,7 @@ from app.cli.terminal import CliError, console, err, friendly
 from app.config import get_settings
 from app.db import session_scope
 from app.mapping import repository as mapping_repo
-from app.pim.catalog import resolve_identifier_attribute
+from app.pim.catalog import identifier_attribute_problem, resolve_identifier_attribute
 from app.pim.product import ProductParseError, parse_product
 from app.pim.sources import open_source
 
@@ -58,6 +58,8 @@ def completeness(
     rejected: list[str] = []
     read = 0
     identifier_attribute = resolve_identifier_attribute(s.identifier_attribute, defs)
+    if problem := identifier_attribute_problem(identifier_attribute, defs):
+        raise CliError(f"{spec}: {problem}", 1)
 
     def products() -> Any:
         nonlocal read

@@ -220,6 +220,24 @@ def resolve_identifier_attribute(override: str | None, defs: CatalogDefinitions)
     return override or defs.identifier_attribute() or "sku"
 
 
+def identifier_attribute_problem(attribute: str, defs: CatalogDefinitions) -> str | None:
+    """Why ``attribute`` cannot be where the PIM keeps its SKUs (None: it can). Checked
+    against the definitions when they list attributes: a wrong setting would otherwise make
+    every product look like one without an identifier."""
+    if not defs.attributes:
+        return None
+    found = defs.attributes.get(attribute)
+    if found is not None and found.type == IDENTIFIER_TYPE:
+        return None
+    actual = defs.identifier_attribute()
+    return (
+        f"the identifier attribute {attribute!r} is not one of the PIM's identifier attributes "
+        f"({actual!r} is; fix or unset PIMSYNC_IDENTIFIER_ATTRIBUTE)"
+        if actual
+        else f"the identifier attribute {attribute!r} is not an identifier attribute of the PIM"
+    )
+
+
 def parse_family(record: dict[str, Any]) -> FamilyDef:
     code = _str(record, "code", "family")
     reqs = record.get("attribute_requirements") or {}

@@ -27,7 +27,7 @@ from app.mapping import repository as mapping_repo
 from app.mapping.repository import Tally
 from app.ownership import Violation
 from app.pim import repository as pim_repo
-from app.pim.catalog import resolve_identifier_attribute
+from app.pim.catalog import identifier_attribute_problem, resolve_identifier_attribute
 from app.pim.product import (
     MAX_PRODUCT_BYTES,
     Product,
@@ -280,9 +280,11 @@ def _read_slice(
         _refresh_definitions(ctx, source, force=kind == FULL)
     with session_scope() as session:
         # where the SKU is in `values`: from the definitions this run read at its start
-        identifier_attribute = resolve_identifier_attribute(
-            settings.identifier_attribute, REGISTRY.definitions(session)[0]
-        )
+        defs = REGISTRY.definitions(session)[0]
+    identifier_attribute = resolve_identifier_attribute(settings.identifier_attribute, defs)
+    if problem := identifier_attribute_problem(identifier_attribute, defs):
+        runs.fail_ingest(ctx, run_id, problem)
+        return True
     deadline = ctx.now() + timedelta(seconds=settings.ingest_slice_seconds)
     pages = source.iter_pages(
         datetime.fromisoformat(since) if since else None,

@@ -81,7 +81,11 @@ def mirror_count() -> int:
 
 
 def pim_products(pim: RunningPim) -> list[dict[str, Any]]:
-    return [orjson.loads(blob) for blob in pim.catalog._blobs.values()]
+    return pim_products_of(pim.catalog)
+
+
+def pim_products_of(catalog: ReferenceCatalog) -> list[dict[str, Any]]:
+    return [orjson.loads(blob) for blob in catalog._blobs.values()]
 
 
 def identifier_of(product: dict[str, Any], attribute: str) -> str | None:
@@ -162,12 +166,37 @@ def test_renamed_identifier_with_a_wrong_setting_fails_the_run_and_says_why(
         runs = harness.runs(run_id)
         parent = runs[None]
         assert parent.status == "failed"
-        assert parent.read == parent.rejected == 60
-        assert "every product read (60) was rejected" in (parent.error or "")
+        assert parent.read == parent.rejected == 0  # refused before reading a product
+        assert "'sku' is not one of the PIM's identifier attributes" in (parent.error or "")
+        assert "'item_code' is" in (parent.error or "")
         assert "PIMSYNC_IDENTIFIER_ATTRIBUTE" in (parent.error or "")
         for channel in CHANNELS:
             assert runs[channel].status == "failed"
         assert harness.rows() == {}  # nothing published, nothing disabled
+        assert mirror_count() == 0
+
+
+def test_a_run_whose_every_product_is_rejected_fails_and_says_why(settings: str) -> None:
+    broken = ReferenceCatalog.load(CATALOG)
+    for p in pim_products_of(broken):
+        p["values"]["name"] = "broken"  # a value that is not a list of values
+        broken.put(identifier_of(p, "sku"), p, p["updated"])
+    with running_pim(broken, identifier_endpoints=False) as pim:
+        source = make_source(pim.url)
+        harness = Harness(source)  # type: ignore[arg-type]
+        harness.ctx.settings = get_settings()
+        try:
+            runs = harness.runs(harness.full())
+        finally:
+            source.close()
+    parent = runs[None]
+    assert parent.status == "failed"
+    assert parent.read == parent.rejected == 60
+    assert "every product read (60) was rejected" in (parent.error or "")
+    assert "values.name" in (parent.error or "")  # the first reason, verbatim
+    for channel in CHANNELS:
+        assert runs[channel].status == "failed"
+    assert harness.rows() == {}
 
 
 def test_completeness_command_finds_the_renamed_identifier_or_exits_non_zero(
@@ -195,8 +224,9 @@ def test_completeness_command_finds_the_renamed_identifier_or_exits_non_zero(
         reset_settings_cache()
         wrong = CliRunner().invoke(app, command)
         assert wrong.exit_code == 1
-        assert "every product" in wrong.output and "(60) was rejected" in wrong.output
-        assert "PIMSYNC_IDENTIFIER_ATTRIBUTE" in wrong.output
+        said = " ".join(wrong.output.split())  # the console wraps long lines
+        assert "'sku' is not one of the PIM's identifier attributes ('item_code' is" in said
+        assert "PIMSYNC_IDENTIFIER_ATTRIBUTE" in said
 
 
 # --- products without identifier, products without family (deviations 4 and 7) ---------------

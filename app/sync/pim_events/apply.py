@@ -21,7 +21,7 @@ from app.channels.models import PUBLISHED, REMOVED
 from app.db import after_commit, session_scope
 from app.logging import get_logger
 from app.pim import repository as pim_repo
-from app.pim.catalog import resolve_identifier_attribute
+from app.pim.catalog import identifier_attribute_problem, resolve_identifier_attribute
 from app.pim.product import ProductParseError, content_hash, parse_product
 from app.sync import repository as repo
 from app.sync.context import SyncContext
@@ -170,13 +170,16 @@ def _apply_work(
     outcomes = _remove(session, ctx, [w.key for w in work if w.action == REMOVE], now)
     parsed = []
     rejected = []
-    identifier_attribute = resolve_identifier_attribute(
-        ctx.settings.identifier_attribute, REGISTRY.definitions(session)[0]
-    )
+    defs = REGISTRY.definitions(session)[0]
+    identifier_attribute = resolve_identifier_attribute(ctx.settings.identifier_attribute, defs)
+    # a wrong setting would make every product look like one without an identifier
+    problem = identifier_attribute_problem(identifier_attribute, defs)
     for w in work:
         if w.action != UPSERT:
             continue
         try:
+            if problem is not None:
+                raise ProductParseError(w.key, "identifier", problem)
             parsed.append((w.key, parse_product(w.product, identifier_attribute)))
         except ProductParseError as exc:
             rejected.append(repo.rejected_product(exc.product_ref, str(exc), None, now))
