@@ -38,6 +38,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.dev.akeneo_shapes import documented_model, documented_product, documented_records
 from app.dev.bad_data import BadData, degrade
 from app.pim.catalog import CatalogDefinitions
 from app.pim.product import parse_datetime
@@ -171,7 +172,7 @@ class ReferenceCatalog:
         for product in products:
             catalog._store(product, now)
         for model in models:
-            catalog._store_model(model)
+            catalog._store_model(model, now)
         catalog._reindex()
         return catalog
 
@@ -188,7 +189,7 @@ class ReferenceCatalog:
         iter_models = getattr(source, "iter_models", None)
         if callable(iter_models):
             for model in iter_models():
-                catalog._store_model(model)
+                catalog._store_model(model, now)
         catalog._reindex()
         return catalog
 
@@ -250,6 +251,7 @@ class ReferenceCatalog:
             product["updated"] = now_iso
             updated = _epoch(now_iso)
             assert updated is not None
+        documented_product(product)
         enabled = product.get("enabled", True) is not False
         parent = product.get("parent")
         meta = _Meta(
@@ -296,12 +298,14 @@ class ReferenceCatalog:
             if index < len(self._order) and self._order[index] == key:
                 del self._order[index]
 
-    def _store_model(self, raw: dict[str, Any]) -> None:
+    def _store_model(self, raw: dict[str, Any], now_iso: str | None = None) -> None:
         code = raw.get("code") if isinstance(raw, dict) else None
         if not isinstance(code, str) or not code:
             self.skipped += 1
             return
         model = dict(raw)
+        model.setdefault("updated", now_iso or _now_iso())
+        documented_model(model)
         model.pop("_links", None)
         self._models[code.lower()] = _compact(model)
         self._model_codes[code.lower()] = code
@@ -1189,7 +1193,7 @@ def _add_definition_routes(app: FastAPI, state: _ServerState) -> None:
     def records(kind: str) -> list[dict[str, Any]]:
         # definitions do not change while serving: export them once
         if not exported:
-            exported.update(state.catalog.definitions.to_dict())
+            exported.update(documented_records(state.catalog.definitions))
         return exported[kind]
 
     def lister(kind: str) -> Callable[[Request], Awaitable[Response]]:
@@ -1202,8 +1206,14 @@ def _add_definition_routes(app: FastAPI, state: _ServerState) -> None:
 
         return list_records
 
-    for kind in ("attributes", "families", "channels", "categories"):
+    for kind in ("attributes", "families", "channels", "categories", "locales", "currencies"):
         app.add_api_route(f"{API}/{kind}", lister(kind), methods=["GET"])
+
+    @app.get(f"{API}/measurement-families")
+    async def list_measurement_families(request: Request) -> Response:
+        # not paginated in Akeneo: the whole list at once
+        state.tokens.check_bearer(request.headers.get("authorization"))
+        return _json(records("measurement-families"))
 
     @app.get(f"{API}/attributes/{{code}}/options")
     async def list_options(request: Request, code: str) -> Response:

@@ -28,6 +28,7 @@ import orjson
 
 from app.config import get_settings
 from app.errors import is_transient_status
+from app.logging import get_logger
 from app.pim.catalog import (
     IDENTIFIER_TYPE,
     SELECT_TYPES,
@@ -43,6 +44,8 @@ from app.pim.ratelimit import (
     SemaphoreUnavailable,
 )
 from app.pim.source import Page, SourceError, TransientSourceError
+
+log = get_logger("pimsync.akeneo")
 
 API = "/api/rest/v1"
 TOKEN_PATH = "/api/oauth/v1/token"
@@ -388,12 +391,39 @@ class AkeneoRestSource:
                     channels=channels,
                     categories=categories,
                     options=options,
+                    unit_symbols=self._unit_symbols(),
                 )
             except DefinitionError as exc:
                 raise SourceError(
                     f"Akeneo at {self.base_url}: unusable definition: {exc}"
                 ) from None
         return self._definitions
+
+    def _unit_symbols(self) -> dict[str, str]:
+        """Unit code -> symbol from ``/measurement-families`` (one unpaginated list). Without
+        the "List measurement families" permission (403) or on an older PIM (404) the common
+        symbols pimsync knows apply."""
+        try:
+            response = self._call("GET", f"{self.base_url}{API}/measurement-families")
+        except TransientSourceError:
+            raise
+        except SourceError as exc:
+            log.warning("measurement_families_unreadable", pim=self.base_url, error=str(exc))
+            return {}
+        if response.status_code == 404:
+            return {}
+        try:
+            families = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            families = None
+        symbols: dict[str, str] = {}
+        for family in families if isinstance(families, list) else ():
+            units = family.get("units") if isinstance(family, dict) else None
+            for code, unit in (units or {}).items() if isinstance(units, dict) else ():
+                symbol = unit.get("symbol") if isinstance(unit, dict) else None
+                if isinstance(code, str) and isinstance(symbol, str) and symbol:
+                    symbols[code] = symbol
+        return symbols
 
     def invalidate_definitions(self) -> None:
         """Read the definitions again on next use (they change: new attributes, options)."""
