@@ -452,3 +452,30 @@ def test_a_refused_product_without_identifier_is_replayed_by_its_uuid(settings: 
         with session_scope() as s:
             row = s.get(PimProduct, uid)
             assert row is not None and row.raw["identifier"] is None
+
+
+def test_every_bad_day_at_once_full_and_delta(settings: str, pristine: Any) -> None:
+    """The issue's 'done when': renamed identifier, identifier-less and family-less products in
+    one catalog; a full sync and a delta complete with exact counts."""
+    plain = plain_statuses(settings)
+    bad = BadData(identifier_attribute=RENAMED, without_identifier=2, without_family=3)
+    with stack(bad) as (harness, pim):
+        products = pim_products(pim)
+        identifierless = {p["uuid"] for p in products if identifier_of(p, RENAMED) is None}
+        familyless = {p["uuid"] for p in products if p.get("family") is None}
+        assert (len(products), len(identifierless), len(familyless)) == (60, 2, 3)
+        expected = expected_statuses(plain, pristine["sku_of"], identifierless, familyless)
+        parent = harness.runs(harness.full())[None]
+        assert (parent.status, parent.read, parent.rejected) == ("completed", 60, 0)
+        assert mirror_count() == 60
+        assert statuses(harness) == expected
+        edited = sorted(identifierless)[:1] + sorted(familyless)[:2]
+        for uid in edited:
+            pim.admin.patch(
+                f"/_admin/products-uuid/{uid}",
+                json={"values": {"name": [{"locale": "de_DE", "scope": None, "data": "Neu"}]}},
+            ).raise_for_status()
+        delta = harness.runs(harness.delta())[None]
+        assert (delta.status, delta.read, delta.rejected) == ("completed", 3, 0)
+        assert mirror_count() == 60
+        assert statuses(harness) == expected
