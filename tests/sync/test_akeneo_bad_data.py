@@ -479,3 +479,25 @@ def test_every_bad_day_at_once_full_and_delta(settings: str, pristine: Any) -> N
         assert (delta.status, delta.read, delta.rejected) == ("completed", 3, 0)
         assert mirror_count() == 60
         assert statuses(harness) == expected
+
+
+def test_unchanged_products_uuid_items_are_only_marked_seen(
+    settings: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """products-uuid items carry the SKU in values only: the ingest still recognises the
+    products the mirror holds unchanged and does not parse them again (a warm full sync)."""
+    from app.sync import ingest
+
+    with stack(BadData(identifier_attribute=RENAMED)) as (harness, _):
+        harness.full()
+        parsed: list[Any] = []
+        real = ingest._parse_page
+
+        def spy(page: Any, *args: Any, **kwargs: Any) -> Any:
+            parsed.extend(page.items)
+            return real(page, *args, **kwargs)
+
+        monkeypatch.setattr(ingest, "_parse_page", spy)
+        second = harness.runs(harness.full())[None]
+        assert (second.status, second.read, second.rejected) == ("completed", 60, 0)
+        assert parsed == []
