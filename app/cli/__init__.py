@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import typer
 
-from app.cli import catalog, dead_letters, dev, pages, processes, runs, setup, sync
+from app.cli import catalog, dead_letters, dev, explain, pages, processes, runs, setup, sync
 
 app = typer.Typer(
     name="pimsync",
@@ -22,6 +22,7 @@ app.command()(setup.ownership)
 # the catalog as pimsync sees it
 app.command()(catalog.completeness)
 app.command()(catalog.drift)
+app.command("explain")(explain.explain_command)
 # syncs and their runs
 app.command()(sync.sync)
 app.command()(sync.republish)

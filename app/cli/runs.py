@@ -11,11 +11,12 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from app.cli.terminal import CliError, console, friendly, parse_run_id
-from app.db import session_scope
+from app.db import session_scope, utcnow
 from app.sync import repository as repo
 from app.sync import runs
 from app.sync.context import SyncContext
 from app.sync.models import TERMINAL
+from app.sync.progress import family_progress, run_progress
 
 app = typer.Typer(help="Sync runs: list recent ones, cancel one.", invoke_without_command=True)
 
@@ -36,9 +37,16 @@ def _family(session: Any, run_id: uuid.UUID) -> tuple[Any, list[Any]]:
     return run, repo.child_runs(session, run_id)
 
 
+# Without a terminal (a CI log, a pipe), --wait prints one plain line this often.
+PLAIN_PROGRESS_EVERY_SECONDS = 10.0
+
+
 def wait_for(run_id: uuid.UUID, expected_children: int, timeout: float) -> list[Any]:
-    """Follow a run and its channel runs with a progress bar until every one has ended."""
+    """Follow a run and its channel runs until every one has ended: a live bar with done /
+    total and the time left on a terminal, a plain line every few seconds elsewhere."""
     deadline = time.monotonic() + timeout
+    live = console.is_terminal
+    last_line = 0.0
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -46,8 +54,9 @@ def wait_for(run_id: uuid.UUID, expected_children: int, timeout: float) -> list[
         TimeElapsedColumn(),
         console=console,
         transient=False,
-    ) as progress:
-        bar = progress.add_task("sync", total=None, units="")
+        disable=not live,
+    ) as bar_display:
+        bar = bar_display.add_task("sync", total=None, units="")
         while True:
             with session_scope() as session:
                 run, children = _family(session, run_id)
@@ -56,12 +65,20 @@ def wait_for(run_id: uuid.UUID, expected_children: int, timeout: float) -> list[
                     and len(children) >= expected_children
                     and all(c.status in TERMINAL for c in children)
                 )
-                total = sum(c.planned_units for c in children) or None
-                completed = sum(c.processed for c in children)
-                read = run.read
-            desc = f"read {read:,} products" if run.channel is None else run.kind
-            units = f"{completed:,}/{total:,} units" if total else f"{completed:,} units"
-            progress.update(bar, total=total, completed=completed, description=desc, units=units)
+                now = utcnow()
+                progress = family_progress(run, children, now)
+                phase = _phase(run, children)
+            if live:
+                bar_display.update(
+                    bar,
+                    total=progress.total,
+                    completed=progress.done,
+                    description=phase,
+                    units=progress.text(),
+                )
+            elif done or time.monotonic() - last_line >= PLAIN_PROGRESS_EVERY_SECONDS:
+                last_line = time.monotonic()
+                console.print(f"{str(run_id)[:8]} {phase}: {progress.text()}", highlight=False)
             if done:
                 return [run, *children]
             if time.monotonic() > deadline:
@@ -70,6 +87,25 @@ def wait_for(run_id: uuid.UUID, expected_children: int, timeout: float) -> list[
                     "(it goes on; follow it with `pimsync runs`)"
                 )
             time.sleep(0.5)
+
+
+def _phase(run: Any, children: list[Any]) -> str:
+    """What a sync is doing: reading the PIM (a delta before its channels catch up),
+    publishing, or how it ended."""
+    if run.channel is not None:
+        return f"{run.kind} {run.channel}: {run.status}"
+    if run.status == "running" and not children:
+        return f"{run.kind}: reading the PIM"
+    if run.status == "running":
+        return f"{run.kind}: reading the PIM and publishing"
+    if any(c.status == "running" for c in children):
+        return f"{run.kind}: publishing"
+    return f"{run.kind}: {run.status}"
+
+
+def progress_text(run: Any, parent: Any = None) -> str:
+    """A run's progress for tables: done / total and the ETA while it runs."""
+    return run_progress(run, utcnow(), parent).text()
 
 
 def runs_table(runs: list[Any], title: str = "runs", compact: bool = False) -> Table:
@@ -93,6 +129,7 @@ def runs_table(runs: list[Any], title: str = "runs", compact: bool = False) -> T
             "status",
             "started",
             "secs",
+            "progress",
             "read",
             *heads,
             "note",
@@ -112,6 +149,7 @@ def runs_table(runs: list[Any], title: str = "runs", compact: bool = False) -> T
                 r.status,
                 r.started_at.strftime("%Y-%m-%d %H:%M:%S"),
                 secs,
+                progress_text(r) if r.status == "running" else "",
                 str(r.read) if r.channel is None else "",
                 *counts,
                 (r.error or "")[:80],
@@ -131,6 +169,28 @@ def runs_list(
         return
     with session_scope() as session:
         console.print(runs_table(repo.recent_runs(session, limit, channel=channel)))
+
+
+@app.command("show")
+@friendly
+def runs_show(run_id: str) -> None:
+    """One run and its channel runs: state, progress (done / total, ETA), counts, errors."""
+    with session_scope() as session:
+        run, children = _family(session, parse_run_id(run_id))
+        parent = repo.get_run(session, run.parent_id) if run.parent_id else None
+        now = utcnow()
+        console.print(f"run {run.id}  {run.kind} {run.channel or '(PIM read)'}  {run.status}")
+        console.print(f"  started {run.started_at:%Y-%m-%d %H:%M:%S} UTC, trigger {run.trigger}")
+        console.print(f"  progress: {run_progress(run, now, parent).text()}", highlight=False)
+        if children:
+            total = family_progress(run, children, now)
+            console.print(f"  all channels: {total.text()}", highlight=False)
+            for child in children:
+                line = run_progress(child, now, run).text()
+                console.print(f"    {child.channel}: {child.status}, {line}", highlight=False)
+        if run.error:
+            console.print(f"  error: {run.error}", highlight=False)
+        console.print(runs_table([run, *children], f"run {str(run.id)[:8]}"))
 
 
 @app.command("cancel")
