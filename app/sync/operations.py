@@ -98,13 +98,16 @@ def refetch_from_pim(session: Session, ctx: SyncContext, identifiers: list[str])
     good = []
     gone: list[str] = []
     bad: dict[str, str] = {}
+    identifier_attribute = resolve_identifier_attribute(
+        ctx.settings.identifier_attribute, REGISTRY.definitions(session)[0]
+    )
     for ident in identifiers:
-        raw = source.get(ident)  # SourceError propagates: nothing is replayed
+        raw = _fetch_one(source, ident)  # SourceError propagates: nothing is replayed
         if raw is None:
             gone.append(ident)
             continue
         try:
-            product = parse_product(raw, ctx.settings.identifier_attribute)
+            product = parse_product(raw, identifier_attribute)
         except ProductParseError as exc:
             bad[ident] = str(exc)
             log.warning("refetch_still_malformed", sku=ident, error=str(exc))
@@ -124,14 +127,9 @@ def _refetch(session: Session, ctx: SyncContext, identifiers: list[str]) -> int:
     identifier_attribute = resolve_identifier_attribute(
         ctx.settings.identifier_attribute, REGISTRY.definitions(session)[0]
     )
-    get_by_uuid = getattr(source, "get_by_uuid", None)
     for ident in identifiers:
         try:
-            # a product refused without a usable identifier is recorded under its uuid
-            if get_by_uuid is not None and is_uuid(ident):
-                raw = get_by_uuid(ident)
-            else:
-                raw = source.get(ident)
+            raw = _fetch_one(source, ident)
         except SourceError as exc:
             log.warning("refetch_failed", sku=ident, error=str(exc))
             continue
@@ -145,3 +143,12 @@ def _refetch(session: Session, ctx: SyncContext, identifiers: list[str]) -> int:
         good.append((product, content_hash(product.raw)))
     pim_repo.upsert_products(session, good, None, now)
     return len(good)
+
+
+def _fetch_one(source: Any, key: str) -> dict[str, Any] | None:
+    """A product by its SKU, or by its uuid when that is its key (a product without an
+    identifier is mirrored, and refused, under its uuid)."""
+    get_by_uuid = getattr(source, "get_by_uuid", None)
+    if get_by_uuid is not None and is_uuid(key):
+        return get_by_uuid(key)  # type: ignore[no-any-return]
+    return source.get(key)  # type: ignore[no-any-return]
