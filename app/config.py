@@ -56,8 +56,10 @@ class Settings(BaseSettings):
     akeneo_max_retries: int = Field(6, ge=0, le=20)
     akeneo_backoff_base_seconds: float = Field(0.5, ge=0)
     akeneo_backoff_max_seconds: float = Field(30.0, ge=0)
-    # The attribute holding the SKU in `values` when a product has no `identifier` field.
-    identifier_attribute: str = "sku"
+    # The attribute holding the SKU in `values` (products-uuid items carry no `identifier`
+    # field). Unset: discovered from the PIM's attributes at the start of each run (the one of
+    # type pim_catalog_identifier, the main identifier where several exist).
+    identifier_attribute: str | None = None
 
     # --- channels and mapping contracts --------------------------------------------------------
     channels_file: Path = SAMPLE_DIR / "channels.yaml"

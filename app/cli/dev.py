@@ -10,6 +10,7 @@ import typer
 from app.cli.demo import run_demo
 from app.cli.terminal import console, friendly
 from app.config import get_settings
+from app.dev.bad_data import BadData
 from app.dev.generator import write_generated_catalog
 from app.dev.reference_server import run
 
@@ -35,6 +36,18 @@ def reference_pim(
     rate_500: float = typer.Option(0.0, help="Share of API calls answered 500."),
     malformed_pages: int = typer.Option(0, help="The next N product pages are malformed."),
     timezone: str = typer.Option("UTC", help="The server's time zone for `updated` searches."),
+    identifier_attribute: str = typer.Option(
+        None, help="Rename the identifier attribute (the SKU is then in values.<this>)."
+    ),
+    without_identifier: int = typer.Option(
+        0, min=0, help="This many simple products have no identifier (a uuid only)."
+    ),
+    without_family: int = typer.Option(
+        0, min=0, help="This many (other) simple products have no family."
+    ),
+    identifier_endpoints: bool = typer.Option(
+        True, help="Serve /products/{code}; --no-identifier-endpoints answers them 403."
+    ),
 ) -> None:
     """Serve a dataset over the Akeneo REST API (with switchable faults) for tests and demos."""
     s = get_settings()
@@ -56,6 +69,8 @@ def reference_pim(
         username=s.akeneo_username or "pimsync",
         password=s.akeneo_password.get_secret_value() or "pimsync",
         admin_token=s.reference_admin_token.get_secret_value() or None,
+        bad=BadData(identifier_attribute, without_identifier, without_family),
+        identifier_endpoints=identifier_endpoints,
     )
 
 

@@ -27,6 +27,7 @@ from app.mapping import repository as mapping_repo
 from app.mapping.repository import Tally
 from app.ownership import Violation
 from app.pim import repository as pim_repo
+from app.pim.catalog import identifier_attribute_problem, resolve_identifier_attribute
 from app.pim.product import (
     MAX_PRODUCT_BYTES,
     Product,
@@ -128,8 +129,23 @@ def _parse_page(
     return good, bad
 
 
+def _identifier_in(item: dict[str, Any], identifier_attribute: str) -> Any:
+    """The identifier as ``parse_product`` finds it: the top-level field (the identifier
+    endpoints' shape), else the identifier attribute's value (``products-uuid`` items)."""
+    ident = item.get("identifier")
+    if ident is not None:
+        return ident
+    values = item.get("values")
+    entries = values.get(identifier_attribute) if values.__class__ is dict else None
+    if entries.__class__ is list:
+        for entry in entries:
+            if entry.__class__ is dict and entry.get("data").__class__ is str:
+                return entry["data"]
+    return None
+
+
 def _split_known(
-    pages: list[Page],
+    pages: list[Page], identifier_attribute: str = "sku"
 ) -> tuple[list[Page], list[dict[str, Any]], dict[str, str]]:
     """Set aside the products whose content the mirror already holds.
 
@@ -146,7 +162,7 @@ def _split_known(
         for item in page.items:
             if item.__class__ is not dict:
                 continue
-            ident = item.get("identifier")
+            ident = _identifier_in(item, identifier_attribute)
             if ident.__class__ is not str or not ident or text_problem(ident):
                 continue  # the parser says why (a NUL could not even be looked up)
             if ident in hashes:
@@ -156,6 +172,9 @@ def _split_known(
                 item.get("categories") or [], list
             ):
                 continue  # malformed: the parser says why
+            if item.get("identifier") is None:
+                # hashed as the parser will store it: with its identifier at the top
+                item["identifier"] = ident
             try:
                 hashes[ident] = content_hash(item)
             except (TypeError, ValueError):  # unhashable odd payload: the parser will say why
@@ -259,6 +278,13 @@ def _read_slice(
     source = ctx.source()
     if first_slice:
         _refresh_definitions(ctx, source, force=kind == FULL)
+    with session_scope() as session:
+        # where the SKU is in `values`: from the definitions this run read at its start
+        defs = REGISTRY.definitions(session)[0]
+    identifier_attribute = resolve_identifier_attribute(settings.identifier_attribute, defs)
+    if problem := identifier_attribute_problem(identifier_attribute, defs):
+        runs.fail_ingest(ctx, run_id, problem)
+        return True
     deadline = ctx.now() + timedelta(seconds=settings.ingest_slice_seconds)
     pages = source.iter_pages(
         datetime.fromisoformat(since) if since else None,
@@ -274,7 +300,9 @@ def _read_slice(
             if item is None:
                 return True
             group, token, exhausted = item
-            committed = _commit_group(ctx, run_id, lease, group, token, exhausted)
+            committed = _commit_group(
+                ctx, run_id, lease, group, token, exhausted, identifier_attribute
+            )
             del group, item
         if not committed or exhausted:
             return True
@@ -309,6 +337,7 @@ def _commit_group(
     group: list[Page],
     token: str | None,
     exhausted: bool,
+    identifier_attribute: str = "sku",
 ) -> bool:
     """One transaction: the pages' products in the mirror, their units planned, the token
     saved. False when the run stopped (aborted, cancelled, lease lost): nothing is written
@@ -316,9 +345,9 @@ def _commit_group(
     settings = ctx.settings
     good: list[tuple[Product, str]] = []
     bad: list[tuple[str, str]] = []
-    to_parse, known, hashes = _split_known(group)
+    to_parse, known, hashes = _split_known(group, identifier_attribute)
     for page in to_parse:
-        g, b = _parse_page(page, settings.identifier_attribute, hashes)
+        g, b = _parse_page(page, identifier_attribute, hashes)
         good.extend(g)
         bad.extend(b)
     now = ctx.now()
@@ -386,7 +415,18 @@ def _commit_group(
             rejected=len(bad),
             read=run.read,
         )
-        if exhausted:
+        if exhausted and run.read and run.rejected >= run.read:
+            # Nothing of the PIM could be read: finishing would publish nothing and (a full
+            # sync) call every product an orphan. Usually the identifier attribute is wrong.
+            runs.fail_ingest_run(
+                session,
+                ctx,
+                run,
+                f"every product read ({run.read:,}) was rejected (identifier attribute "
+                f"{identifier_attribute!r}; set PIMSYNC_IDENTIFIER_ATTRIBUTE if the SKU is "
+                f"elsewhere); first reason: {bad[0][1] if bad else 'see pimsync dead-letters'}",
+            )
+        elif exhausted:
             _finish_ingest(session, ctx, run, children)
     with session_scope() as session:
         # the tables this read is filling up
