@@ -7,6 +7,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent
@@ -36,3 +37,8 @@ def current_revision(url: str) -> str | None:
             return MigrationContext.configure(conn).get_current_revision()
     finally:
         engine.dispose()
+
+
+def head_revision() -> str | None:
+    """The revision this release's migrations end at (what `pimsync migrate` upgrades to)."""
+    return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()

@@ -459,6 +459,7 @@ def _advance_channel_cursor(
 
 def _log_complete(run: SyncRun) -> None:
     fields = {
+        "phase": "publish",
         "run_id": str(run.id),
         "channel": run.channel,
         "synced": run.synced,
@@ -472,7 +473,7 @@ def _log_complete(run: SyncRun) -> None:
     if run.kind == FULL:
         log.info("full_sync_complete", orphans_disabled=run.orphans_disabled, **fields)
     elif run.kind == DELTA and run.planned_units == 0:
-        log.info("delta_sync_empty", run_id=str(run.id), channel=run.channel)
+        log.info("delta_sync_empty", phase="publish", run_id=str(run.id), channel=run.channel)
     else:
         log.info(f"{run.kind}_sync_complete", **fields)
 
