@@ -97,7 +97,7 @@ def completeness(
 
 
 @friendly
-def drift(limit: int = typer.Option(50, min=1)) -> None:
+def drift(limit: int = typer.Option(50, min=1, help="How many attributes to list.")) -> None:
     """PIM attributes no contract maps: one line per (contract version, attribute)."""
     with session_scope() as session:
         rows = mapping_repo.list_drift(session)[:limit]

@@ -6,7 +6,7 @@ import typer
 from rich.table import Table
 
 from app.cli.runs import sync_context
-from app.cli.terminal import CliError, console, friendly
+from app.cli.terminal import CliError, check_channels, console, friendly
 from app.db import session_scope
 from app.sync import operations
 from app.sync import repository as repo
@@ -17,13 +17,14 @@ app = typer.Typer(help="Units that failed: list them, replay them.", no_args_is_
 @app.command("list")
 @friendly
 def dead_letters_list(
-    channel: str = typer.Option(None, "--channel", "-c"),
+    channel: str = typer.Option(None, "--channel", "-c", help="Only this channel's."),
     status: str = typer.Option("open", help="open, replayed, resolved or all"),
-    limit: int = typer.Option(50, min=1, max=10_000),
+    limit: int = typer.Option(50, min=1, max=10_000, help="How many to list."),
 ) -> None:
     """Units that failed, with their error and attempts."""
     if status not in ("open", "replayed", "resolved", "all"):
         raise CliError("status is one of open, replayed, resolved, all", 2)
+    check_channels(channel)
     with session_scope() as session:
         letters = repo.list_dead_letters(
             session, None if status == "all" else status, channel, limit=limit
@@ -55,6 +56,7 @@ def dead_letters_replay(
     """Send dead-lettered units through publishing again (workers run them)."""
     if not (ids or channel or all_):
         raise CliError("say what to replay: --id N, --channel C or --all", 2)
+    check_channels(channel)
     with session_scope() as session:
         result = operations.replay_dead_letters(
             session, sync_context(), ids=ids or None, channel=channel

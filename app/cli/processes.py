@@ -86,7 +86,7 @@ def _run_worker(
 
 @friendly
 def beat(
-    loglevel: str = typer.Option("info"),
+    loglevel: str = typer.Option("info", help="Log level: debug, info, warning or error."),
     schedule: str = typer.Option("celerybeat-schedule", help="Beat's state file."),
 ) -> None:
     """Start Celery beat (run exactly one): delta every interval, full weekly, sweep."""
@@ -97,8 +97,10 @@ def beat(
 
 @friendly
 def web(
-    host: str = typer.Option("127.0.0.1"),
-    port: int = typer.Option(8000),
+    host: str = typer.Option(
+        "127.0.0.1", help="Interface to listen on (0.0.0.0: every interface, behind a proxy)."
+    ),
+    port: int = typer.Option(8000, help="Port to listen on."),
     workers: int = typer.Option(1, min=1, help="uvicorn worker processes."),
 ) -> None:
     """Serve the HTTP app: webhooks, event intake, product page reads, health, metrics."""
