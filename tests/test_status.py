@@ -39,6 +39,22 @@ def status(*args: str) -> tuple[int, dict[str, Any]]:
     return result.exit_code, body
 
 
+def scrape() -> dict[tuple[str, str], float]:
+    """The queue metrics of `/metrics`, as the web app exports them (consumers asked afresh)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from app.config import get_settings
+    from app.web import metrics
+
+    metrics._consumers_cache = None
+    out = {}
+    for family in text_string_to_metric_families(metrics.exposition(get_settings()).decode()):
+        for sample in family.samples:
+            if sample.name.startswith("pimsync_queue"):
+                out[(sample.name, sample.labels["queue"])] = sample.value
+    return out
+
+
 def by_name(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {c["name"]: c for c in body["checks"]}
 
@@ -58,6 +74,10 @@ def test_with_a_worker_running_every_part_answers(stack: Any, tmp_path: Path) ->
         for queue in ALL_QUEUES:
             assert checks[f"queue {queue}"]["state"] == "ok"
             assert checks[f"queue {queue}"]["data"]["consumers"] == [worker]
+        metrics = scrape()
+        for queue in ALL_QUEUES:
+            assert metrics[("pimsync_queue_consumers", queue)] == 1
+            assert metrics[("pimsync_queue_without_consumer", queue)] == 0
         # nothing synced yet: said, but not a failure
         assert checks["cursor lag"]["state"] == "warn"
         # a full sync through the worker: the last full run, the cursor and the pages
@@ -88,8 +108,15 @@ def test_with_the_pim_down_and_no_worker_it_fails_saying_which(pg_db: str, redis
         process_context().dispatcher.catalog_changed({"de_storefront": ["SKU-1"]})
         code, body = status()
         plain = CliRunner().invoke(app, ["doctor"], env={"COLUMNS": "80"})
+        metrics = scrape()
     finally:
         restore_env(old)
+    # the same in the metrics, for the alert on a queue nobody consumes
+    assert metrics[("pimsync_queue_without_consumer", "events.catalog")] == 1
+    assert metrics[("pimsync_queue_without_consumer", "publish")] == 0
+    assert metrics[("pimsync_queue_consumers", "events.catalog")] == 0
+    assert metrics[("pimsync_queue_depth", "events.catalog")] == 1
+    assert metrics[("pimsync_queue_oldest_message_age_seconds", "events.catalog")] >= 0
     checks = by_name(body)
     assert code == 1 and body["ok"] is False
     assert checks["PIM"]["state"] == "fail" and base.split("//")[1] in checks["PIM"]["reason"]
