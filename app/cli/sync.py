@@ -50,7 +50,8 @@ def sync(
         where = f"{run.source_kind} {run.source}"
     if status == "skipped":
         raise CliError(f"skipped: {error}")
-    console.print(f"{kind} sync {run_id} enqueued, reading {where}", highlight=False)
+    enqueued = f"{kind} sync {run_id} enqueued, reading {where}"
+    console.print(enqueued, highlight=False, soft_wrap=True)
     if wait:
         ended = wait_for(run_id, expected, timeout)
         console.print(runs_table(ended, f"{kind} sync {run_id}"))
