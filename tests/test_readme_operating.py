@@ -212,6 +212,11 @@ def test_the_operating_block_runs_as_written_and_ends_with_a_page(
         assert page["catalog"], page  # the product's catalog document is on its page
     finally:
         background.stop()
+    # quiet logs: one line per run phase at INFO, not one per PIM request or page
+    worker_log = next(log for line, _, log in background.procs if "pimsync worker" in line)
+    logged = worker_log.read_text(errors="replace")
+    assert "full_ingest_complete" in logged and "full_sync_complete" in logged
+    assert "HTTP Request:" not in logged and "ingest_page" not in logged
     # what the README's settings asked for is what ran: the reference PIM, and every step
     assert "pimsync worker" in " ".join(ran) and "pimsync sync full --wait" in ran
     assert env["PIMSYNC_PIM_SOURCE"] == f"http://127.0.0.1:{pim}"
