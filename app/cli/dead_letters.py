@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import typer
-from rich.table import Table
+from rich.console import Group
 
 from app.cli.runs import sync_context
-from app.cli.terminal import CliError, check_channels, console, friendly
+from app.cli.terminal import CliError, Column, check_channels, console, fit_table, friendly
 from app.db import session_scope
 from app.sync import operations
 from app.sync import repository as repo
@@ -29,9 +29,18 @@ def dead_letters_list(
         letters = repo.list_dead_letters(
             session, None if status == "all" else status, channel, limit=limit
         )
-        t = Table("id", "channel", "sku", "kind", "attempts", "last failed", "status", "error")
-        for dl in letters:
-            t.add_row(
+        columns = [
+            Column("id", right=True),
+            Column("channel"),
+            Column("sku"),
+            Column("kind", drop=3),
+            Column("attempts", drop=2, right=True),
+            Column("last failed", drop=1),
+            Column("status", drop=4),
+            Column("error", drop=5, wrap=True),
+        ]
+        rows = [
+            [
                 str(dl.id),
                 dl.channel,
                 dl.sku,
@@ -40,7 +49,14 @@ def dead_letters_list(
                 dl.last_failed_at.strftime("%Y-%m-%d %H:%M:%S"),
                 dl.status,
                 dl.error[:120],
-            )
+            ]
+            for dl in letters
+        ]
+        table, kept = fit_table(columns, rows)
+        notes = []
+        if "error" not in kept:  # too narrow for the column: each error under the table
+            notes = [f"{dl.id} {dl.sku}: {dl.error[:300]}" for dl in letters]
+        t = Group(table, *notes)
         console.print(t)
 
 

@@ -7,17 +7,17 @@ import uuid
 from typing import Any
 
 import typer
-from rich import box
 from rich.console import Group
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from app.cli.terminal import (
     CliError,
+    Column,
     check_broker_url,
     check_channels,
     console,
     err,
+    fit_table,
     friendly,
     resolve_run_id,
 )
@@ -109,17 +109,14 @@ def wait_for(run_id: uuid.UUID, expected_children: int, timeout: float) -> list[
 
 
 COUNTERS = (
-    ("published", "synced"),
-    ("unchanged", "unchanged"),
-    ("incomplete", "skipped_incomplete"),
-    ("filtered", "filtered"),
-    ("disabled", "disabled"),
-    ("failed", "failed"),
-    ("orphans", "orphans_disabled"),
+    ("published", "synced", 0),
+    ("unchanged", "unchanged", 6),
+    ("incomplete", "skipped_incomplete", 5),
+    ("filtered", "filtered", 5),
+    ("disabled", "disabled", 6),
+    ("failed", "failed", 0),
+    ("orphans", "orphans_disabled", 6),
 )
-# Below this width the tables keep the columns an operator reads first, and errors go below
-# the table instead of into a column: 15 columns squeezed into 80 would garble every cell.
-WIDE = 150
 
 
 def _secs(r: Any) -> str:
@@ -127,49 +124,40 @@ def _secs(r: Any) -> str:
 
 
 def runs_table(runs: list[Any], title: str = "runs", compact: bool = False) -> Group:
-    """Runs as a table that fits the terminal: every counter when it is wide, the main ones
-    (published, failed) when it is narrow, with each run's error printed under the table."""
-    wide = console.width >= WIDE
-    counters: tuple[tuple[str, str], ...]
-    if wide:
-        counters = COUNTERS
-    elif compact:  # no run, kind and start columns: room for why units were not published
-        counters = (COUNTERS[0], COUNTERS[2], COUNTERS[3], COUNTERS[5])
-    else:
-        counters = (COUNTERS[0], COUNTERS[5])
-    t = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
-    if not compact:
-        t.add_column("run", no_wrap=True)
-        t.add_column("kind", no_wrap=True)
-    t.add_column("channel", overflow="fold")
-    t.add_column("status", no_wrap=True)
-    if not compact:
-        t.add_column("started", no_wrap=True)
-    t.add_column("secs", justify="right", no_wrap=True)
-    t.add_column("read", justify="right", no_wrap=True)
-    for head, _ in counters:
-        t.add_column(head, justify="right", no_wrap=True)
-    if wide:
-        t.add_column("note", overflow="fold", max_width=60)
-    notes = []
+    """Runs as a table that fits the terminal: the columns an operator reads first always
+    (run, kind, channel, status, published, failed), the others while there is room; a run's
+    error goes under the table when its column does not fit."""
+    columns = [
+        *([] if compact else [Column("run"), Column("kind")]),
+        Column("channel"),
+        Column("status"),
+        *([] if compact else [Column("started", drop=3)]),
+        Column("secs", drop=4, right=True),
+        Column("read", drop=2, right=True),
+        *(Column(head, drop=drop, right=True) for head, _, drop in COUNTERS),
+        Column("note", drop=7, wrap=True),
+    ]
+    rows = []
     for r in runs:
-        counts = [str(getattr(r, field)) if r.channel else "" for _, field in counters]
-        started = r.started_at.strftime("%Y-%m-%d %H:%M:%S" if wide else "%m-%d %H:%M")
-        cells = [
-            *([] if compact else [str(r.id)[:8], r.kind]),
-            r.channel or "(PIM read)",
-            r.status,
-            *([] if compact else [started]),
-            _secs(r),
-            str(r.read) if r.channel is None else "",
-            *counts,
+        rows.append(
+            [
+                *([] if compact else [str(r.id)[:8], r.kind]),
+                r.channel or "(PIM read)",
+                r.status,
+                *([] if compact else [r.started_at.strftime("%m-%d %H:%M:%S")]),
+                _secs(r),
+                str(r.read) if r.channel is None else "",
+                *(str(getattr(r, field)) if r.channel else "" for _, field, _ in COUNTERS),
+                (r.error or "")[:300],
+            ]
+        )
+    table, kept = fit_table(columns, rows, title)
+    notes = []
+    if "note" not in kept:
+        notes = [
+            f"{str(r.id)[:8]} {r.channel or 'PIM read'}: {r.error[:300]}" for r in runs if r.error
         ]
-        if wide:
-            cells.append((r.error or "")[:200])
-        elif r.error:
-            notes.append(f"{str(r.id)[:8]} {r.channel or 'PIM read'}: {r.error[:300]}")
-        t.add_row(*cells)
-    return Group(t, *notes)
+    return Group(table, *notes)
 
 
 @app.callback(invoke_without_command=True)

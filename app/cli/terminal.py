@@ -6,10 +6,13 @@ import functools
 import re
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import typer
+from rich import box
 from rich.console import Console
+from rich.table import Table
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session
 from typer.core import TyperArgument, TyperOption
@@ -168,3 +171,52 @@ def check_broker_url() -> None:
             f"PIMSYNC_BROKER_URL {safe!r} names no broker pimsync can use "
             "(redis://host:port/db, or amqp://...)"
         ) from None
+
+
+@dataclass(frozen=True)
+class Column:
+    """A table column: ``drop`` > 0 may be dropped on a narrow terminal (the highest first),
+    ``wrap`` may wrap (long text, counted at WRAP_MIN wide); the others never wrap."""
+
+    head: str
+    drop: int = 0
+    wrap: bool = False
+    right: bool = False
+
+
+# A wrapping column narrower than this is unreadable: drop columns before squeezing it more.
+WRAP_MIN = 24
+
+
+def fit_table(
+    columns: list[Column], rows: list[list[str]], title: str | None = None
+) -> tuple[Table, set[str]]:
+    """A table that fits the terminal: optional columns dropped (highest ``drop`` first)
+    until what is left fits, never a garbled cell. Returns it and the heads kept."""
+    width = console.width
+
+    def need(kept: list[int]) -> int:
+        total = 0
+        for i in kept:
+            natural = max([len(columns[i].head)] + [len(r[i]) for r in rows])
+            total += min(natural, WRAP_MIN) if columns[i].wrap else natural
+        return total + 2 * max(0, len(kept) - 1) + 2
+
+    kept = list(range(len(columns)))
+    for i in sorted((i for i, c in enumerate(columns) if c.drop), key=lambda i: -columns[i].drop):
+        if need(kept) <= width:
+            break
+        kept.remove(i)
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    for i in kept:
+        c = columns[i]
+        table.add_column(
+            c.head,
+            justify="right" if c.right else "left",
+            no_wrap=not c.wrap,
+            overflow="fold" if c.wrap else "ellipsis",
+            min_width=min(WRAP_MIN, len(c.head)) if c.wrap else None,
+        )
+    for r in rows:
+        table.add_row(*(r[i] for i in kept))
+    return table, {columns[i].head for i in kept}
