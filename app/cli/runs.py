@@ -71,10 +71,14 @@ def warn_if_unconsumed(queues: tuple[str, ...]) -> None:
 SYNC_QUEUES = ("sync", "publish", "events.catalog")
 
 
-def wait_for(run_id: uuid.UUID, expected_children: int, timeout: float) -> list[Any]:
-    """Follow a run and its channel runs with a progress bar until every one has ended."""
+def wait_for(
+    run_id: uuid.UUID, expected_children: int, timeout: float, workers: bool = True
+) -> list[Any]:
+    """Follow a run and its channel runs with a progress bar until every one has ended.
+    ``workers``: Celery workers run it (False: an in-process dispatcher, as in the demo)."""
     deadline = time.monotonic() + timeout
-    warn_if_unconsumed(SYNC_QUEUES)
+    if workers:
+        warn_if_unconsumed(SYNC_QUEUES)
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
