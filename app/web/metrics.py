@@ -184,7 +184,7 @@ class StateCollector:
 # Asking the workers is a broadcast that waits for their answers: one per this many seconds at
 # most, whatever the number of scrapers (Prometheus scrapes every 15 s or so).
 CONSUMERS_TTL_SECONDS = 30.0
-_consumers_cache: tuple[float, dict[str, list[str]]] | None = None
+_consumers_cache: tuple[float, dict[str, list[str]] | None] | None = None
 _consumers_lock = threading.Lock()
 
 
@@ -194,10 +194,11 @@ def _consumers() -> dict[str, list[str]] | None:
         now = time.monotonic()
         if _consumers_cache is not None and now - _consumers_cache[0] < CONSUMERS_TTL_SECONDS:
             return _consumers_cache[1]
+        found: dict[str, list[str]] | None
         try:
             found = consumers_by_queue(worker_queues())
         except Exception:  # the broker's errors: pimsync_queue_depth says the rest
-            return None
+            found = None  # remembered too: asking an unreachable broker takes seconds
         _consumers_cache = (now, found)
         return found
 
@@ -218,11 +219,11 @@ def queues_without_consumer(broker_url: str) -> list[QueueState]:
     empty when the broker or the workers cannot be asked (the dashboard says the rest)."""
     if not broker_url.startswith("redis"):
         return []
-    consumers = _consumers()
-    if consumers is None:
-        return []
-    try:
+    try:  # first: fails fast when the broker is down (asking the workers would wait)
         states = backlog(broker_url, ALL_QUEUES)
     except Exception:  # redis' errors: nothing to say about consumers then
+        return []
+    consumers = _consumers()
+    if consumers is None:
         return []
     return [s for s in states.values() if s.waiting and not consumers.get(s.name)]
