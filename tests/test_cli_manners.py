@@ -213,3 +213,11 @@ def test_wait_says_at_once_when_no_worker_consumes_the_queues(pg_db: str, redis_
     assert "no worker consumes the queue(s) sync, publish, events.catalog" in result.stderr
     assert "still running after 4 s" in result.stderr
     assert result.exit_code == 1
+
+
+def test_a_worker_refuses_a_queue_pimsync_does_not_use() -> None:
+    """(With no --queues it consumes every one: the README walk runs it so.)"""
+    result = CliRunner().invoke(app, ["worker", "--queues", "sync,evnets.catalog"])
+    assert result.exit_code == 2
+    assert "unknown queue(s) evnets.catalog" in result.stderr
+    assert "events.catalog" in result.stderr.split("pimsync's queues:")[1]
