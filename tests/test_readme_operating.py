@@ -80,18 +80,20 @@ def port_answers(port: int) -> bool:
 
 @pytest.fixture
 def empty_pg_database(pg_url: str) -> Iterator[str]:
-    """A PostgreSQL database with nothing in it: the README's `pimsync migrate` makes the
-    schema. (pg_url: the PostgreSQL prerequisite, found or reported.)"""
+    """The URL of a PostgreSQL database the server does not have yet, as on a fresh machine:
+    the README's `pimsync migrate` creates it and its schema; dropped at the end. (pg_url:
+    the PostgreSQL prerequisite, found or reported.)"""
     from sqlalchemy import text
 
     name = f"pimsync_readme_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
     engine = _pg_admin_engine()
     try:
         with engine.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
+            query = text("SELECT count(*) FROM pg_database WHERE datname = :n")
+            assert conn.execute(query, {"n": name}).scalar() == 0
     finally:
         engine.dispose()
-    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
     try:
         yield url
     finally:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 from app.cli.runs import runs_table, sync_context, wait_for
@@ -34,6 +36,8 @@ def sync(
     if kind not in ("delta", "full"):
         raise CliError("sync takes `delta` or `full`", 2)
     check_channels(channel)
+    if source and "://" not in source and Path(source).expanduser().exists():
+        source = str(Path(source).expanduser().resolve())  # workers run elsewhere
     ctx = sync_context()
     with session_scope() as session:
         if kind == "full":
