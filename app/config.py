@@ -102,6 +102,12 @@ class Settings(BaseSettings):
     # Threads of the HTTP app for its blocking work (the intakes' database and broker calls):
     # a few serve requests in turn; many interleave under the GIL and all of them slow down.
     web_threads: int = Field(4, ge=1, le=200)
+    # Listings of a channel's pages (GET /channels/{c}/products) the database builds at once;
+    # more wait in a queue of web_list_queue, then get 503 with Retry-After. Each one keeps a
+    # database backend busy for its page: with 2 on two cores the webhook intake still finds a
+    # core (bench/events.py, listings phase). Below db_pool_size: single reads keep the rest.
+    web_list_concurrency: int = Field(2, ge=1, le=100)
+    web_list_queue: int = Field(64, ge=0, le=10_000)
     # A pricing/inventory/media consumer that finds more messages of its task waiting takes
     # up to this many in one transaction (1: one message per transaction).
     event_batch_max: int = Field(200, ge=1, le=5000)

@@ -19,6 +19,11 @@ WEBHOOK_REFUSED = Counter(
 WEBHOOK_ACCEPTED = Counter(
     "pimsync_webhook_events_total", "Webhook events accepted (new) or duplicate.", ["result"]
 )
+READS_REFUSED = Counter(
+    "pimsync_reads_refused_total",
+    "Reads answered 503 busy (more at once than admitted), by read and reason.",
+    ["read", "reason"],
+)
 EVENTS_APPLIED = Counter(
     "pimsync_projection_events_total",
     "Domain events applied to product pages, or ignored as stale or duplicate.",

@@ -26,6 +26,10 @@ Phases:
    until the last one is visible.
 3. ``reads``: ``GET /channels/de_storefront/products/{sku}`` at ``--read-rate`` per second for
    ``--read-seconds``, random SKUs: latency p50/p99 as the client saw it.
+4. ``listings``: for ``--read-seconds``, 16 clients (a process of their own) list the channel's
+   pages, 200 a page, as fast as they are answered, while signed webhooks arrive at 20 a
+   second, each followed by a ``/healthz``: the acknowledgement and health check latency
+   under the crowd (issue 15 wants p99 < 100 ms), the pages listed, the web process's memory.
 
 PIM events coalesce per SKU for ``--coalesce`` seconds (the setting
 ``PIMSYNC_EVENT_COALESCE_SECONDS``, default 1 s in production): webhook latency includes it.
@@ -516,35 +520,29 @@ LISTERS = 16  # concurrent clients listing a channel's pages (issue 15: they sta
 READ_TOKEN = "bench-read-token"
 
 
-def listing_phase(web: str, seconds: float, webhook_rate: float = 20.0) -> dict[str, Any]:
-    """Webhook acknowledgements while LISTERS clients list the channel's pages as fast as
-    they can (200 a page, with the read token): the intake must not wait behind them."""
-    stop = time.monotonic() + seconds
-    listed = [0] * LISTERS
-
-    def lister(i: int) -> None:
-        with httpx.Client(base_url=web, timeout=60) as client:
-            after: str | None = None
-            while time.monotonic() < stop:
-                params: dict[str, Any] = {"limit": 200}
-                if after:
-                    params["after"] = after
-                r = client.get(
-                    f"/channels/{CHANNEL}/products",
-                    params=params,
-                    headers={"Authorization": f"Bearer {READ_TOKEN}"},
-                )
-                if r.status_code != 200:
-                    raise RuntimeError(f"listing answered {r.status_code}: {r.text[:200]}")
-                after = r.json()["next"]
-                listed[i] += 1
-
+def listing_phase(web: Web, seconds: float, webhook_rate: float = 20.0) -> dict[str, Any]:
+    """Webhook acknowledgements (and /healthz) while LISTERS clients list the channel's pages
+    as fast as they are answered (200 a page, with the read token): the intake must not wait
+    behind them. The listers run in a process of their own (bench/harness/listers.py): in
+    this one, 16 threads decoding pages held the GIL the sender's clock needs, and the bench
+    measured its own client. The web process's memory is sampled meanwhile."""
+    base = f"http://127.0.0.1:{web.port}"
+    idle_rss = psutil.Process(web.pid).memory_info().rss
+    crowd = subprocess.Popen(
+        [sys.executable, "-m", "bench.harness.listers", base, READ_TOKEN, CHANNEL, str(LISTERS)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
     acks: list[float] = []
-
-    def webhooks() -> None:
-        with httpx.Client(base_url=web, timeout=30) as client:
+    health: list[float] = []
+    rss: list[int] = []
+    try:
+        assert crowd.stdout is not None
+        if crowd.stdout.readline().strip() != b"ready":
+            raise RuntimeError("the listing clients did not start (see above)")
+        with httpx.Client(base_url=base, timeout=30) as client:
             n, start = 0, time.monotonic()
-            while time.monotonic() < stop:
+            while time.monotonic() < start + seconds:
                 delay = start + n / webhook_rate - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
@@ -560,21 +558,37 @@ def listing_phase(web: str, seconds: float, webhook_rate: float = 20.0) -> dict[
                 acks.append(time.monotonic() - t)
                 if r.status_code != 200:
                     raise RuntimeError(f"webhook answered {r.status_code}: {r.text[:200]}")
+                t = time.monotonic()
+                if client.get("/healthz").status_code != 200:
+                    raise RuntimeError("/healthz failed under listing load")
+                health.append(time.monotonic() - t)
+                rss.append(psutil.Process(web.pid).memory_info().rss)
                 n += 1
-
-    with ThreadPoolExecutor(LISTERS + 1) as pool:
-        futures = [pool.submit(lister, i) for i in range(LISTERS)] + [pool.submit(webhooks)]
-        for f in futures:
-            f.result()
+    finally:
+        out, _ = crowd.communicate(timeout=60)  # stdin closed: the listers stop and report
+    if crowd.returncode != 0:
+        raise RuntimeError(f"the listing clients failed ({crowd.returncode})")
+    load = orjson.loads(out.strip().splitlines()[-1])
     result = {
         "listers": LISTERS,
-        "listing_pages": sum(listed),
+        "listing_pages": load["pages"],
+        "listing_pages_per_s": round(load["pages"] / max(load["seconds"], 1e-9), 1),
+        "listing_mib_per_s": round(load["bytes"] / 2**20 / max(load["seconds"], 1e-9), 1),
+        "listing_answers": load["statuses"],
         "webhooks": len(acks),
         "webhook_ack": stats_ms(acks),
+        "healthz": stats_ms(health),
+        "web_rss_mib": {
+            "idle": round(idle_rss / 2**20),
+            "max_under_listing": round(max(rss, default=idle_rss) / 2**20),
+        },
     }
     say(
-        f"phase listings: {sum(listed)} listing pages by {LISTERS} clients; webhook ack p50 "
-        f"{result['webhook_ack']['p50_ms']} ms, p99 {result['webhook_ack']['p99_ms']} ms"
+        f"phase listings: {load['pages']} listing pages by {LISTERS} clients "
+        f"({result['listing_pages_per_s']}/s, answers {load['statuses']}); webhook ack p50 "
+        f"{result['webhook_ack']['p50_ms']} ms, p99 {result['webhook_ack']['p99_ms']} ms; "
+        f"/healthz p99 {result['healthz']['p99_ms']} ms; web memory "
+        f"{result['web_rss_mib']['idle']} -> {result['web_rss_mib']['max_under_listing']} MiB"
     )
     return result
 
@@ -817,7 +831,7 @@ def run(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
         report["poller_polls"] = tracker.polls
         base = f"http://127.0.0.1:{web.port}"
         if "listings" in args.phases:
-            report["listings"] = listing_phase(base, args.read_seconds)
+            report["listings"] = listing_phase(web, args.read_seconds)
         if "reads" in args.phases:
             report["settle_seconds"] = settle()
         if "reads" not in args.phases:
@@ -846,6 +860,14 @@ def print_table(report: dict[str, Any]) -> None:
         lines.append(
             f"{name} visible p99 by kind: "
             + ", ".join(f"{k} {v.get('p99_ms')} ms" for k, v in kinds.items())
+        )
+    if "listings" in report:
+        r = report["listings"]
+        lines.append(
+            f"listings: {r['listing_pages']} pages by {r['listers']} clients "
+            f"({r['listing_pages_per_s']}/s); webhook ack p50/p99 {r['webhook_ack']['p50_ms']}/"
+            f"{r['webhook_ack']['p99_ms']} ms, /healthz p99 {r['healthz']['p99_ms']} ms; web "
+            f"memory {r['web_rss_mib']['idle']} -> {r['web_rss_mib']['max_under_listing']} MiB"
         )
     if "reads" in report:
         r = report["reads"]

@@ -9,7 +9,18 @@ from importlib.metadata import version as package_version
 
 import typer
 
-from app.cli import catalog, dead_letters, dev, pages, processes, runs, setup, status, sync
+from app.cli import (
+    catalog,
+    dead_letters,
+    dev,
+    explain,
+    pages,
+    processes,
+    runs,
+    setup,
+    status,
+    sync,
+)
 from app.cli.terminal import readable_help
 
 readable_help()
@@ -59,6 +70,7 @@ app.command()(setup.ownership)
 # the catalog as pimsync sees it
 app.command()(catalog.completeness)
 app.command()(catalog.drift)
+app.command("explain")(explain.explain_command)
 # syncs and their runs
 app.command()(sync.sync)
 app.command()(sync.republish)

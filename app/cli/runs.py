@@ -21,11 +21,12 @@ from app.cli.terminal import (
     friendly,
     resolve_run_id,
 )
-from app.db import session_scope
+from app.db import session_scope, utcnow
 from app.sync import repository as repo
 from app.sync import runs
 from app.sync.context import SyncContext
 from app.sync.models import TERMINAL
+from app.sync.progress import family_progress, run_progress
 
 app = typer.Typer(
     help="Sync runs: list recent ones, show or cancel one.", invoke_without_command=True
@@ -47,6 +48,10 @@ def _family(session: Any, run_id: uuid.UUID) -> tuple[Any, list[Any]]:
     if run is None:
         raise CliError(f"no run {run_id}")
     return run, repo.child_runs(session, run_id)
+
+
+# Without a terminal (a CI log, a pipe), --wait prints one plain line this often.
+PLAIN_PROGRESS_EVERY_SECONDS = 10.0
 
 
 def warn_if_unconsumed(queues: tuple[str, ...]) -> None:
@@ -74,11 +79,15 @@ SYNC_QUEUES = ("sync", "publish", "events.catalog")
 def wait_for(
     run_id: uuid.UUID, expected_children: int, timeout: float, workers: bool = True
 ) -> list[Any]:
-    """Follow a run and its channel runs with a progress bar until every one has ended.
-    ``workers``: Celery workers run it (False: an in-process dispatcher, as in the demo)."""
+    """Follow a run and its channel runs until every one has ended: a live bar with done /
+    total and the time left on a terminal, a plain line every few seconds elsewhere.
+    ``workers``: Celery workers run it (False: an in-process dispatcher, as in the demo); no
+    worker consuming its queues is said at once."""
     deadline = time.monotonic() + timeout
     if workers:
         warn_if_unconsumed(SYNC_QUEUES)
+    live = console.is_terminal
+    last_line = 0.0
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -86,8 +95,9 @@ def wait_for(
         TimeElapsedColumn(),
         console=console,
         transient=False,
-    ) as progress:
-        bar = progress.add_task("sync", total=None, units="")
+        disable=not live,
+    ) as bar_display:
+        bar = bar_display.add_task("sync", total=None, units="")
         while True:
             with session_scope() as session:
                 run, children = _family(session, run_id)
@@ -96,12 +106,20 @@ def wait_for(
                     and len(children) >= expected_children
                     and all(c.status in TERMINAL for c in children)
                 )
-                total = sum(c.planned_units for c in children) or None
-                completed = sum(c.processed for c in children)
-                read = run.read
-            desc = f"read {read:,} products" if run.channel is None else run.kind
-            units = f"{completed:,}/{total:,} units" if total else f"{completed:,} units"
-            progress.update(bar, total=total, completed=completed, description=desc, units=units)
+                now = utcnow()
+                progress = family_progress(run, children, now)
+                phase = _phase(run, children)
+            if live:
+                bar_display.update(
+                    bar,
+                    total=progress.total,
+                    completed=progress.done,
+                    description=phase,
+                    units=progress.text(),
+                )
+            elif done or time.monotonic() - last_line >= PLAIN_PROGRESS_EVERY_SECONDS:
+                last_line = time.monotonic()
+                console.print(f"{str(run_id)[:8]} {phase}: {progress.text()}", highlight=False)
             if done:
                 return [run, *children]
             if time.monotonic() > deadline:
@@ -110,6 +128,25 @@ def wait_for(
                     "(it goes on; follow it with `pimsync runs`)"
                 )
             time.sleep(0.5)
+
+
+def _phase(run: Any, children: list[Any]) -> str:
+    """What a sync is doing: reading the PIM (a delta before its channels catch up),
+    publishing, or how it ended."""
+    if run.channel is not None:
+        return f"{run.kind} {run.channel}: {run.status}"
+    if run.status == "running" and not children:
+        return f"{run.kind}: reading the PIM"
+    if run.status == "running":
+        return f"{run.kind}: reading the PIM and publishing"
+    if any(c.status == "running" for c in children):
+        return f"{run.kind}: publishing"
+    return f"{run.kind}: {run.status}"
+
+
+def progress_text(run: Any, parent: Any = None) -> str:
+    """A run's progress for tables: done / total and the ETA while it runs."""
+    return run_progress(run, utcnow(), parent).text()
 
 
 COUNTERS = (
@@ -129,14 +166,15 @@ def _secs(r: Any) -> str:
 
 def runs_table(runs: list[Any], title: str = "runs", compact: bool = False) -> Group:
     """Runs as a table that fits the terminal: the columns an operator reads first always
-    (run, kind, channel, status, published, failed), the others while there is room; a run's
-    error goes under the table when its column does not fit."""
+    (run, kind, channel, status, progress, published, failed), the others while there is
+    room; a run's error goes under the table when its column does not fit."""
     columns = [
         *([] if compact else [Column("run"), Column("kind")]),
         Column("channel"),
         Column("status"),
         *([] if compact else [Column("started", drop=3)]),
         Column("secs", drop=4, right=True),
+        *([] if compact else [Column("progress", drop=1)]),
         Column("read", drop=2, right=True),
         *(Column(head, drop=drop, right=True) for head, _, drop in COUNTERS),
         Column("note", drop=7, wrap=True),
@@ -150,6 +188,7 @@ def runs_table(runs: list[Any], title: str = "runs", compact: bool = False) -> G
                 r.status,
                 *([] if compact else [r.started_at.strftime("%m-%d %H:%M:%S")]),
                 _secs(r),
+                *([] if compact else [progress_text(r) if r.status == "running" else ""]),
                 str(r.read) if r.channel is None else "",
                 *(str(getattr(r, field)) if r.channel else "" for _, field, _ in COUNTERS),
                 (r.error or "")[:300],
@@ -185,29 +224,26 @@ RUN_ID_HELP = "A run id, or a unique prefix of one (the 8 digits `pimsync runs` 
 @app.command("show")
 @friendly
 def runs_show(run_id: str = typer.Argument(..., help=RUN_ID_HELP)) -> None:
-    """One run and its channel runs: status, source, counts, error."""
+    """One run and its channel runs: state, PIM source, progress (done / total, ETA), counts,
+    errors."""
     with session_scope() as session:
         run, children = _family(session, resolve_run_id(session, run_id))
-        lines = [
-            f"run      {run.id}",
-            f"kind     {run.kind}" + (f" of {run.channel}" if run.channel else ""),
-            f"status   {run.status}" + (f": {run.error}" if run.error else ""),
-            f"trigger  {run.trigger}",
-            f"started  {run.started_at:%Y-%m-%d %H:%M:%S} UTC"
-            + (f", took {run.duration_seconds:.1f} s" if run.duration_seconds is not None else ""),
-        ]
+        parent = repo.get_run(session, run.parent_id) if run.parent_id else None
+        now = utcnow()
+        console.print(f"run {run.id}  {run.kind} {run.channel or '(PIM read)'}  {run.status}")
+        console.print(f"  started {run.started_at:%Y-%m-%d %H:%M:%S} UTC, trigger {run.trigger}")
         if run.source_kind:
-            lines.append(f"source   {run.source_kind} {run.source}")
-        if run.parent_id:
-            lines.append(f"part of  {run.parent_id}")
-        if run.channel is None and run.kind in ("delta", "full"):
-            lines.append(f"read     {run.read:,} products, {run.rejected:,} rejected")
-        if run.channel is not None:
-            lines.append(f"units    {run.processed:,} of {run.planned_units:,} decided")
-        for line in lines:
-            console.print(line, highlight=False, soft_wrap=False)
-        shown = [run] if run.channel else []
-        console.print(runs_table([*shown, *children], "channel runs", compact=True))
+            console.print(f"  source: {run.source_kind} {run.source}", highlight=False)
+        console.print(f"  progress: {run_progress(run, now, parent).text()}", highlight=False)
+        if children:
+            total = family_progress(run, children, now)
+            console.print(f"  all channels: {total.text()}", highlight=False)
+            for child in children:
+                line = run_progress(child, now, run).text()
+                console.print(f"    {child.channel}: {child.status}, {line}", highlight=False)
+        if run.error:
+            console.print(f"  error: {run.error}", highlight=False)
+        console.print(runs_table([run, *children], f"run {str(run.id)[:8]}"))
 
 
 @app.command("cancel")

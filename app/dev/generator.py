@@ -646,6 +646,7 @@ class GeneratedSource:
             yield Page(
                 items=[product(j, self.seed) for j in range(i, end)],
                 next_cursor=str(end) if end < self.count else None,
+                total=self.count - start if i == start and resume is None else None,
             )
             i = end
 

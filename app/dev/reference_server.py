@@ -950,6 +950,10 @@ def _add_product_routes(app: FastAPI, state: _ServerState) -> None:
             cursor = request.query_params.get("search_after")
             found, more = catalog.products_after(cursor, limit, accept)
             links = _after_links(request, found[-1][0] if found else None, more)
+            # as Akeneo: every page asked with_count=true carries the count of the whole
+            # search, and the next link repeats the parameters it was given
+            if request.query_params.get("with_count") == "true":
+                extra["items_count"] = catalog.count(accept)
         else:
             page = _page_number(request, limit)
             found, more = catalog.products_page((page - 1) * limit, limit, accept)

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import httpx
@@ -252,7 +252,13 @@ class AkeneoRestSource:
             url, params = self._checked_link(resume, "resume cursor"), None
         else:
             url = f"{self.base_url}{API}/products-uuid"
-            params = {"pagination_type": "search_after", "limit": str(page_size)}
+            # with_count: the first page says how many products the read will return (the
+            # run's progress total); the next links do not ask again
+            params = {
+                "pagination_type": "search_after",
+                "limit": str(page_size),
+                "with_count": "true",
+            }
             if updated_since is not None:
                 since = format_pim_datetime(updated_since, self.timezone)
                 params["search"] = orjson.dumps(
@@ -332,11 +338,15 @@ class AkeneoRestSource:
                     raise SourceError(
                         f"Akeneo at {self.base_url}: page {shown} links to itself as next page"
                     )
-            next_url = href
-            params = None  # the next link carries every parameter
+            # the next link carries every parameter, with_count too: counting costs the PIM
+            # a search per page, and the first page's count is all the read needs
+            next_url = _without_count(href) if href is not None else None
+            params = None
             # Handed over, not kept: while suspended, this frame must hold no decoded page,
             # so the caller frees it before the cyclic collector resumes (app.gcpause).
-            out = [Page(items=items, next_cursor=next_url)]
+            count = body.get("items_count")
+            total = count if type(count) is int and count >= 0 else None
+            out = [Page(items=items, next_cursor=next_url, total=total)]
             del body, items
             yield out.pop()
 
@@ -591,6 +601,15 @@ def _check_page_size(page_size: int) -> None:
         raise ValueError(
             f"page_size must be from 1 to {MAX_PAGE_SIZE} (Akeneo's limit), got {page_size}"
         )
+
+
+def _without_count(href: str) -> str:
+    """``href`` without its ``with_count`` parameter (the rest of the query as it was)."""
+    parts = urlsplit(href)
+    if "with_count" not in parts.query:
+        return href
+    kept = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "with_count"]
+    return urlunsplit(parts._replace(query=urlencode(kept)))
 
 
 def _next_href(body: dict[str, Any]) -> str | None:

@@ -236,6 +236,8 @@ class JsonLinesSource:
         # broken model lines are reported once, with the first page of a full pass
         pending_errors = list(self._model_state().errors) if start == 1 else []
         page = Page(items=[], errors=pending_errors)
+        if start == 1 and since is None:  # a full pass: one product per non-blank line
+            page.total = self._line_count()
         count = 0
         for entry in self._entries(start, since):
             if count == page_size:
@@ -264,6 +266,14 @@ class JsonLinesSource:
             raise SourceError(f"{self.path}: cannot read: {exc}") from None
         decoded = self._resolve(_decode(0, line))
         return decoded.item
+
+    def _line_count(self) -> int:
+        """Non-blank lines: the products (or broken lines) a full pass yields."""
+        try:
+            with self.path.open("rb") as handle:
+                return sum(1 for line in handle if line.strip())
+        except OSError as exc:
+            raise SourceError(f"{self.path}: cannot read: {exc}") from None
 
     def _offset_index(self) -> dict[str, int]:
         try:

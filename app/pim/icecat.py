@@ -783,6 +783,7 @@ class IcecatSource:
                 items=[_fresh(e.product) for e in chunk if e.product is not None],
                 next_cursor=str(offset) if offset < len(entries) else None,
                 errors=errors,
+                total=len(entries) if offset == len(chunk) else None,
             )
 
     def get(self, identifier: str) -> dict[str, Any] | None:

@@ -33,6 +33,10 @@ class Page:
     next_cursor: str | None = None
     # Raw items the source could not even decode (kept for the ingest to record, never dropped).
     errors: list[str] = field(default_factory=list)
+    # How many products the whole read will yield, when the source can say (the PIM's
+    # `items_count`, a file's line count); set on the first page only, None elsewhere. It is
+    # what progress is measured against: an estimate (the catalog may change while it is read).
+    total: int | None = None
 
 
 @runtime_checkable

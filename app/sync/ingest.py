@@ -404,6 +404,7 @@ def _commit_group(
         run.rejected += len(bad)
         run.resume_token = token
         run.heartbeat_at = now
+        _record_progress(run, group, now)
         if run.kind == FULL:
             for child in children:
                 _plan_batches(session, ctx, child, skus, failed=len(bad), group_key=group_key)
@@ -425,6 +426,18 @@ def _commit_group(
             session, ("pim_product", "channel_product", "sync_batch"), share=HOT_PATH_SHARE
         )
     return True
+
+
+def _record_progress(run: SyncRun, group: list[Page], now: datetime) -> None:
+    """The read's expected total (from the first page that carries one: the PIM's
+    ``items_count``, a file's count) and when it last moved, in the run's details (under the
+    run's row lock). ``heartbeat_at`` is not that: the sweeper touches it when it resends."""
+    details = dict(run.details or {})
+    total = next((p.total for p in group if p.total is not None), None)
+    if total is not None and "total" not in details:
+        details["total"] = total
+    details["progress_at"] = now.isoformat()
+    run.details = details
 
 
 def _record_rejects(

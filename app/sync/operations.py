@@ -26,9 +26,14 @@ def replay_dead_letters(
     ids: list[int] | None = None,
     channel: str | None = None,
     limit: int = 10_000,
+    from_pim: bool = False,
 ) -> dict[str, Any]:
     """Replay open dead letters: publish units go back through a replay run of their channel;
-    rejected products are fetched from the PIM again."""
+    rejected products are fetched from the PIM again. With ``from_pim``, the products of the
+    publish units are fetched from the PIM first (the usual fix is made there): what the PIM
+    holds now replaces the mirror's copy, a product the PIM no longer has is marked removed
+    (its units disable it), one that still does not parse stays dead-lettered. A PIM that
+    cannot be read raises ``SourceError`` and nothing is replayed."""
     letters = [
         dl
         for dl in repo.list_dead_letters(session, channel=channel, ids=ids, limit=limit)
@@ -37,8 +42,13 @@ def replay_dead_letters(
         if dl.kind != "event"
     ]
     if not letters:
-        return {"replayed": 0, "runs": []}
+        return {"replayed": 0, "runs": [], "units": []}
     now = ctx.now()
+    unreadable: dict[str, str] = {}
+    if from_pim:
+        wanted = sorted({dl.sku for dl in letters if dl.kind != "ingest"})
+        unreadable = refetch_from_pim(session, ctx, wanted)
+        letters = [dl for dl in letters if dl.sku not in unreadable or dl.kind == "ingest"]
     by_channel: dict[str, list[str]] = defaultdict(list)
     refetch: list[str] = []
     for dl in letters:
@@ -66,7 +76,43 @@ def replay_dead_letters(
     log.info(
         "dead_letters_replayed", count=replayed, runs=[str(r.id) for r in runs], refetched=refetched
     )
-    return {"replayed": replayed, "runs": runs, "refetched": refetched}
+    units = [(code, sku) for code, skus in sorted(by_channel.items()) for sku in skus]
+    return {
+        "replayed": replayed,
+        "runs": runs,
+        "refetched": refetched,
+        "units": units,
+        "still_malformed": unreadable,
+    }
+
+
+def refetch_from_pim(session: Session, ctx: SyncContext, identifiers: list[str]) -> dict[str, str]:
+    """Fetch products from the PIM into the mirror (flushes): the current copy replaces the
+    mirror's, a product the PIM no longer has is marked removed. Returns the ones the PIM
+    gave that still do not parse, with why (they are left as they are)."""
+    if not identifiers:
+        return {}
+    source = ctx.source()
+    now = ctx.now()
+    good = []
+    gone: list[str] = []
+    bad: dict[str, str] = {}
+    for ident in identifiers:
+        raw = source.get(ident)  # SourceError propagates: nothing is replayed
+        if raw is None:
+            gone.append(ident)
+            continue
+        try:
+            product = parse_product(raw, ctx.settings.identifier_attribute)
+        except ProductParseError as exc:
+            bad[ident] = str(exc)
+            log.warning("refetch_still_malformed", sku=ident, error=str(exc))
+            continue
+        good.append((product, content_hash(product.raw)))
+    pim_repo.upsert_products(session, good, None, now)
+    pim_repo.mark_removed(session, gone, now)
+    log.info("replay_refetched", fetched=len(good), removed=len(gone), malformed=len(bad))
+    return bad
 
 
 def _refetch(session: Session, ctx: SyncContext, identifiers: list[str]) -> int:

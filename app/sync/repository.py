@@ -548,6 +548,16 @@ def list_dead_letters(
     return list(session.execute(q.limit(limit)).scalars())
 
 
+def open_dead_letters_of(session: Session, sku: str) -> list[DeadLetter]:
+    """A product's open dead letters in every channel (``*``: its payload was unreadable)."""
+    q = (
+        select(DeadLetter)
+        .where(DeadLetter.sku == sku, DeadLetter.status == DL_OPEN)
+        .order_by(DeadLetter.last_failed_at.desc(), DeadLetter.id.desc())
+    )
+    return list(session.execute(q).scalars())
+
+
 def mark_replayed(session: Session, ids: Sequence[int], now: datetime) -> int:
     if not ids:
         return 0

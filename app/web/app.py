@@ -20,6 +20,7 @@ from app.gcpause import freeze_inherited
 from app.logging import get_logger
 from app.pages.reader import PageReader
 from app.web import dashboard, events, pages, problems, webhooks
+from app.web.admission import Gate
 
 log = get_logger("pimsync.web")
 
@@ -79,8 +80,11 @@ def create_app(
         # 4 threads instead of anyio's 40 halved the webhook acknowledgement's p99 (requests
         # served in turn instead of 16 interleaving under the GIL).
         to_thread.current_default_thread_limiter().total_tokens = settings.web_threads
-        # Page reads and listings get threads of their own: a crowd of listings cannot take
-        # the threads the webhook intake needs (Akeneo waits 0.5 s, then drops a delivery).
+        # The webhook intake has threads of its own: neither a crowd of domain events, nor
+        # the dashboard, nor reads on SQLite can take the ones it needs (Akeneo's Events API
+        # waits 0.5 s, then drops a delivery for good).
+        api.state.intake_limiter = CapacityLimiter(settings.web_threads)
+        # Reads that need a thread (SQLite, the embedded demo) have theirs, too.
         api.state.read_limiter = CapacityLimiter(settings.web_threads)
         yield
         if reader is not None:
@@ -94,6 +98,14 @@ def create_app(
         lifespan=lifespan,
     )
     api.state.page_reader = reader
+    # Listings are built by the database, a few at once (app/web/admission.py); fewer than
+    # the reader's connections, so single reads always find one.
+    api.state.list_gate = Gate(
+        "listings",
+        min(settings.web_list_concurrency, max(1, settings.db_pool_size - 1)),
+        settings.web_list_queue,
+        pages.LIST_WAIT_SECONDS,
+    )
     api.state.failed_logins = dashboard.FailedLogins(
         settings.dashboard_max_failed_logins, settings.dashboard_failed_login_window_seconds
     )

@@ -35,7 +35,9 @@ class ChannelHealth:
 
     @property
     def state(self) -> str:
-        """ok | stale | failing: what an operator looks at first."""
+        """ok | dead-letters | stale | failing: what an operator looks at first. A channel
+        with open dead letters is never green: some of its products are not what the PIM
+        says."""
         last = self.last_delta or self.last_full
         if last is not None and last.status in FAILED_STATES:
             return "failing"
@@ -43,7 +45,22 @@ class ChannelHealth:
             return "failing"
         if self.cursor_age is None or self.cursor_age > 3 * 3600:
             return "stale"
+        if self.open_dead_letters:
+            return "dead-letters"
         return "ok"
+
+    @property
+    def badges(self) -> list[tuple[str, str]]:
+        """(text, css class) of the channel's badges: its state, then its dead letters when
+        the state does not already say so."""
+        out = [(self.state.replace("-", " "), self.state)]
+        if self.open_dead_letters:
+            noun = "dead letter" if self.open_dead_letters == 1 else "dead letters"
+            text = f"{self.open_dead_letters} {noun}"
+            if self.state == "dead-letters":
+                return [(text, "dead-letters")]
+            out.append((text, "dead-letters"))
+        return out
 
 
 @dataclass

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import cast
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -21,13 +21,17 @@ from prometheus_client.core import (
     Metric,
 )
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from app.config import Settings
 from app.db import session_scope
 from app.mapping.models import DriftEvent
 from app.metrics import process_registry
 from app.pages.repository import readiness_counts
-from app.sync.models import DeadLetter, SyncCursor, SyncRun
+from app.sync import repository as sync_repo
+from app.sync.models import BATCH_ENQUEUED, DeadLetter, SyncBatch, SyncCursor, SyncRun
+from app.sync.pim_events.models import PendingSku
+from app.sync.progress import run_progress
 from celeryconfig import ALL_QUEUES
 from tasks.workers import QueueState, backlog, consumers_by_queue, worker_queues
 
@@ -145,7 +149,10 @@ class StateCollector:
             for channel, counts in readiness_counts(s).items():
                 for state, n in counts.items():
                     readiness.add_metric([channel, state], float(n))
+            progress = list(_progress_metrics(s, now))
+            backlog = _backlog_age(s, now)
         yield from (units, runs, run_status, dead, drift, drift_products, cursor_age, readiness)
+        yield from (*progress, backlog)
         if self.queues and self.broker_url and self.broker_url.startswith("redis"):
             yield from self._queues()
 
@@ -201,6 +208,60 @@ def _consumers() -> dict[str, list[str]] | None:
             found = None  # remembered too: asking an unreachable broker takes seconds
         _consumers_cache = (now, found)
         return found
+
+
+def _progress_metrics(s: Session, now: float) -> Iterator[Metric]:
+    """Running runs: done, total, when the count last moved (the "run stuck" alert's input)
+    and the time left. ``channel`` is ``pim`` for a run's PIM read."""
+    labels = ["kind", "channel", "run_id"]
+    done = GaugeMetricFamily(
+        "pimsync_run_progress_done", "Running runs: products read or units decided.", labels=labels
+    )
+    total = GaugeMetricFamily(
+        "pimsync_run_progress_total",
+        "Running runs: products the PIM announced, or units planned (absent while unknown).",
+        labels=labels,
+    )
+    updated = GaugeMetricFamily(
+        "pimsync_run_progress_updated_timestamp_seconds",
+        "Running runs: when their count last moved (their start while it never did), Unix time.",
+        labels=labels,
+    )
+    eta = GaugeMetricFamily(
+        "pimsync_run_eta_seconds", "Running runs: estimated seconds left.", labels=labels
+    )
+    running = sync_repo.running_runs(s)
+    by_id = {r.id: r for r in running}
+    moment = datetime.fromtimestamp(now, UTC)
+    for run in running:
+        parent = by_id.get(run.parent_id) if run.parent_id else None
+        p = run_progress(run, moment, parent)
+        key = [run.kind, run.channel or "pim", str(run.id)]
+        done.add_metric(key, float(p.done))
+        if p.total is not None:
+            total.add_metric(key, float(p.total))
+        updated.add_metric(key, (p.updated_at or run.started_at).timestamp())
+        if p.eta_seconds is not None:
+            eta.add_metric(key, p.eta_seconds)
+    yield from (done, total, updated, eta)
+
+
+def _backlog_age(s: Session, now: float) -> Metric:
+    """Age of the oldest work waiting: publish batches sent and not done, PIM events not yet
+    applied (0 when nothing waits)."""
+    age = GaugeMetricFamily(
+        "pimsync_backlog_oldest_seconds",
+        "Age of the oldest waiting work: publish batches enqueued and not done, pending PIM "
+        "events.",
+        labels=["backlog"],
+    )
+    oldest_batch = s.execute(
+        select(func.min(SyncBatch.enqueued_at)).where(SyncBatch.status == BATCH_ENQUEUED)
+    ).scalar()
+    oldest_event = s.execute(select(func.min(PendingSku.first_event_at))).scalar()
+    for name, since in (("publish_batches", oldest_batch), ("pim_events", oldest_event)):
+        age.add_metric([name], max(0.0, now - since.timestamp()) if since else 0.0)
+    return age
 
 
 def registry(settings: Settings) -> CollectorRegistry:

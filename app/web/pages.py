@@ -9,6 +9,7 @@ import orjson
 import psycopg
 from anyio import to_thread
 from fastapi import APIRouter, Query, Request, Response
+from pydantic import BaseModel, Field
 
 from app.config import get_settings
 from app.db import read_connection
@@ -97,6 +98,9 @@ def _tombstones(channel: str) -> bool:
 
 # A listing page holds this many documents at most (a page of 1,000 was ~19 MiB of memory).
 MAX_LIST = 200
+# A listing waits this long at most for its turn (app/web/admission.py), then 503 busy: a
+# turn takes milliseconds, so only a flood of listings waits that long.
+LIST_WAIT_SECONDS = 5.0
 
 
 def _require_reader(request: Request) -> None:
@@ -119,6 +123,7 @@ def _require_reader(request: Request) -> None:
 
 
 def _list_sync(channel: str, after: str | None, limit: int) -> dict[str, Any]:
+    """A listing page on SQLite (the embedded demo): composed in Python, in a thread."""
     with read_connection() as conn:
         pages = pages_repo.list_pages(conn, channel, after, limit)
         items = [document.compose(p) for p in pages]
@@ -126,20 +131,48 @@ def _list_sync(channel: str, after: str | None, limit: int) -> dict[str, Any]:
     return {"items": items, "next": next_cursor}
 
 
-@router.get("/channels/{channel}/products")
+class ListingPage(BaseModel):
+    """What a listing answers (documented; the body is written by the database)."""
+
+    items: list[dict[str, Any]] = Field(description="The pages' documents, in SKU order.")
+    next: str | None = Field(description="The cursor of the next page (null: no more).")
+
+
+@router.get(
+    "/channels/{channel}/products",
+    response_model=None,
+    responses={200: {"model": ListingPage}},
+)
 async def list_pages(
     request: Request,
     channel: str,
     after: str | None = Query(None, description="Cursor: the last SKU seen."),
     limit: int = Query(100, ge=1, le=MAX_LIST),
-) -> dict[str, Any]:
+) -> Response:
     """A channel's product pages in SKU order, ``limit`` at a time; follow ``next``. Needs a
-    bearer token (PIMSYNC_READ_TOKEN or the API token). Runs on the reads' own threads, so a
-    crowd of listings never delays the webhook intake or the health checks."""
+    bearer token (PIMSYNC_READ_TOKEN or the API token).
+
+    On PostgreSQL the whole answer is one statement's text, passed on as bytes: no document
+    is built in this process, so a crowd of listings leaves the interpreter (and its lock)
+    to the webhook intake. A few listings run at once (PIMSYNC_WEB_LIST_CONCURRENCY); the
+    rest queue briefly, then get 503 busy with Retry-After."""
     _require_reader(request)
     checked("channel", channel, MAX_CHANNEL)
     checked("after", after, MAX_SKU)
-    result: dict[str, Any] = await to_thread.run_sync(
-        _list_sync, channel, after, limit, limiter=getattr(request.app.state, "read_limiter", None)
-    )
-    return result
+    reader = request.app.state.page_reader
+    if reader is None:
+        result = await to_thread.run_sync(
+            _list_sync,
+            channel,
+            after,
+            limit,
+            limiter=getattr(request.app.state, "read_limiter", None),
+        )
+        return Response(orjson.dumps(result), media_type="application/json")
+    async with request.app.state.list_gate.admit():
+        try:
+            body = await reader.list_page(channel, after, limit)
+        except psycopg.OperationalError as exc:
+            log.warning("page_list_failed", channel=channel, error=str(exc)[:200])
+            return problems.unavailable("database")
+    return Response(body, media_type="application/json")

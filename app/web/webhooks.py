@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from anyio import CapacityLimiter, to_thread
 from fastapi import APIRouter, Request
-from starlette.concurrency import run_in_threadpool
 
 from app.config import get_settings
 from app.db import after_commit, session_scope, utcnow
@@ -43,6 +43,12 @@ def _require_secret() -> None:
         raise Refused(
             503, "not_configured", "webhook secret not configured (PIMSYNC_WEBHOOK_SECRET)"
         )
+
+
+def _limiter(request: Request) -> CapacityLimiter | None:
+    """The intake's threads (None before the app's start-up: anyio's default ones)."""
+    limiter: CapacityLimiter | None = getattr(request.app.state, "intake_limiter", None)
+    return limiter
 
 
 def _backlog() -> int:
@@ -87,8 +93,11 @@ async def _take(events: list[PimEvent], request: Request) -> dict[str, Any]:
         log.warning("pim_event_refused", reason=reason)
     if refused and not events:
         raise Refused(422, "invalid_event", "; ".join(refused[:5]))
-    # database and broker calls leave the event loop free for the next delivery
-    result: dict[str, Any] = await run_in_threadpool(_intake, events, request.app.state.dispatcher)
+    # database and broker calls leave the event loop free for the next delivery, on the
+    # intake's own threads (app/web/app.py)
+    result: dict[str, Any] = await to_thread.run_sync(
+        _intake, events, request.app.state.dispatcher, limiter=_limiter(request)
+    )
     if refused:
         result["refused"] = refused[:20]
     return result
@@ -136,7 +145,7 @@ async def event_platform(request: Request) -> dict[str, Any]:
         raise Refused(401, "bad_signature", f"unsupported signature algorithm {algorithm}")
     if not matches(signatures, _secrets(), body):
         raise Refused(401, "bad_signature", "signature does not match")
-    backlog = await run_in_threadpool(_backlog)
+    backlog = await to_thread.run_sync(_backlog, limiter=_limiter(request))
     if backlog > settings.event_backlog_limit:
         # The Event Platform slows down on 429: better than queueing without end.
         raise Refused(

@@ -52,7 +52,11 @@ class MemorySource:
             chunk = keys[i : i + page_size]
             i += page_size
             token = str(i) if i < len(keys) else None
-            page = Page(items=[copy.deepcopy(self.products[k]) for k in chunk], next_cursor=token)
+            page = Page(
+                items=[copy.deepcopy(self.products[k]) for k in chunk],
+                next_cursor=token,
+                total=len(keys) if resume is None and n == 0 else None,
+            )
             n += 1
             if self.on_page is not None:  # the PIM changes after answering, before we commit
                 self.on_page(n)

@@ -74,7 +74,7 @@ def test_an_akeneo_other_than_the_workers_own_fails_the_run_saying_why(harness) 
         assert repo.running_runs(s) == []
     shown = CliRunner().invoke(app, ["runs", "show", str(run_id)[:8]])
     assert shown.exit_code == 0, shown.output
-    assert "source   akeneo http://pim.elsewhere:8081" in shown.stdout
+    assert "source: akeneo http://pim.elsewhere:8081" in shown.stdout
     assert "failed" in shown.stdout
 
 

@@ -89,7 +89,8 @@ def test_dashboard_renders_and_replays(harness, browser, monkeypatch):
         assert drawn > 0
         box = charts.first.bounding_box()
         assert box is not None and box["width"] > 100 and box["height"] > 30
-        assert page.locator("#drift + table").get_by_text("sustainability_score").count() >= 1
+        drift = page.locator("#drift + .scroll table")
+        assert drift.get_by_text("sustainability_score").count() >= 1
         rows = page.locator(f"tr[data-dead-letter]:has-text('{victim}')")
         assert rows.count() == 2  # the two storefronts whose contract looks colours up
         row = rows.filter(has_text="de_storefront")
