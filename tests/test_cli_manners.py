@@ -221,3 +221,17 @@ def test_a_worker_refuses_a_queue_pimsync_does_not_use() -> None:
     assert result.exit_code == 2
     assert "unknown queue(s) evnets.catalog" in result.stderr
     assert "events.catalog" in result.stderr.split("pimsync's queues:")[1]
+
+
+@pytest.mark.parametrize("value", ["", "x" * 1001, "/data/\x00export"])
+def test_a_source_that_cannot_be_one_is_bad_input(value: str) -> None:
+    result = CliRunner().invoke(app, ["sync", "full", "--source", value])
+    assert result.exit_code == 2, result.output
+    assert "--source takes a URL" in result.stderr
+
+
+@pytest.mark.parametrize("value", ["abc\x00d", "a" * 33, "-abc", "abc"])
+def test_a_run_id_that_cannot_be_one_is_bad_input(value: str, pg_db: str) -> None:
+    result = CliRunner().invoke(app, ["runs", "show", value])
+    assert result.exit_code == 2, result.output
+    assert "is not a run id" in result.stderr

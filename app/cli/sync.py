@@ -36,6 +36,8 @@ def sync(
     if kind not in ("delta", "full"):
         raise CliError("sync takes `delta` or `full`", 2)
     check_channels(channel)
+    if source is not None and (not source.strip() or len(source) > 1000 or "\x00" in source):
+        raise CliError("--source takes a URL, a path or `sample` (at most 1,000 characters)", 2)
     if source and "://" not in source and Path(source).expanduser().exists():
         source = str(Path(source).expanduser().resolve())  # workers run elsewhere
     ctx = sync_context()
