@@ -11,7 +11,7 @@ from rich.table import Table
 
 from app.channels.config import channels_from_pim, load_channels
 from app.channels.report import completeness_report
-from app.cli.terminal import CliError, console, err, friendly
+from app.cli.terminal import CliError, Column, console, err, fit_table, friendly
 from app.config import get_settings
 from app.db import session_scope
 from app.mapping import repository as mapping_repo
@@ -111,29 +111,34 @@ def completeness(
 
 
 @friendly
-def drift(limit: int = typer.Option(50, min=1)) -> None:
+def drift(limit: int = typer.Option(50, min=1, help="How many attributes to list.")) -> None:
     """PIM attributes no contract maps: one line per (contract version, attribute)."""
     with session_scope() as session:
         rows = mapping_repo.list_drift(session)[:limit]
-        t = Table(
-            "contract",
-            "attribute",
-            "channel",
-            "strategy",
-            "products",
-            "first seen",
-            "last seen",
-            "e.g. SKU",
+        columns = [
+            Column("contract"),
+            Column("attribute", wrap=True),
+            Column("channel", drop=3),
+            Column("strategy", drop=2),
+            Column("products", right=True),
+            Column("first seen", drop=4),
+            Column("last seen", drop=1),
+            Column("e.g. SKU", drop=5),
+        ]
+        t, _kept = fit_table(
+            columns,
+            [
+                [
+                    f"{d.contract_id}@{d.contract_version}",
+                    d.attribute,
+                    d.channel or "",
+                    d.strategy,
+                    str(d.count),
+                    d.first_seen.strftime("%Y-%m-%d %H:%M"),
+                    d.last_seen.strftime("%Y-%m-%d %H:%M"),
+                    d.sample_sku or "",
+                ]
+                for d in rows
+            ],
         )
-        for d in rows:
-            t.add_row(
-                f"{d.contract_id}@{d.contract_version}",
-                d.attribute,
-                d.channel or "",
-                d.strategy,
-                str(d.count),
-                d.first_seen.strftime("%Y-%m-%d %H:%M"),
-                d.last_seen.strftime("%Y-%m-%d %H:%M"),
-                d.sample_sku or "",
-            )
         console.print(t)

@@ -29,8 +29,8 @@ def generate(
 @friendly
 def reference_pim(
     data: str = typer.Option(..., help="Dataset: a folder, a .jsonl file or generated:N[:SEED]."),
-    host: str = typer.Option("127.0.0.1"),
-    port: int = typer.Option(8081),
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
+    port: int = typer.Option(8081, help="Port to listen on."),
     latency_ms: float = typer.Option(0.0, help="Added latency per API call."),
     rate_429: float = typer.Option(0.0, help="Share of API calls answered 429."),
     rate_500: float = typer.Option(0.0, help="Share of API calls answered 500."),

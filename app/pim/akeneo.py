@@ -617,6 +617,12 @@ class AkeneoRestSource:
         self.stats["slept_seconds"] += seconds
         self._sleep(seconds)
 
+    def ping(self) -> None:
+        """Log in once (one token request): proves the PIM answers and takes the credentials.
+        Raises SourceError (TransientSourceError when it does not answer) saying why."""
+        with self._token_lock:
+            self._login()
+
     # --- OAuth --------------------------------------------------------------------------
 
     def _access_token(self) -> str:

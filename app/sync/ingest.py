@@ -35,7 +35,7 @@ from app.pim.product import (
     content_hash,
     parse_product,
 )
-from app.pim.source import Page
+from app.pim.source import Page, PimSource
 from app.sync import repository as repo
 from app.sync import runs
 from app.sync.context import SyncContext
@@ -48,12 +48,21 @@ log = get_logger("pimsync.ingest")
 
 
 def start_full(
-    session: Session, ctx: SyncContext, channels: list[str] | None = None, trigger: str = "cli"
+    session: Session,
+    ctx: SyncContext,
+    channels: list[str] | None = None,
+    trigger: str = "cli",
+    source: str | None = None,
 ) -> SyncRun | None:
-    """Start a full sync for some or all channels; None when every channel is already busy."""
+    """Start a full sync for some or all channels; None when every channel is already busy.
+    ``source``: the PIM to read (default: this process's PIMSYNC_PIM_SOURCE); the run records
+    it and its reader reads that one (or fails the run saying why it cannot)."""
     now = ctx.now()
     codes = configured_channels(ctx.settings, channels)
-    ingest = repo.create_run(session, FULL, None, now, trigger=trigger)
+    kind, where = ctx.source_record(source)
+    ingest = repo.create_run(
+        session, FULL, None, now, trigger=trigger, source_kind=kind, source=where
+    )
     hw = pim_repo.high_watermark(session)
     started = []
     for code in codes:
@@ -71,14 +80,27 @@ def start_full(
     ingest.details = {"channels": started}
     session.flush()
     after_commit(session, partial(runs.send_read_or_fail, ctx, ingest.id))
-    log.info("full_sync_started", run_id=str(ingest.id), channels=started, trigger=trigger)
+    log.info(
+        "full_sync_started",
+        phase="start",
+        run_id=str(ingest.id),
+        channels=started,
+        trigger=trigger,
+        source=where,
+    )
     return ingest
 
 
-def start_delta(session: Session, ctx: SyncContext, trigger: str = "beat") -> SyncRun:
-    """Start a delta cycle: read what changed since the cursor, then every channel catches up."""
+def start_delta(
+    session: Session, ctx: SyncContext, trigger: str = "beat", source: str | None = None
+) -> SyncRun:
+    """Start a delta cycle: read what changed since the cursor, then every channel catches up.
+    ``source`` as in start_full."""
     now = ctx.now()
-    run = repo.create_run(session, DELTA, None, now, trigger=trigger)
+    kind, where = ctx.source_record(source)
+    run = repo.create_run(
+        session, DELTA, None, now, trigger=trigger, source_kind=kind, source=where
+    )
     reason = runs.take_lock(session, ctx, runs.DELTA_INGEST_LOCK, run)
     if reason is not None:
         runs.skip(session, run, now, reason)
@@ -92,6 +114,14 @@ def start_delta(session: Session, ctx: SyncContext, trigger: str = "beat") -> Sy
     run.cursor_to = now.isoformat()
     session.flush()
     after_commit(session, partial(runs.send_read_or_fail, ctx, run.id))
+    log.info(
+        "delta_sync_started",
+        phase="start",
+        run_id=str(run.id),
+        trigger=trigger,
+        source=where,
+        since=run.cursor_from,
+    )
     return run
 
 
@@ -260,9 +290,11 @@ def _ingest_slice(ctx: SyncContext, run_id: uuid.UUID, reader: str) -> bool:
             return True
         kind, resume, since = run.kind, run.resume_token, run.cursor_from
         first_slice = resume is None and run.read == 0 and run.rejected == 0
+        recorded = run.source
     # A failed slice keeps its lease: the task's retry (same reader) takes it back at once,
     # and a retry that never comes lets it expire for the sweeper's resend.
-    return _read_slice(ctx, run_id, lease.token, kind, resume, since, first_slice)
+    source = ctx.source_for(recorded)
+    return _read_slice(ctx, run_id, lease.token, kind, resume, since, first_slice, source)
 
 
 def _read_slice(
@@ -273,9 +305,9 @@ def _read_slice(
     resume: str | None,
     since: str | None,
     first_slice: bool,
+    source: PimSource,
 ) -> bool:
     settings = ctx.settings
-    source = ctx.source()
     if first_slice:
         _refresh_definitions(ctx, source, force=kind == FULL)
     with session_scope() as session:
@@ -406,7 +438,7 @@ def _commit_group(
             for child in children:
                 _plan_batches(session, ctx, child, skus, failed=len(bad), group_key=group_key)
                 repo.renew_lock(session, runs.run_lock(child), child.id, ctx.lock_ttl(), now)
-        log.info(
+        log.debug(
             "ingest_page",
             run_id=str(run_id),
             kind=run.kind,
@@ -530,6 +562,7 @@ def _finish_ingest(
             after_commit(session, partial(ctx.dispatcher.catch_up, code, run.id, DELTA))
         log.info(
             "delta_ingest_complete",
+            phase="read",
             run_id=str(run.id),
             read=run.read,
             rejected=run.rejected,
@@ -537,6 +570,14 @@ def _finish_ingest(
         )
         return
     repo.finish_run(session, run, COMPLETED, now)
+    log.info(
+        "full_ingest_complete",
+        phase="read",
+        run_id=str(run.id),
+        read=run.read,
+        rejected=run.rejected,
+        channels=[c.channel for c in children],
+    )
     # The export held everything updated before this run started: a delta may start there
     # (products updated while it read are newer than its start, so the next delta sees them).
     if run.rejected == 0:
