@@ -59,8 +59,10 @@ class Settings(BaseSettings):
     # A Retry-After up to this long is slept by the worker; a longer one defers the task to
     # the instant the PIM named (the worker is free meanwhile). Any length is honoured.
     akeneo_retry_after_sleep_max_seconds: float = Field(30.0, ge=0)
-    # The attribute holding the SKU in `values` when a product has no `identifier` field.
-    identifier_attribute: str = "sku"
+    # The attribute holding the SKU in `values` (products-uuid items carry no `identifier`
+    # field). Unset: discovered from the PIM's attributes at the start of each run (the one of
+    # type pim_catalog_identifier, the main identifier where several exist).
+    identifier_attribute: str | None = None
 
     # --- channels and mapping contracts --------------------------------------------------------
     channels_file: Path = SAMPLE_DIR / "channels.yaml"

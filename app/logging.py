@@ -1,8 +1,10 @@
 """Structured logs (structlog): JSON lines in production, readable lines at a terminal.
 
-Sync engine event names: delta_sync_complete, delta_sync_empty, delta_sync_skipped,
-full_sync_complete, full_sync_aborted, run_failed, ingest_page, dead_lettered, ...
-Every line of a run carries its run_id and channel.
+Sync engine event names: one line per run phase at INFO (``phase``: start, read, publish):
+full_sync_started, delta_sync_started, full_ingest_complete, delta_ingest_complete,
+full_sync_complete, delta_sync_complete, delta_sync_empty, *_sync_skipped, full_sync_aborted,
+run_failed; per page (ingest_page) and per request at DEBUG. Every line of a run carries its
+run_id and channel.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import sys
 import structlog
 
 _configured = False
+# Third-party loggers that log each HTTP request at INFO.
+NOISY_LOGGERS = ("httpx", "httpcore")
 
 
 def configure_logging(
@@ -28,6 +32,12 @@ def configure_logging(
         return
     if stdlib:
         logging.basicConfig(level=level.upper(), stream=sys.stderr, format="%(message)s")
+    # httpx logs every request at INFO ("HTTP Request: GET ..."): a full sync's thousands of
+    # PIM pages would drown the run's own lines. They show at DEBUG only (stdlib or Celery's
+    # handlers alike: the level is the logger's own).
+    quiet = logging.DEBUG if level.upper() == "DEBUG" else logging.WARNING
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(quiet)
     processors: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,

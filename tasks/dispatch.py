@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from typing import Any
 
@@ -15,13 +16,16 @@ from app.pim.source import PimSource
 from app.pim.sources import open_source
 from app.sync.context import DispatchError, SyncContext
 from tasks import celery_app
+from tasks.workers import SENT_AT_HEADER
 
 # What publishing a message raises when the broker cannot be reached (kombu wraps most).
 BROKER_ERRORS = (KombuOperationalError, RedisConnectionError, ConnectionError, OSError)
 
 
 def _send(name: str, **options: Any) -> None:
-    """``send_task``, with a broker that cannot be reached said as ``DispatchError``."""
+    """``send_task``, with a broker that cannot be reached said as ``DispatchError``. Every
+    message carries when it was sent (``pimsync status`` shows the oldest waiting one's age)."""
+    options["headers"] = {**(options.get("headers") or {}), SENT_AT_HEADER: time.time()}
     try:
         celery_app.send_task(name, **options)
     except BROKER_ERRORS as exc:

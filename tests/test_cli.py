@@ -97,5 +97,6 @@ def test_demo_runs_on_the_embedded_default(tmp_path: Path):
         assert channel in out
     assert "Full sync" in out and "Delta sync" in out and "Channel catalogs now" in out
     assert "filtered" in out and "no_dangerous_goods" in out
+    assert "no worker consumes" not in result.stderr  # its worker is in-process
     assert (tmp_path / ".pimsync" / "demo" / "demo.db").exists()
     assert not (tmp_path / "pimsync.db").exists()  # the demo keeps to its own database

@@ -5,6 +5,10 @@ attribute is scopable) and locale (if localizable, trying the channel locale's f
 a price collection counts only when every currency of the channel has an amount; a
 locale-specific attribute is required only in its available locales. The ratio is
 ``floor(100 * present / required)``, so 100 means complete and nothing else does.
+
+A product without a family has no completeness in Akeneo (no requirements to meet): it is
+incomplete in every channel and locale with the reason ``no family``, unless the channel opts
+in to publish family-less products (``completeness.publish_without_family``).
 """
 
 from __future__ import annotations
@@ -16,22 +20,28 @@ from app.channels.config import ChannelConfig, LocaleConfig
 from app.pim.catalog import IDENTIFIER_TYPE, PRICE_TYPE, AttributeDef, CatalogDefinitions
 from app.pim.product import MISSING, Product, is_empty
 
+NO_FAMILY = "no family"
+
 
 @dataclass(frozen=True, slots=True)
 class LocaleCompleteness:
     locale: str
     required: int
     missing: tuple[str, ...]
+    # why the product cannot be complete whatever its values (``NO_FAMILY``)
+    reason: str | None = None
 
     @property
     def ratio(self) -> int:
+        if self.reason is not None:
+            return 0
         if self.required == 0:
             return 100
         return (100 * (self.required - len(self.missing))) // self.required
 
     @property
     def complete(self) -> bool:
-        return not self.missing
+        return not self.missing and self.reason is None
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +55,10 @@ class Completeness:
     @property
     def complete(self) -> bool:
         return all(lc.complete for lc in self.per_locale.values())
+
+    @property
+    def reason(self) -> str | None:
+        return next((lc.reason for lc in self.per_locale.values() if lc.reason), None)
 
     @property
     def missing(self) -> list[str]:
@@ -126,6 +140,10 @@ def compute_completeness(
     defs: CatalogDefinitions,
     extra_required: Iterable[str] = (),
 ) -> Completeness:
+    if product.family is None and not channel.completeness.publish_without_family:
+        return Completeness(
+            {loc.code: LocaleCompleteness(loc.code, 0, (), NO_FAMILY) for loc in channel.locales}
+        )
     required = required_attributes(product, channel, defs, extra_required)
     per_locale: dict[str, LocaleCompleteness] = {}
     for loc in channel.locales:

@@ -120,6 +120,9 @@ class CompletenessConfig(_Strict):
     required: tuple[str, ...] = ()
     # Akeneo's rule: the family's attribute requirements for the channel's PIM scope.
     family_requirements: bool = True
+    # Akeneo computes no completeness for a product without a family: such a product is
+    # incomplete here (reason "no family") unless the channel publishes it anyway.
+    publish_without_family: bool = False
 
 
 class ContractRef(_Strict):
@@ -135,6 +138,9 @@ class ChannelConfig(_Strict):
     code: str
     label: str = ""
     pim_scope: str
+    # A product the PIM gives no identifier (only a uuid): skipped ("filtered" by
+    # `no identifier`), or published with its uuid as the SKU.
+    without_identifier: Literal["skip", "uuid"] = "skip"
     locales: tuple[LocaleConfig, ...] = Field(min_length=1)
     currencies: tuple[str, ...] = Field(min_length=1)
     # PIM attribute codes or globs this channel publishes ("*" = every attribute).

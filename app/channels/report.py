@@ -68,4 +68,6 @@ def completeness_report(
                 if lc.complete:
                     st.complete += 1
                 st.missing.update(lc.missing)
+                if lc.reason is not None:
+                    st.missing[f"({lc.reason})"] += 1
     return CompletenessReport(stats, filtered)

@@ -4,9 +4,26 @@ operation and 2 for bad input."""
 
 from __future__ import annotations
 
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
+
 import typer
 
-from app.cli import catalog, dead_letters, dev, explain, pages, processes, runs, setup, sync
+from app.cli import (
+    catalog,
+    dead_letters,
+    dev,
+    explain,
+    pages,
+    processes,
+    runs,
+    setup,
+    status,
+    sync,
+)
+from app.cli.terminal import readable_help
+
+readable_help()
 
 app = typer.Typer(
     name="pimsync",
@@ -15,6 +32,37 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _version() -> str:
+    try:
+        return package_version("pimsync")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"pimsync {_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False,
+        "--version",
+        help="Print pimsync's version and exit.",
+        callback=_print_version,
+        is_eager=True,
+    ),
+) -> None:
+    """Keep product catalogs in step between a PIM and every sales channel."""
+
+
+# is it healthy?
+app.command()(status.status)
+app.command("doctor", help="The same as `pimsync status`.")(status.status)
 # set-up
 app.command()(setup.migrate)
 app.command()(setup.check)

@@ -11,10 +11,11 @@ from rich.table import Table
 
 from app.channels.config import channels_from_pim, load_channels
 from app.channels.report import completeness_report
-from app.cli.terminal import CliError, console, err, friendly
+from app.cli.terminal import CliError, Column, console, err, fit_table, friendly
 from app.config import get_settings
 from app.db import session_scope
 from app.mapping import repository as mapping_repo
+from app.pim.catalog import identifier_attribute_problem, resolve_identifier_attribute
 from app.pim.product import ProductParseError, parse_product
 from app.pim.sources import open_source
 
@@ -55,13 +56,19 @@ def completeness(
             )
         chans = {c: chans[c] for c in channel}
     rejected: list[str] = []
+    read = 0
+    identifier_attribute = resolve_identifier_attribute(s.identifier_attribute, defs)
+    if problem := identifier_attribute_problem(identifier_attribute, defs):
+        raise CliError(f"{spec}: {problem}", 1)
 
     def products() -> Any:
+        nonlocal read
         for page in src.iter_pages(page_size=100):
             rejected.extend(page.errors)
+            read += len(page.items) + len(page.errors)
             for item in page.items:
                 try:
-                    yield parse_product(item, s.identifier_attribute)
+                    yield parse_product(item, identifier_attribute)
                 except ProductParseError as exc:
                     rejected.append(str(exc))
 
@@ -71,6 +78,13 @@ def completeness(
         err.print(f"[yellow]rejected:[/yellow] {msg}")
     if len(rejected) > 20:
         err.print(f"[yellow]... and {len(rejected) - 20} more rejected products[/yellow]")
+    if read and len(rejected) >= read:
+        raise CliError(
+            f"every product of {spec} ({read:,}) was rejected, so there is nothing to report "
+            f"(identifier attribute: {identifier_attribute!r}; set PIMSYNC_IDENTIFIER_ATTRIBUTE "
+            f"if that is not where the SKU is). First reason: {rejected[0]}",
+            1,
+        )
     if as_json:
         sys.stdout.write(json.dumps(report.to_json(top), indent=2, ensure_ascii=False) + "\n")
         return
@@ -97,29 +111,34 @@ def completeness(
 
 
 @friendly
-def drift(limit: int = typer.Option(50, min=1)) -> None:
+def drift(limit: int = typer.Option(50, min=1, help="How many attributes to list.")) -> None:
     """PIM attributes no contract maps: one line per (contract version, attribute)."""
     with session_scope() as session:
         rows = mapping_repo.list_drift(session)[:limit]
-        t = Table(
-            "contract",
-            "attribute",
-            "channel",
-            "strategy",
-            "products",
-            "first seen",
-            "last seen",
-            "e.g. SKU",
+        columns = [
+            Column("contract"),
+            Column("attribute", wrap=True),
+            Column("channel", drop=3),
+            Column("strategy", drop=2),
+            Column("products", right=True),
+            Column("first seen", drop=4),
+            Column("last seen", drop=1),
+            Column("e.g. SKU", drop=5),
+        ]
+        t, _kept = fit_table(
+            columns,
+            [
+                [
+                    f"{d.contract_id}@{d.contract_version}",
+                    d.attribute,
+                    d.channel or "",
+                    d.strategy,
+                    str(d.count),
+                    d.first_seen.strftime("%Y-%m-%d %H:%M"),
+                    d.last_seen.strftime("%Y-%m-%d %H:%M"),
+                    d.sample_sku or "",
+                ]
+                for d in rows
+            ],
         )
-        for d in rows:
-            t.add_row(
-                f"{d.contract_id}@{d.contract_version}",
-                d.attribute,
-                d.channel or "",
-                d.strategy,
-                str(d.count),
-                d.first_seen.strftime("%Y-%m-%d %H:%M"),
-                d.last_seen.strftime("%Y-%m-%d %H:%M"),
-                d.sample_sku or "",
-            )
         console.print(t)

@@ -157,7 +157,7 @@ def run_demo(console: Console) -> None:
             run = ingest.start_full(session, ctx, None, trigger="demo")
             assert run is not None
             run_id = run.id
-        runs = wait_for(run_id, len(channels), timeout=600)
+        runs = wait_for(run_id, len(channels), timeout=600, workers=False)
         console.print(runs_table(runs, "full sync", compact=True))
         with session_scope() as session:
             _channel_summary(session, console)
@@ -182,7 +182,7 @@ def run_demo(console: Console) -> None:
         with session_scope() as session:
             run = ingest.start_delta(session, ctx, trigger="demo")
             run_id = run.id
-        runs = wait_for(run_id, len(channels), timeout=600)
+        runs = wait_for(run_id, len(channels), timeout=600, workers=False)
         console.print(runs_table(runs, "delta sync", compact=True))
         with session_scope() as session:
             _channel_summary(session, console)

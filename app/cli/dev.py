@@ -10,6 +10,7 @@ import typer
 from app.cli.demo import run_demo
 from app.cli.terminal import CliError, console, friendly
 from app.config import get_settings
+from app.dev.bad_data import BadData
 from app.dev.generator import write_generated_catalog
 from app.dev.reference_server import ApiError, Faults, run
 
@@ -28,8 +29,8 @@ def generate(
 @friendly
 def reference_pim(
     data: str = typer.Option(..., help="Dataset: a folder, a .jsonl file or generated:N[:SEED]."),
-    host: str = typer.Option("127.0.0.1"),
-    port: int = typer.Option(8081),
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
+    port: int = typer.Option(8081, help="Port to listen on."),
     latency_ms: float = typer.Option(0.0, help="Added latency per API call."),
     rate_429: float = typer.Option(0.0, help="Share of API calls answered 429."),
     rate_500: float = typer.Option(0.0, help="Share of API calls answered 500."),
@@ -50,6 +51,18 @@ def reference_pim(
         "", help="Statuses of the next API answers, comma-separated (e.g. 429,408,503)."
     ),
     timezone: str = typer.Option("UTC", help="The server's time zone for `updated` searches."),
+    identifier_attribute: str = typer.Option(
+        None, help="Rename the identifier attribute (the SKU is then in values.<this>)."
+    ),
+    without_identifier: int = typer.Option(
+        0, min=0, help="This many simple products have no identifier (a uuid only)."
+    ),
+    without_family: int = typer.Option(
+        0, min=0, help="This many (other) simple products have no family."
+    ),
+    identifier_endpoints: bool = typer.Option(
+        True, help="Serve /products/{code}; --no-identifier-endpoints answers them 403."
+    ),
 ) -> None:
     """Serve a dataset over the Akeneo REST API (with switchable faults) for tests and demos.
 
@@ -92,6 +105,8 @@ def reference_pim(
         username=s.akeneo_username or "pimsync",
         password=s.akeneo_password.get_secret_value() or "pimsync",
         admin_token=s.reference_admin_token.get_secret_value() or None,
+        bad=BadData(identifier_attribute, without_identifier, without_family),
+        identifier_endpoints=identifier_endpoints,
     )
 
 

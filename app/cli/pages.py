@@ -6,7 +6,7 @@ import typer
 from rich.table import Table
 
 from app.cli.runs import sync_context
-from app.cli.terminal import CliError, console, friendly
+from app.cli.terminal import CliError, check_channels, console, friendly
 from app.db import session_scope, utcnow
 from app.pages import repository as pages_repo
 from app.pages.reconcile import reconcile as run_reconcile
@@ -43,6 +43,7 @@ def reset_version(
 
     The system of record's next event, or `pimsync reconcile --domain D`, then writes it again.
     """
+    check_channels(channel)
     with session_scope() as session:
         count = pages_repo.reset_version(session, domain, sku, channel, utcnow())
     if count == 0:

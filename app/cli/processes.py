@@ -16,11 +16,14 @@ from app.config import get_settings
 @friendly
 def worker(
     queues: str = typer.Option(
-        "sync,publish,events.pim,events.catalog,events.pricing,events.inventory,events.media",
-        help="Comma-separated queues to consume (split them across worker groups to scale).",
+        "",
+        help="Comma-separated queues to consume (default: every queue pimsync uses: sync, "
+        "publish, events.pim, events.catalog, events.pricing, events.inventory, events.media; "
+        "split them across worker groups to scale).",
+        show_default=False,
     ),
     concurrency: int = typer.Option(2, min=1, help="Worker processes."),
-    loglevel: str = typer.Option("info"),
+    loglevel: str = typer.Option("info", help="Log level: debug, info, warning or error."),
     metrics_port: int = typer.Option(
         0, help="Serve this worker's Prometheus metrics on this port (0: off)."
     ),
@@ -30,12 +33,35 @@ def worker(
     ),
     hostname: str = typer.Option("", help="Worker name (default: celery@<host>)."),
 ) -> None:
-    """Start a Celery worker with the project's settings."""
-    if metrics_port:
-        _multiprocess_metrics_dir()
+    """Start a Celery worker with the project's settings (every queue unless --queues)."""
+    temporary = _multiprocess_metrics_dir() if metrics_port else None
+    try:
+        _run_worker(queues, concurrency, loglevel, metrics_port, metrics_address, hostname)
+    finally:
+        if temporary:  # the folder this worker made for itself: gone with it
+            shutil.rmtree(temporary, ignore_errors=True)
+
+
+def _run_worker(
+    queues: str,
+    concurrency: int,
+    loglevel: str,
+    metrics_port: int,
+    metrics_address: str,
+    hostname: str,
+) -> None:
     # Imported only now: prometheus-client picks its multiprocess mode when it is imported,
     # so the folder above must be set first (and tasks reads the settings when imported).
+    from celeryconfig import ALL_QUEUES
     from tasks import celery_app
+
+    wanted = [q.strip() for q in queues.split(",") if q.strip()] or list(ALL_QUEUES)
+    unknown = [q for q in wanted if q not in ALL_QUEUES]
+    if unknown:
+        raise CliError(
+            f"unknown queue(s) {', '.join(unknown)}; pimsync's queues: {', '.join(ALL_QUEUES)}",
+            2,
+        )
 
     if metrics_port:
         from prometheus_client import start_http_server
@@ -48,7 +74,7 @@ def worker(
     celery_app.worker_main(
         [
             "worker",
-            f"--queues={queues}",
+            f"--queues={','.join(wanted)}",
             f"--concurrency={concurrency}",
             f"--loglevel={loglevel}",
             "--without-gossip",
@@ -60,7 +86,7 @@ def worker(
 
 @friendly
 def beat(
-    loglevel: str = typer.Option("info"),
+    loglevel: str = typer.Option("info", help="Log level: debug, info, warning or error."),
     schedule: str = typer.Option("celerybeat-schedule", help="Beat's state file."),
 ) -> None:
     """Start Celery beat (run exactly one): delta every interval, full weekly, sweep."""
@@ -71,8 +97,10 @@ def beat(
 
 @friendly
 def web(
-    host: str = typer.Option("127.0.0.1"),
-    port: int = typer.Option(8000),
+    host: str = typer.Option(
+        "127.0.0.1", help="Interface to listen on (0.0.0.0: every interface, behind a proxy)."
+    ),
+    port: int = typer.Option(8000, help="Port to listen on."),
     workers: int = typer.Option(1, min=1, help="uvicorn worker processes."),
 ) -> None:
     """Serve the HTTP app: webhooks, event intake, product page reads, health, metrics."""
@@ -87,16 +115,17 @@ def web(
     )
 
 
-def _multiprocess_metrics_dir() -> str:
+def _multiprocess_metrics_dir() -> str | None:
     """Worker processes share samples through a folder (prometheus-client multiprocess mode);
-    it must be set before prometheus-client is imported, and emptied at start-up."""
-    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.path.join(
-        tempfile.gettempdir(), f"pimsync-metrics-{os.getpid()}"
-    )
+    it must be set before prometheus-client is imported, and emptied at start-up. Returns the
+    folder when it is a temporary one of this worker's own (removed when the worker exits),
+    None when PROMETHEUS_MULTIPROC_DIR names one (shared with others: left in place)."""
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    path = given or os.path.join(tempfile.gettempdir(), f"pimsync-metrics-{os.getpid()}")
     shutil.rmtree(path, ignore_errors=True)
     os.makedirs(path, exist_ok=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
-    return path
+    return None if given else path
 
 
 @friendly

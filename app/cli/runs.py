@@ -7,10 +7,20 @@ import uuid
 from typing import Any
 
 import typer
+from rich.console import Group
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from app.cli.terminal import CliError, console, friendly, parse_run_id
+from app.cli.terminal import (
+    CliError,
+    Column,
+    check_broker_url,
+    check_channels,
+    console,
+    err,
+    fit_table,
+    friendly,
+    resolve_run_id,
+)
 from app.config import get_settings
 from app.db import session_scope, utcnow
 from app.pim.throttle import PimHealth, connection_health
@@ -20,7 +30,9 @@ from app.sync.context import SyncContext
 from app.sync.models import COMPLETED, SKIPPED, TERMINAL
 from app.sync.progress import family_progress, run_progress
 
-app = typer.Typer(help="Sync runs: list recent ones, cancel one.", invoke_without_command=True)
+app = typer.Typer(
+    help="Sync runs: list recent ones, show or cancel one.", invoke_without_command=True
+)
 
 
 def sync_context() -> SyncContext:
@@ -29,6 +41,7 @@ def sync_context() -> SyncContext:
     # by the command as one line instead of breaking every command at start-up
     from tasks.dispatch import process_context
 
+    check_broker_url()
     return process_context()
 
 
@@ -58,12 +71,39 @@ def _ended(run: Any, children: list[Any], expected_children: int) -> bool:
     return len(children) >= expected_children and all(c.status in TERMINAL for c in children)
 
 
-def wait_for(run_id: uuid.UUID, expected_children: int, timeout: float) -> list[Any]:
+def warn_if_unconsumed(queues: tuple[str, ...]) -> None:
+    """Say at once when no worker consumes a queue the run needs: it would wait for ever."""
+    try:
+        from tasks.workers import consumers_by_queue, worker_queues
+
+        consumers = consumers_by_queue(worker_queues())
+    except Exception as exc:  # the broker's own errors: --wait goes on, the run may too
+        err.print(f"[yellow]warning:[/yellow] cannot ask the workers ({exc})")
+        return
+    idle = [q for q in queues if not consumers.get(q)]
+    if idle:
+        err.print(
+            f"[yellow]warning:[/yellow] no worker consumes the queue(s) {', '.join(idle)}: "
+            "the run waits until one does (start `pimsync worker`; `pimsync status` shows "
+            "the workers and their queues)"
+        )
+
+
+# The queues a sync's work passes through until its product pages are built.
+SYNC_QUEUES = ("sync", "publish", "events.catalog")
+
+
+def wait_for(
+    run_id: uuid.UUID, expected_children: int, timeout: float, workers: bool = True
+) -> list[Any]:
     """Follow a run and its channel runs until every one has ended: a live bar with done /
-    total and the time left on a terminal, a plain line every few seconds elsewhere (with
-    what the read waits for, when the PIM makes it wait). Still running at the timeout:
-    exit status 2 (the run goes on)."""
+    total and the time left on a terminal, a plain line every few seconds elsewhere.
+    ``workers``: Celery workers run it (False: an in-process dispatcher, as in the demo); no
+    worker consuming its queues is said at once. What the read waits for, when the PIM makes
+    it wait, is said too. Still running at the timeout: exit status 2 (the run goes on)."""
     deadline = time.monotonic() + timeout
+    if workers:
+        warn_if_unconsumed(SYNC_QUEUES)
     live = console.is_terminal
     last_line = 0.0
     settings = get_settings()
@@ -131,6 +171,21 @@ def progress_text(run: Any, parent: Any = None) -> str:
     return run_progress(run, utcnow(), parent).text()
 
 
+COUNTERS = (
+    ("published", "synced", 0),
+    ("unchanged", "unchanged", 6),
+    ("incomplete", "skipped_incomplete", 5),
+    ("filtered", "filtered", 5),
+    ("disabled", "disabled", 6),
+    ("failed", "failed", 0),
+    ("orphans", "orphans_disabled", 6),
+)
+
+
+def _secs(r: Any) -> str:
+    return f"{r.duration_seconds:.1f}" if r.duration_seconds is not None else "-"
+
+
 def ended_badly(ended: list[Any]) -> None:
     """Exit status 1 naming every run of the family that did not complete, with why."""
     bad = [r for r in ended if r.status not in (COMPLETED, SKIPPED)]
@@ -142,87 +197,86 @@ def ended_badly(ended: list[Any]) -> None:
 
 
 def _note(run: Any, health: PimHealth | None) -> str:
+    """A run's error, or what its read waits for when the PIM makes it wait."""
     return runs.waiting_note(run, health) or run.error or ""
 
 
 def runs_table(
     runs: list[Any], title: str = "runs", compact: bool = False, health: PimHealth | None = None
-) -> Table:
-    counters = (
-        "synced",
-        "unchanged",
-        "skipped_incomplete",
-        "filtered",
-        "disabled",
-        "failed",
-        "orphans_disabled",
-    )
-    heads = ("published", "unchanged", "incomplete", "filtered", "disabled", "failed", "orphans")
-    if compact:
-        t = Table("channel", "status", "secs", *heads, title=title)
-    else:
-        t = Table(
-            "run",
-            "kind",
-            "channel",
-            "status",
-            "started",
-            "secs",
-            "progress",
-            "read",
-            *heads,
-            "note",
-            title=title,
-        )
+) -> Group:
+    """Runs as a table that fits the terminal: the columns an operator reads first always
+    (run, kind, channel, status, progress, published, failed), the others while there is
+    room; a run's error goes under the table when its column does not fit."""
+    columns = [
+        *([] if compact else [Column("run"), Column("kind")]),
+        Column("channel"),
+        Column("status"),
+        *([] if compact else [Column("started", drop=3)]),
+        Column("secs", drop=4, right=True),
+        *([] if compact else [Column("progress", drop=1)]),
+        Column("read", drop=2, right=True),
+        *(Column(head, drop=drop, right=True) for head, _, drop in COUNTERS),
+        Column("note", drop=7, wrap=True),
+    ]
+    rows = []
     for r in runs:
-        secs = f"{r.duration_seconds:.1f}" if r.duration_seconds is not None else "-"
-        counts = [str(getattr(r, f)) if r.channel else "" for f in counters]
-        channel = r.channel or f"PIM ({r.read} read)"
-        if compact:
-            t.add_row(channel, r.status, secs, *counts)
-        else:
-            t.add_row(
-                str(r.id)[:8],
-                r.kind,
+        rows.append(
+            [
+                *([] if compact else [str(r.id)[:8], r.kind]),
                 r.channel or "(PIM read)",
                 r.status,
-                r.started_at.strftime("%Y-%m-%d %H:%M:%S"),
-                secs,
-                progress_text(r) if r.status == "running" else "",
+                *([] if compact else [r.started_at.strftime("%m-%d %H:%M:%S")]),
+                _secs(r),
+                *([] if compact else [progress_text(r) if r.status == "running" else ""]),
                 str(r.read) if r.channel is None else "",
-                *counts,
-                _note(r, health)[:80],
-            )
-    return t
+                *(str(getattr(r, field)) if r.channel else "" for _, field, _ in COUNTERS),
+                _note(r, health)[:300],
+            ]
+        )
+    table, kept = fit_table(columns, rows, title)
+    notes = []
+    if "note" not in kept:
+        notes = [
+            f"{str(r.id)[:8]} {r.channel or 'PIM read'}: {_note(r, health)[:300]}"
+            for r in runs
+            if _note(r, health)
+        ]
+    return Group(table, *notes)
 
 
 @app.callback(invoke_without_command=True)
 @friendly
 def runs_list(
     ctx: typer.Context,
-    limit: int = typer.Option(20, min=1, max=1000),
-    channel: str = typer.Option(None, "--channel", "-c"),
+    limit: int = typer.Option(20, min=1, max=1000, help="How many runs to list."),
+    channel: str = typer.Option(None, "--channel", "-c", help="Only this channel's runs."),
 ) -> None:
-    """Recent sync runs, newest first."""
+    """Recent sync runs, newest first (the short ids work wherever a run id is asked)."""
     if ctx.invoked_subcommand is not None:
         return
+    check_channels(channel)
     health = connection_health(get_settings())
     with session_scope() as session:
         console.print(runs_table(repo.recent_runs(session, limit, channel=channel), health=health))
 
 
+RUN_ID_HELP = "A run id, or a unique prefix of one (the 8 digits `pimsync runs` shows)."
+
+
 @app.command("show")
 @friendly
-def runs_show(run_id: str) -> None:
-    """One run and its channel runs: state, progress (done / total, ETA), counts, errors, and
-    what its read waits for when the PIM makes it wait."""
+def runs_show(run_id: str = typer.Argument(..., help=RUN_ID_HELP)) -> None:
+    """One run and its channel runs: state, PIM source, progress (done / total, ETA), counts,
+    errors, and what its read waits for when the PIM makes it wait."""
     health = connection_health(get_settings())
     with session_scope() as session:
-        run, children = _family(session, parse_run_id(run_id))
+        run, children = _family(session, resolve_run_id(session, run_id))
         parent = repo.get_run(session, run.parent_id) if run.parent_id else None
         now = utcnow()
         console.print(f"run {run.id}  {run.kind} {run.channel or '(PIM read)'}  {run.status}")
         console.print(f"  started {run.started_at:%Y-%m-%d %H:%M:%S} UTC, trigger {run.trigger}")
+        if run.source_kind:
+            console.print(f"  source: {run.source_kind} {run.source}", highlight=False)
         console.print(f"  progress: {run_progress(run, now, parent).text()}", highlight=False)
         if children:
             total = family_progress(run, children, now)
@@ -240,8 +294,8 @@ def runs_show(run_id: str) -> None:
 
 @app.command("cancel")
 @friendly
-def runs_cancel(run_id: str) -> None:
+def runs_cancel(run_id: str = typer.Argument(..., help=RUN_ID_HELP)) -> None:
     """Cancel a running run and its channel runs (nothing more published, nothing disabled)."""
     with session_scope() as session:
-        stopped = runs.cancel(session, sync_context(), parse_run_id(run_id))
+        stopped = runs.cancel(session, sync_context(), resolve_run_id(session, run_id))
     console.print(f"cancelled {len(stopped)} run(s)")

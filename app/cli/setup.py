@@ -8,14 +8,17 @@ from app.channels.config import load_channels
 from app.cli.terminal import CliError, console, friendly
 from app.config import get_settings
 from app.mapping.contract import ContractStore
-from app.migrations import current_revision, upgrade
+from app.migrations import create_database_if_missing, current_revision, upgrade
 from app.ownership import load_ownership
 
 
 @friendly
 def migrate() -> None:
-    """Create or upgrade the database schema (Alembic, to the newest revision)."""
+    """Create or upgrade the database schema (Alembic, to the newest revision); on
+    PostgreSQL the database itself is created first when the server does not have it."""
     url = get_settings().database_url
+    if create_database_if_missing(url):
+        console.print(f"created database {url.rsplit('/', 1)[-1].split('?')[0]}")
     upgrade(url)
     console.print(f"database at revision {current_revision(url)}")
 

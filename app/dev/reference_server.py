@@ -42,6 +42,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.dev.akeneo_shapes import documented_model, documented_product, documented_records
+from app.dev.bad_data import BadData, degrade
 from app.pim.catalog import CatalogDefinitions
 from app.pim.product import parse_datetime
 from app.pim.source import PimSource
@@ -61,7 +63,8 @@ DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
 # The body served for a "malformed page" fault: a transfer cut short.
 MALFORMED_BODY = b'{"_links":{"self":{"href":"'
 
-SearchFilter = Callable[[int, bool], bool]
+# A search predicate on a product's metadata (no decoding of the stored JSON).
+SearchFilter = Callable[["_Meta"], bool]
 
 
 class ApiError(Exception):
@@ -116,9 +119,11 @@ INJECTED_BODIES: dict[int, dict[str, Any]] = {
 
 @dataclass(frozen=True, slots=True)
 class _Meta:
-    identifier: str
+    identifier: str | None  # None: a product without an identifier (Akeneo allows it)
     updated: int  # epoch seconds: Akeneo filters at second precision
     enabled: bool
+    uuid: str = ""  # lower case
+    parent: str | None = None  # the parent model's code, casefolded
 
 
 def _identifier_of(product: dict[str, Any], identifier_attribute: str) -> str | None:
@@ -200,14 +205,15 @@ class ReferenceCatalog:
         for product in products:
             catalog._store(product, now)
         for model in models:
-            catalog._store_model(model)
+            catalog._store_model(model, now)
         catalog._reindex()
         return catalog
 
     @classmethod
     def from_source(cls, source: PimSource, page_size: int = 100) -> ReferenceCatalog:
         """Everything ``source`` has: products page by page, definitions, product models."""
-        catalog = cls(source.definitions())
+        definitions = source.definitions()
+        catalog = cls(definitions, identifier_attribute=definitions.identifier_attribute() or "sku")
         catalog._loading = True
         now = _now_iso()
         for page in source.iter_pages(None, page_size=page_size):
@@ -216,16 +222,23 @@ class ReferenceCatalog:
         iter_models = getattr(source, "iter_models", None)
         if callable(iter_models):
             for model in iter_models():
-                catalog._store_model(model)
+                catalog._store_model(model, now)
         catalog._reindex()
         return catalog
 
     @classmethod
-    def load(cls, spec: str) -> ReferenceCatalog:
-        """A catalog from any source spec ``open_source`` understands."""
+    def load(cls, spec: str, bad: BadData | None = None) -> ReferenceCatalog:
+        """A catalog from any source spec ``open_source`` understands, spoiled as ``bad``
+        says (a renamed identifier attribute, products without identifier or family)."""
         source = open_source(spec)
         try:
-            return cls.from_source(source)
+            if bad is None or not bad.any:
+                return cls.from_source(source)
+            products = [p for page in source.iter_pages(None, page_size=100) for p in page.items]
+            iter_models = getattr(source, "iter_models", None)
+            models = list(iter_models()) if callable(iter_models) else []
+            products, defs, attribute = degrade(products, source.definitions(), bad)
+            return cls.from_products(products, defs, models, identifier_attribute=attribute)
         finally:
             source.close()
 
@@ -243,19 +256,27 @@ class ReferenceCatalog:
         product = dict(raw)
         product.pop("_links", None)
         identifier = _identifier_of(product, self.identifier_attribute)
-        if identifier is None:
-            return None
+        given_uuid = product.get("uuid")
+        if identifier is None and not (isinstance(given_uuid, str) and given_uuid):
+            return None  # neither key: nothing to serve it under
         values = product.get("values")
         if values is None:
             values = product["values"] = {}
-        if isinstance(values, dict) and not values.get(self.identifier_attribute):
+        if (
+            identifier is not None
+            and isinstance(values, dict)
+            and not values.get(self.identifier_attribute)
+        ):
             # products-uuid items carry the SKU only in values: make sure it is there
             product["values"] = {
                 self.identifier_attribute: [{"locale": None, "scope": None, "data": identifier}],
                 **values,
             }
+        # products-uuid items carry the identifier in values only (Akeneo 7 and SaaS)
+        product.pop("identifier", None)
         uid = product.get("uuid")
         if not isinstance(uid, str) or not uid:
+            assert identifier is not None
             uid = str(uuidlib.uuid5(UUID_NAMESPACE, identifier))
             product = {"uuid": uid, **product}
         updated = _epoch(product.get("updated"))
@@ -263,8 +284,17 @@ class ReferenceCatalog:
             product["updated"] = now_iso
             updated = _epoch(now_iso)
             assert updated is not None
+        documented_product(product)
         enabled = product.get("enabled", True) is not False
-        return uid.lower(), identifier, _Meta(identifier, updated, enabled), _compact(product)
+        parent = product.get("parent")
+        meta = _Meta(
+            identifier,
+            updated,
+            enabled,
+            uid.lower(),
+            parent.casefold() if isinstance(parent, str) and parent else None,
+        )
+        return uid.lower(), identifier or "", meta, _compact(product)
 
     def _store(self, raw: dict[str, Any], now_iso: str) -> str | None:
         """Insert or replace one product without maintaining the order (call _reindex)."""
@@ -273,35 +303,42 @@ class ReferenceCatalog:
             self.skipped += 1
             return None
         key, identifier, meta, blob = normalised
-        previous_uuid = self._uuid_by_identifier.get(identifier)
+        previous_uuid = self._uuid_by_identifier.get(identifier) if identifier else None
         if previous_uuid is not None and previous_uuid != key:
             self._drop(previous_uuid)
         previous = self._meta.get(key)
-        if previous is not None and previous.identifier != identifier:
+        if previous is not None and previous.identifier and previous.identifier != identifier:
             self._uuid_by_identifier.pop(previous.identifier, None)
         if previous is None and not self._loading:
             bisect.insort(self._order, key)
         self._blobs[key] = blob
         self._meta[key] = meta
-        self._uuid_by_identifier[identifier] = key
+        if identifier:
+            self._uuid_by_identifier[identifier] = key
         return key
 
     def _drop(self, key: str) -> None:
         meta = self._meta.pop(key, None)
         self._blobs.pop(key, None)
-        if meta is not None and self._uuid_by_identifier.get(meta.identifier) == key:
+        if (
+            meta is not None
+            and meta.identifier
+            and self._uuid_by_identifier.get(meta.identifier) == key
+        ):
             del self._uuid_by_identifier[meta.identifier]
         if meta is not None and not self._loading:
             index = bisect.bisect_left(self._order, key)
             if index < len(self._order) and self._order[index] == key:
                 del self._order[index]
 
-    def _store_model(self, raw: dict[str, Any]) -> None:
+    def _store_model(self, raw: dict[str, Any], now_iso: str | None = None) -> None:
         code = raw.get("code") if isinstance(raw, dict) else None
         if not isinstance(code, str) or not code:
             self.skipped += 1
             return
         model = dict(raw)
+        model.setdefault("updated", now_iso or _now_iso())
+        documented_model(model)
         model.pop("_links", None)
         self._models[code.lower()] = _compact(model)
         self._model_codes[code.lower()] = code
@@ -359,6 +396,25 @@ class ReferenceCatalog:
             product["updated"] = now_iso
         return self.put(identifier, product, now_iso)
 
+    def patch_uuid(self, uid: str, changes: dict[str, Any], now_iso: str) -> dict[str, Any]:
+        """``patch`` for any product by its uuid (one without an identifier too)."""
+        with self._lock:
+            key = uid.lower()
+            if key not in self._blobs:
+                raise ApiError(404, f'Product "{uid}" does not exist.')
+            product = self._decode(key)
+        for name, value in changes.items():
+            if name == "values" and isinstance(value, dict):
+                product["values"] = _merge_values(product.get("values") or {}, value)
+            elif name not in ("identifier", "uuid"):
+                product[name] = value
+        product["updated"] = changes.get("updated", now_iso)
+        with self._lock:
+            stored = self._store(product, now_iso)
+            if stored is None:
+                raise ApiError(422, "The product cannot be stored.")
+            return self._decode(stored)
+
     def delete(self, identifier: str) -> bool:
         with self._lock:
             key = self._uuid_by_identifier.get(identifier)
@@ -407,7 +463,7 @@ class ReferenceCatalog:
         with self._lock:
             if accept is None:
                 return len(self._blobs)
-            return sum(1 for m in self._meta.values() if accept(m.updated, m.enabled))
+            return sum(1 for m in self._meta.values() if accept(m))
 
     def _collect(
         self,
@@ -425,7 +481,7 @@ class ReferenceCatalog:
         for index in range(start, len(order)):
             key = order[index]
             meta = self._meta[key]
-            if not accept(meta.updated, meta.enabled):
+            if not accept(meta):
                 continue
             if skip:
                 skip -= 1
@@ -434,6 +490,17 @@ class ReferenceCatalog:
                 return found, True  # one more match exists
             found.append((key, self._blobs[key]))
         return found, False
+
+    def models_under(self, code: str) -> set[str]:
+        """``code`` and every model below it (Akeneo keeps two levels), casefolded."""
+        root = code.casefold()
+        with self._lock:
+            found = {root}
+            for key, blob in self._models.items():
+                parent = orjson.loads(blob).get("parent")
+                if isinstance(parent, str) and parent.casefold() == root:
+                    found.add(key.casefold())
+            return found
 
     def models_after(self, cursor: str | None, limit: int) -> tuple[list[tuple[str, bytes]], bool]:
         with self._lock:
@@ -812,19 +879,19 @@ def _updated_filter(operator: str, value: Any, tz: ZoneInfo) -> SearchFilter:
             )
         low, high = _pim_epoch(value[0], tz), _pim_epoch(value[1], tz)
         if operator == "BETWEEN":
-            return lambda u, _e: low <= u <= high
-        return lambda u, _e: not low <= u <= high
+            return lambda m: low <= m.updated <= high
+        return lambda m: not low <= m.updated <= high
     if operator == "SINCE LAST N DAYS":
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ApiError(422, 'Property "updated" expects a positive integer as data.')
         cutoff = int((datetime.now(UTC) - timedelta(days=value)).timestamp())
-        return lambda u, _e: u > cutoff
+        return lambda m: m.updated > cutoff
     moment = _pim_epoch(value, tz)
     comparisons: dict[str, SearchFilter] = {
-        ">": lambda u, _e: u > moment,
-        "<": lambda u, _e: u < moment,
-        "=": lambda u, _e: u == moment,
-        "!=": lambda u, _e: u != moment,
+        ">": lambda m: m.updated > moment,
+        "<": lambda m: m.updated < moment,
+        "=": lambda m: m.updated == moment,
+        "!=": lambda m: m.updated != moment,
     }
     if operator not in comparisons:
         raise ApiError(
@@ -843,12 +910,70 @@ def _enabled_filter(operator: str, value: Any) -> SearchFilter:
             f'"{operator}" with value {orjson.dumps(value).decode()}',
         )
     if operator == "=":
-        return lambda _u, e: e is value
-    return lambda _u, e: e is not value
+        return lambda m: m.enabled is value
+    return lambda m: m.enabled is not value
 
 
-def parse_search(raw: str | None, tz: ZoneInfo) -> SearchFilter | None:
-    """The ``search`` query parameter as a predicate on (updated epoch, enabled)."""
+def _string_list(prop: str, operator: str, value: Any) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ApiError(
+            422, f'Property "{prop}" expects an array of strings as data for "{operator}".'
+        )
+    return value
+
+
+def _uuid_filter(operator: str, value: Any) -> SearchFilter:
+    if operator not in ("IN", "NOT IN"):
+        raise ApiError(
+            422,
+            f'Filter on property "uuid" is not supported or does not support operator "{operator}"',
+        )
+    wanted = {v.lower() for v in _string_list("uuid", operator, value)}
+    if operator == "IN":
+        return lambda m: m.uuid in wanted
+    return lambda m: m.uuid not in wanted
+
+
+def _parent_filter(operator: str, value: Any, catalog: ReferenceCatalog | None) -> SearchFilter:
+    if operator == "=":
+        if not isinstance(value, str) or not value:
+            raise ApiError(422, 'Property "parent" expects a product model code as data.')
+        under = catalog.models_under(value) if catalog is not None else {value.casefold()}
+        return lambda m: m.parent is not None and m.parent in under
+    if operator == "IN":
+        direct = {v.casefold() for v in _string_list("parent", operator, value)}
+        return lambda m: m.parent is not None and m.parent in direct
+    if operator == "EMPTY":
+        return lambda m: m.parent is None
+    if operator == "NOT EMPTY":
+        return lambda m: m.parent is not None
+    raise ApiError(
+        422,
+        f'Filter on property "parent" is not supported or does not support operator "{operator}"',
+    )
+
+
+def _identifier_filter(prop: str, operator: str, value: Any) -> SearchFilter:
+    if operator == "=":
+        if not isinstance(value, str):
+            raise ApiError(422, f'Property "{prop}" expects a string as data.')
+        return lambda m: m.identifier == value
+    if operator == "IN":
+        wanted = set(_string_list(prop, operator, value))
+        return lambda m: m.identifier in wanted
+    if operator == "EMPTY":
+        return lambda m: m.identifier is None
+    raise ApiError(
+        422,
+        f'Filter on property "{prop}" is not supported or does not support operator "{operator}"',
+    )
+
+
+def parse_search(
+    raw: str | None, tz: ZoneInfo, catalog: ReferenceCatalog | None = None
+) -> SearchFilter | None:
+    """The ``search`` query parameter as a predicate on a product's metadata: ``updated``,
+    ``enabled``, ``uuid``, ``parent`` and the identifier attribute (``catalog``'s)."""
     if not raw:
         return None
     try:
@@ -869,6 +994,12 @@ def parse_search(raw: str | None, tz: ZoneInfo) -> SearchFilter | None:
                 checks.append(_updated_filter(operator, value, tz))
             elif prop == "enabled":
                 checks.append(_enabled_filter(operator, value))
+            elif prop == "uuid":
+                checks.append(_uuid_filter(operator, value))
+            elif prop == "parent":
+                checks.append(_parent_filter(operator, value, catalog))
+            elif catalog is not None and prop == catalog.identifier_attribute:
+                checks.append(_identifier_filter(prop, operator, value))
             else:
                 raise ApiError(
                     422,
@@ -877,7 +1008,39 @@ def parse_search(raw: str | None, tz: ZoneInfo) -> SearchFilter | None:
                 )
     if not checks:
         return None
-    return lambda u, e: all(check(u, e) for check in checks)
+    return lambda m: all(check(m) for check in checks)
+
+
+def _search_attributes(records: list[dict[str, Any]], raw: str | None) -> list[dict[str, Any]]:
+    """``/attributes?search=``: by ``type`` (``IN``) and ``is_main_identifier`` (``=``), as
+    Akeneo filters them."""
+    if not raw:
+        return records
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise ApiError(400, "Search query parameter should be valid JSON.") from None
+    if not isinstance(data, dict):
+        raise _search_structure_error()
+    for prop, conditions in data.items():
+        if not isinstance(conditions, list):
+            raise _search_structure_error()
+        for condition in conditions:
+            if not isinstance(condition, dict) or not isinstance(condition.get("operator"), str):
+                raise _search_structure_error()
+            operator, value = condition["operator"], condition.get("value")
+            if prop == "type" and operator == "IN":
+                types = set(_string_list(prop, operator, value))
+                records = [r for r in records if r.get("type") in types]
+            elif prop == "is_main_identifier" and operator == "=" and isinstance(value, bool):
+                records = [r for r in records if (r.get("is_main_identifier") is True) is value]
+            else:
+                raise ApiError(
+                    422,
+                    f'Filter on property "{prop}" is not supported or does not support '
+                    f'operator "{operator}"',
+                )
+    return records
 
 
 async def _form_or_json(request: Request) -> dict[str, Any]:
@@ -978,6 +1141,9 @@ class _ServerState:
     faults: _FaultInjector
     stats: _Stats
     tz: ZoneInfo
+    # False: the identifier endpoints (/products/{code}) answer 403, as they would to a
+    # connection without their permission (a test proves pimsync never calls them)
+    identifier_endpoints: bool = True
     log: _RequestLog = field(default_factory=_RequestLog)
 
 
@@ -992,6 +1158,7 @@ def create_app(
     token_ttl: float = 3600,
     faults: Faults | dict[str, Any] | None = None,
     admin_token: str | None = None,
+    identifier_endpoints: bool = True,
 ) -> FastAPI:
     """An ASGI app serving ``catalog`` like an Akeneo PIM (see the module docstring). With
     ``admin_token``, the ``/_admin`` endpoints (faults, catalog edits) need it as a bearer
@@ -1007,6 +1174,7 @@ def create_app(
         faults=_FaultInjector(faults or Faults()),
         stats=_Stats(),
         tz=ZoneInfo(timezone),
+        identifier_endpoints=identifier_endpoints,
     )
     app = FastAPI(title="pimsync reference PIM", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.pim = state
@@ -1065,7 +1233,7 @@ def _add_product_routes(app: FastAPI, state: _ServerState) -> None:
         await guarded(request)
         kind = _pagination_type(request, search_after_allowed=True)
         limit = _limit(request)
-        accept = parse_search(request.query_params.get("search"), state.tz)
+        accept = parse_search(request.query_params.get("search"), state.tz, catalog)
         if (broken := malformed()) is not None:
             return broken
         base = _base(request)
@@ -1100,6 +1268,8 @@ def _add_product_routes(app: FastAPI, state: _ServerState) -> None:
     @app.get(f"{API}/products/{{identifier:path}}")
     async def get_product(request: Request, identifier: str) -> Response:
         await guarded(request)
+        if not state.identifier_endpoints:
+            raise ApiError(403, "You are not allowed to access the identifier endpoints.")
         blob = catalog.identifier_blob(identifier)
         if blob is None:
             raise ApiError(
@@ -1151,18 +1321,27 @@ def _add_definition_routes(app: FastAPI, state: _ServerState) -> None:
     def records(kind: str) -> list[dict[str, Any]]:
         # definitions do not change while serving: export them once
         if not exported:
-            exported.update(state.catalog.definitions.to_dict())
+            exported.update(documented_records(state.catalog.definitions))
         return exported[kind]
 
     def lister(kind: str) -> Callable[[Request], Awaitable[Response]]:
         async def list_records(request: Request) -> Response:
             state.tokens.check_bearer(request.headers.get("authorization"))
-            return _records_page(request, records(kind), f"{API}/{kind}")
+            found = records(kind)
+            if kind == "attributes":
+                found = _search_attributes(found, request.query_params.get("search"))
+            return _records_page(request, found, f"{API}/{kind}")
 
         return list_records
 
-    for kind in ("attributes", "families", "channels", "categories"):
+    for kind in ("attributes", "families", "channels", "categories", "locales", "currencies"):
         app.add_api_route(f"{API}/{kind}", lister(kind), methods=["GET"])
+
+    @app.get(f"{API}/measurement-families")
+    async def list_measurement_families(request: Request) -> Response:
+        # not paginated in Akeneo: the whole list at once
+        state.tokens.check_bearer(request.headers.get("authorization"))
+        return _json(records("measurement-families"))
 
     @app.get(f"{API}/attributes/{{code}}/options")
     async def list_options(request: Request, code: str) -> Response:
@@ -1223,6 +1402,11 @@ def _add_admin_routes(app: FastAPI, state: _ServerState) -> None:
         body = await _json_object(request)
         return _json(state.catalog.patch(identifier, body, _now_iso(state.tz)))
 
+    @app.patch("/_admin/products-uuid/{uid}")
+    async def patch_product_by_uuid(request: Request, uid: str) -> Response:
+        body = await _json_object(request)
+        return _json(state.catalog.patch_uuid(uid, body, _now_iso(state.tz)))
+
     @app.delete("/_admin/products/{identifier:path}")
     async def delete_product(identifier: str) -> Response:
         if not state.catalog.delete(identifier):
@@ -1265,8 +1449,14 @@ def serve_in_thread(app: ASGIApp, host: str = "127.0.0.1", port: int = 0) -> Ite
         sock.close()
 
 
-def run(data_spec: str, host: str = "127.0.0.1", port: int = 8081, **options: Any) -> None:
+def run(
+    data_spec: str,
+    host: str = "127.0.0.1",
+    port: int = 8081,
+    bad: BadData | None = None,
+    **options: Any,
+) -> None:
     """Serve the dataset ``data_spec`` (any ``open_source`` spec) until interrupted."""
-    catalog = ReferenceCatalog.load(data_spec)
+    catalog = ReferenceCatalog.load(data_spec, bad)
     app = create_app(catalog, **options)
     uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import Connection, Integer, Row, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from app.channels.models import ChannelProduct
 from app.db import affected, dialect_insert
 from app.pages.models import DOMAINS, ProductPage
 
@@ -162,3 +163,22 @@ def reset_version(
         stmt = stmt.where(ProductPage.channel == channel)
     values = {f"{domain}_version": 0, domain: None, "updated_at": now}
     return affected(session, stmt.values(**values))
+
+
+def projection_lag(session: Session, now: datetime) -> dict[str, tuple[int, float]]:
+    """Per channel: catalog rows whose page does not show their version yet, and the age in
+    seconds of the oldest of them (a catalog event not yet applied, or lost). Channels with
+    nothing behind are left out."""
+    cp, p = ChannelProduct, ProductPage
+    rows = session.execute(
+        select(cp.channel, func.count(), func.min(cp.synced_at))
+        .select_from(cp)
+        .outerjoin(p, and_(p.channel == cp.channel, p.sku == cp.sku))
+        .where(cp.version > func.coalesce(p.catalog_version, 0))
+        .group_by(cp.channel)
+    ).all()
+    return {
+        channel: (int(n), max(0.0, (now - oldest).total_seconds()))
+        for channel, n, oldest in rows
+        if n
+    }

@@ -34,7 +34,14 @@ import orjson
 
 from app.config import get_settings
 from app.errors import is_transient_status
-from app.pim.catalog import SELECT_TYPES, CatalogDefinitions, DefinitionError, build_definitions
+from app.logging import get_logger
+from app.pim.catalog import (
+    IDENTIFIER_TYPE,
+    SELECT_TYPES,
+    CatalogDefinitions,
+    DefinitionError,
+    build_definitions,
+)
 from app.pim.ratelimit import (
     Limiter,
     LocalSemaphore,
@@ -45,9 +52,14 @@ from app.pim.ratelimit import (
 from app.pim.source import Page, PimThrottled, SourceError, TransientSourceError
 from app.pim.throttle import Gate, LocalGate, RedisGate, connection_key
 
+log = get_logger("pimsync.akeneo")
+
 API = "/api/rest/v1"
 TOKEN_PATH = "/api/oauth/v1/token"
 MAX_PAGE_SIZE = 100
+# uuids per `search={"uuid":[{"operator":"IN",...}]}` request: one page of the largest size
+# holds the answer, and the URL stays far below what servers accept (100 x 36 characters).
+UUID_BATCH = 100
 # Refresh this long before the token expires (capped at a tenth of its lifetime so a short
 # lived token is not refreshed on every call).
 REFRESH_MARGIN_SECONDS = 60.0
@@ -231,6 +243,7 @@ class AkeneoRestSource:
         self._refresh_token: str | None = None
         self._renew_at = 0.0
         self._definitions: CatalogDefinitions | None = None
+        self._identifier_attribute: str | None = None
         self.stats: dict[str, int | float] = {
             "requests": 0,
             "retries": 0,
@@ -311,10 +324,81 @@ class AkeneoRestSource:
             yield from page.items
 
     def get(self, identifier: str) -> dict[str, Any] | None:
-        return self._get_one(f"{API}/products/{quote(identifier, safe='')}")
+        """One product by its identifier (SKU), searched through ``products-uuid`` on the
+        identifier attribute: the identifier endpoints (``/products/{code}``) are not used."""
+        found = self.get_many_by_identifier([identifier])
+        return found.get(identifier)
 
     def get_by_uuid(self, uuid: str) -> dict[str, Any] | None:
         return self._get_one(f"{API}/products-uuid/{quote(uuid, safe='')}")
+
+    def get_many_by_uuid(self, uuids: list[str]) -> dict[str, dict[str, Any]]:
+        """The products of ``uuids`` the PIM has, by (lower-case) uuid: one search request
+        per ``UUID_BATCH`` uuids (``search={"uuid":[{"operator":"IN",...}]}``)."""
+        wanted = list(dict.fromkeys(u.lower() for u in uuids))
+        found: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(wanted), UUID_BATCH):
+            chunk = wanted[start : start + UUID_BATCH]
+            for item in self._search({"uuid": [{"operator": "IN", "value": chunk}]}):
+                uid = item.get("uuid")
+                if isinstance(uid, str):
+                    found[uid.lower()] = item
+        return found
+
+    def get_many_by_identifier(self, identifiers: list[str]) -> dict[str, dict[str, Any]]:
+        """The products of ``identifiers`` the PIM has, by identifier: one search request on
+        the identifier attribute per ``UUID_BATCH`` identifiers."""
+        attribute = self.identifier_attribute()
+        wanted = list(dict.fromkeys(identifiers))
+        found: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(wanted), UUID_BATCH):
+            chunk = wanted[start : start + UUID_BATCH]
+            for item in self._search({attribute: [{"operator": "IN", "value": chunk}]}):
+                for entry in (item.get("values") or {}).get(attribute) or ():
+                    data = entry.get("data") if isinstance(entry, dict) else None
+                    if isinstance(data, str) and data in chunk:
+                        found[data] = item
+        return found
+
+    def iter_variants(self, model_code: str) -> Iterator[dict[str, Any]]:
+        """Every variant product under a product model (root or sub-model), through
+        ``products-uuid`` with ``search={"parent":[{"operator":"=","value":CODE}]}``."""
+        return self._search({"parent": [{"operator": "=", "value": model_code}]})
+
+    def identifier_attribute(self) -> str:
+        """The attribute holding the SKU: ``PIMSYNC_IDENTIFIER_ATTRIBUTE`` when set, else the
+        PIM's attribute of type ``pim_catalog_identifier`` (the main identifier where several
+        exist), read once per source (a run's) with the attributes' type filter."""
+        if self._identifier_attribute is None:
+            override = get_settings().identifier_attribute
+            if override:
+                self._identifier_attribute = override
+            else:
+                url = f"{self.base_url}{API}/attributes"
+                search = {"type": [{"operator": "IN", "value": [IDENTIFIER_TYPE]}]}
+                params = {"limit": str(MAX_PAGE_SIZE), "search": _json_param(search)}
+                found = [a for page in self._iter_list(url, params) for a in page.items]
+                defs = build_definitions(attributes=[a for a in found if "code" in a])
+                chosen = defs.identifier_attribute()
+                if chosen is None:
+                    raise SourceError(
+                        f"Akeneo at {self.base_url}: cannot tell the identifier attribute "
+                        f"(attributes of type {IDENTIFIER_TYPE}: "
+                        f"{', '.join(sorted(defs.attributes)) or 'none'}); set "
+                        "PIMSYNC_IDENTIFIER_ATTRIBUTE"
+                    )
+                self._identifier_attribute = chosen
+        return self._identifier_attribute
+
+    def _search(self, search: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        url = f"{self.base_url}{API}/products-uuid"
+        params = {
+            "pagination_type": "search_after",
+            "limit": str(MAX_PAGE_SIZE),
+            "search": _json_param(search),
+        }
+        for page in self._iter_list(url, params):
+            yield from page.items
 
     def get_model(self, code: str) -> dict[str, Any] | None:
         return self._get_one(f"{API}/product-models/{quote(code, safe='')}")
@@ -349,6 +433,7 @@ class AkeneoRestSource:
                     channels=channels,
                     categories=categories,
                     options=options,
+                    unit_symbols=self._unit_symbols(),
                 )
             except DefinitionError as exc:
                 raise SourceError(
@@ -356,9 +441,36 @@ class AkeneoRestSource:
                 ) from None
         return self._definitions
 
+    def _unit_symbols(self) -> dict[str, str]:
+        """Unit code -> symbol from ``/measurement-families`` (one unpaginated list). Without
+        the "List measurement families" permission (403) or on an older PIM (404) the common
+        symbols pimsync knows apply."""
+        try:
+            response = self._call("GET", f"{self.base_url}{API}/measurement-families")
+        except TransientSourceError:
+            raise
+        except SourceError as exc:
+            log.warning("measurement_families_unreadable", pim=self.base_url, error=str(exc))
+            return {}
+        if response.status_code == 404:
+            return {}
+        try:
+            families = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            families = None
+        symbols: dict[str, str] = {}
+        for family in families if isinstance(families, list) else ():
+            units = family.get("units") if isinstance(family, dict) else None
+            for code, unit in (units or {}).items() if isinstance(units, dict) else ():
+                symbol = unit.get("symbol") if isinstance(unit, dict) else None
+                if isinstance(code, str) and isinstance(symbol, str) and symbol:
+                    symbols[code] = symbol
+        return symbols
+
     def invalidate_definitions(self) -> None:
         """Read the definitions again on next use (they change: new attributes, options)."""
         self._definitions = None
+        self._identifier_attribute = None
 
     # --- pagination ---------------------------------------------------------------------
 
@@ -566,6 +678,12 @@ class AkeneoRestSource:
         self.stats["slept_seconds"] += seconds
         self._sleep(seconds)
 
+    def ping(self) -> None:
+        """Log in once (one token request): proves the PIM answers and takes the credentials.
+        Raises SourceError (TransientSourceError when it does not answer) saying why."""
+        with self._token_lock:
+            self._login()
+
     # --- OAuth --------------------------------------------------------------------------
 
     def _access_token(self) -> str:
@@ -645,6 +763,10 @@ class AkeneoRestSource:
         self._refresh_token = refresh if isinstance(refresh, str) and refresh else None
         margin = min(REFRESH_MARGIN_SECONDS, lifetime / 10)
         self._renew_at = self._clock() + lifetime - margin
+
+
+def _json_param(value: Any) -> str:
+    return orjson.dumps(value).decode()
 
 
 def _check_page_size(page_size: int) -> None:

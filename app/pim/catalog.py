@@ -41,6 +41,8 @@ class AttributeDef:
     default_metric_unit: str | None = None
     group: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
+    # Akeneo SaaS may define several identifier attributes; one is the main identifier.
+    is_main_identifier: bool = False
 
     def required_in_locale(self, locale: str) -> bool:
         """A locale-specific attribute is required only in its available locales."""
@@ -98,6 +100,16 @@ class CatalogDefinitions:
             self.label_cache[key] = hit
         return hit
 
+    def identifier_attribute(self) -> str | None:
+        """The attribute holding the product identifier: the one of type
+        ``pim_catalog_identifier`` (the main identifier where several exist); None when the
+        definitions name none (or several, none of them the main one)."""
+        found = [a for a in self.attributes.values() if a.type == IDENTIFIER_TYPE]
+        main = [a for a in found if a.is_main_identifier]
+        if len(main) == 1:
+            return main[0].code
+        return found[0].code if len(found) == 1 else None
+
     def attribute_type(self, code: str) -> str | None:
         attr = self.attributes.get(code)
         return attr.type if attr else None
@@ -141,6 +153,7 @@ class CatalogDefinitions:
                     "default_metric_unit": a.default_metric_unit,
                     "group": a.group,
                     "labels": a.labels,
+                    **({"is_main_identifier": True} if a.is_main_identifier else {}),
                 }
                 for a in self.attributes.values()
             ],
@@ -196,6 +209,32 @@ def parse_attribute(record: dict[str, Any]) -> AttributeDef:
         default_metric_unit=record.get("default_metric_unit") or None,
         group=record.get("group") or None,
         labels=dict(record.get("labels") or {}),
+        is_main_identifier=record.get("is_main_identifier") is True,
+    )
+
+
+def resolve_identifier_attribute(override: str | None, defs: CatalogDefinitions) -> str:
+    """The attribute that holds a product's identifier in ``values``: the setting
+    (``PIMSYNC_IDENTIFIER_ATTRIBUTE``) when given, else what the catalog defines, else
+    ``sku`` (Akeneo's default name) for sources that define no attributes."""
+    return override or defs.identifier_attribute() or "sku"
+
+
+def identifier_attribute_problem(attribute: str, defs: CatalogDefinitions) -> str | None:
+    """Why ``attribute`` cannot be where the PIM keeps its SKUs (None: it can). Checked
+    against the definitions when they list attributes: a wrong setting would otherwise make
+    every product look like one without an identifier."""
+    if not defs.attributes:
+        return None
+    found = defs.attributes.get(attribute)
+    if found is not None and found.type == IDENTIFIER_TYPE:
+        return None
+    actual = defs.identifier_attribute()
+    return (
+        f"the identifier attribute {attribute!r} is not one of the PIM's identifier attributes "
+        f"({actual!r} is; fix or unset PIMSYNC_IDENTIFIER_ATTRIBUTE)"
+        if actual
+        else f"the identifier attribute {attribute!r} is not an identifier attribute of the PIM"
     )
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import uuid as uuid_module
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -57,6 +58,9 @@ class Product:
     values: dict[str, list[dict[str, Any]]]
     root_parent: str | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    # False: the PIM gave the product no identifier (allowed since products are keyed by
+    # uuid); ``identifier`` is then its uuid, the key it is mirrored and published under
+    has_identifier: bool = True
     # ``raw`` as JSON, when the ingest already encoded it (the mirror stores it as is)
     encoded: bytes | None = field(default=None, repr=False)
     # built by ``unlocalized()``; never passed in nor copied by ``dataclasses.replace``
@@ -69,6 +73,7 @@ class Product:
         """Rebuild a product that already passed ``parse_product`` (no validation)."""
         return cls(
             identifier=identifier,
+            has_identifier=raw.get("identifier", identifier) is not None,
             uuid=raw.get("uuid"),
             family=raw.get("family"),
             parent=raw.get("parent"),
@@ -177,6 +182,17 @@ def _ref(raw: dict[str, Any]) -> str:
             return value
     identifier = raw.get("identifier")
     return printable(identifier) if isinstance(identifier, str) and identifier else "<unknown>"
+
+
+def is_uuid(value: Any) -> bool:
+    """A uuid in its 36-character text form (Akeneo's product key)."""
+    if not isinstance(value, str) or len(value) != 36:
+        return False
+    try:
+        uuid_module.UUID(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _json_number(value: Any) -> bool:
@@ -294,9 +310,16 @@ def parse_product(raw: Any, identifier_attribute: str = "sku") -> Product:
             if isinstance(entry.get("data"), str):
                 identifier = entry["data"]
                 break
+    has_identifier = True
+    if identifier is None and is_uuid(raw.get("uuid")):
+        # No identifier at all, and Akeneo's own key: mirrored under its uuid; each channel
+        # publishes it under that uuid or skips it ("no identifier").
+        identifier, has_identifier = str(raw["uuid"]).lower(), False
     if not isinstance(identifier, str) or not identifier.strip():
         raise ProductParseError(
-            ref, "identifier", f"missing (no `identifier` and no `{identifier_attribute}` value)"
+            ref,
+            "identifier",
+            f"missing (no `identifier`, no `{identifier_attribute}` value, no uuid)",
         )
     if len(identifier) > MAX_IDENTIFIER_LENGTH:
         raise ProductParseError(
@@ -335,12 +358,13 @@ def parse_product(raw: Any, identifier_attribute: str = "sku") -> Product:
             ) from None
 
     clean = dict(raw)
-    clean["identifier"] = identifier
+    clean["identifier"] = identifier if has_identifier else None
     clean["values"] = values
     clean["categories"] = categories
     clean.pop("_links", None)
     return Product(
         identifier=identifier,
+        has_identifier=has_identifier,
         uuid=raw.get("uuid"),
         family=raw.get("family"),
         parent=raw.get("parent"),

@@ -67,6 +67,26 @@ def high_watermark(session: Session) -> int:
     return int(value or 0) + 1
 
 
+def first_change_not_read_by(
+    session: Session, from_seq: int, to_seq: int, run_id: uuid.UUID
+) -> int:
+    """The first change position in ``[from_seq, to_seq)`` that the run ``run_id`` did not make
+    by reading the product (another writer's: a delta, an event, a removal); ``to_seq`` when
+    every change in the range is the run's own. A full sync's channel marker moves up to it:
+    what the full sync read it also published, so the next delta need not decide it again."""
+    foreign = or_(
+        PimProduct.last_seen_run.is_(None),
+        PimProduct.last_seen_run != run_id,
+        PimProduct.removed_at.is_not(None),
+    )
+    first = session.execute(
+        select(func.min(PimProduct.change_seq)).where(
+            PimProduct.change_seq >= from_seq, PimProduct.change_seq < to_seq, foreign
+        )
+    ).scalar()
+    return to_seq if first is None else int(first)
+
+
 def upsert_products(
     session: Session,
     products: Sequence[tuple[Product, str]],

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from app.pim.akeneo import AkeneoRestSource
 from app.pim.files import CatalogDirSource, JsonLinesSource
@@ -52,3 +53,22 @@ def open_source(spec: str | Path, **options: Any) -> PimSource:
             "nor a catalog (products.jsonl)"
         )
     return JsonLinesSource(path)
+
+
+def describe_source(spec: str | Path) -> tuple[str, str]:
+    """(kind, where) of a source spec, safe to store and print: an Akeneo URL loses any
+    user-info, query and fragment (credentials never travel in a run); a path stays a path.
+    Kinds: ``akeneo``, ``sample``, ``generated``, ``files``."""
+    text = str(spec).strip()
+    if text.startswith(("http://", "https://")):
+        parts = urlsplit(text)
+        host = parts.hostname or ""
+        netloc = f"[{host}]" if ":" in host else host
+        if parts.port:
+            netloc += f":{parts.port}"
+        return "akeneo", urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+    if text == "sample":
+        return "sample", text
+    if text.startswith("generated:"):
+        return "generated", text
+    return "files", text

@@ -11,7 +11,7 @@ import math
 import random
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -21,7 +21,8 @@ from app.channels.repository import RowChange
 from app.config import Settings
 from app.db import after_commit, utcnow
 from app.errors import TransientError
-from app.pim.source import PimSource
+from app.pim.source import PimSource, SourceError
+from app.pim.sources import describe_source, open_source
 from app.sync.repository import Released
 
 
@@ -65,12 +66,40 @@ class SyncContext:
     clock: Callable[[], datetime] = utcnow
     # When set, released batches are kept here instead of sent (see publish_batches).
     held: list[Released] | None = None
+    # Sources a run named that are not this process's own (see source_for), opened once.
+    others: dict[str, PimSource] = field(default_factory=dict)
 
     def now(self) -> datetime:
         return self.clock()
 
     def source(self) -> PimSource:
         return self.source_factory()
+
+    def source_record(self, spec: str | None = None) -> tuple[str, str]:
+        """What a new run records as its source: ``spec`` or this process's setting."""
+        return describe_source(spec or self.settings.pim_source)
+
+    def source_for(self, recorded: str | None) -> PimSource:
+        """The source a run recorded, opened here, or SourceError saying why it cannot be.
+
+        A run reads the source it recorded, not whatever this worker is set to read. An
+        Akeneo PIM other than this process's own is refused: the worker's credentials
+        (PIMSYNC_AKENEO_*) are for its own PIMSYNC_PIM_SOURCE and are never sent elsewhere."""
+        _, own = describe_source(self.settings.pim_source)
+        if recorded is None or recorded == own:
+            return self.source()
+        kind, where = describe_source(recorded)
+        if kind == "akeneo":
+            raise SourceError(
+                f"this run reads the PIM at {where}, but this worker's PIMSYNC_PIM_SOURCE is "
+                f"{own}: a worker sends its Akeneo credentials only to its own PIM. Set "
+                "PIMSYNC_PIM_SOURCE and PIMSYNC_AKENEO_* on the workers (and the command) "
+                "alike"
+            )
+        opened = self.others.get(where)
+        if opened is None:
+            opened = self.others[where] = open_source(where)
+        return opened
 
     def lock_ttl(self) -> timedelta:
         return timedelta(seconds=self.settings.lock_ttl_seconds)

@@ -27,6 +27,7 @@ from app.mapping import repository as mapping_repo
 from app.mapping.repository import Tally
 from app.ownership import Violation
 from app.pim import repository as pim_repo
+from app.pim.catalog import identifier_attribute_problem, resolve_identifier_attribute
 from app.pim.product import (
     MAX_PRODUCT_BYTES,
     Product,
@@ -34,7 +35,7 @@ from app.pim.product import (
     content_hash,
     parse_product,
 )
-from app.pim.source import Page
+from app.pim.source import Page, PimSource
 from app.sync import repository as repo
 from app.sync import runs
 from app.sync.context import SyncContext
@@ -47,12 +48,21 @@ log = get_logger("pimsync.ingest")
 
 
 def start_full(
-    session: Session, ctx: SyncContext, channels: list[str] | None = None, trigger: str = "cli"
+    session: Session,
+    ctx: SyncContext,
+    channels: list[str] | None = None,
+    trigger: str = "cli",
+    source: str | None = None,
 ) -> SyncRun | None:
-    """Start a full sync for some or all channels; None when every channel is already busy."""
+    """Start a full sync for some or all channels; None when every channel is already busy.
+    ``source``: the PIM to read (default: this process's PIMSYNC_PIM_SOURCE); the run records
+    it and its reader reads that one (or fails the run saying why it cannot)."""
     now = ctx.now()
     codes = configured_channels(ctx.settings, channels)
-    ingest = repo.create_run(session, FULL, None, now, trigger=trigger)
+    kind, where = ctx.source_record(source)
+    ingest = repo.create_run(
+        session, FULL, None, now, trigger=trigger, source_kind=kind, source=where
+    )
     hw = pim_repo.high_watermark(session)
     started = []
     for code in codes:
@@ -70,14 +80,27 @@ def start_full(
     ingest.details = {"channels": started}
     session.flush()
     after_commit(session, partial(runs.send_read_or_fail, ctx, ingest.id))
-    log.info("full_sync_started", run_id=str(ingest.id), channels=started, trigger=trigger)
+    log.info(
+        "full_sync_started",
+        phase="start",
+        run_id=str(ingest.id),
+        channels=started,
+        trigger=trigger,
+        source=where,
+    )
     return ingest
 
 
-def start_delta(session: Session, ctx: SyncContext, trigger: str = "beat") -> SyncRun:
-    """Start a delta cycle: read what changed since the cursor, then every channel catches up."""
+def start_delta(
+    session: Session, ctx: SyncContext, trigger: str = "beat", source: str | None = None
+) -> SyncRun:
+    """Start a delta cycle: read what changed since the cursor, then every channel catches up.
+    ``source`` as in start_full."""
     now = ctx.now()
-    run = repo.create_run(session, DELTA, None, now, trigger=trigger)
+    kind, where = ctx.source_record(source)
+    run = repo.create_run(
+        session, DELTA, None, now, trigger=trigger, source_kind=kind, source=where
+    )
     reason = runs.take_lock(session, ctx, runs.DELTA_INGEST_LOCK, run)
     if reason is not None:
         runs.skip(session, run, now, reason)
@@ -91,6 +114,14 @@ def start_delta(session: Session, ctx: SyncContext, trigger: str = "beat") -> Sy
     run.cursor_to = now.isoformat()
     session.flush()
     after_commit(session, partial(runs.send_read_or_fail, ctx, run.id))
+    log.info(
+        "delta_sync_started",
+        phase="start",
+        run_id=str(run.id),
+        trigger=trigger,
+        source=where,
+        since=run.cursor_from,
+    )
     return run
 
 
@@ -128,8 +159,23 @@ def _parse_page(
     return good, bad
 
 
+def _identifier_in(item: dict[str, Any], identifier_attribute: str) -> Any:
+    """The identifier as ``parse_product`` finds it: the top-level field (the identifier
+    endpoints' shape), else the identifier attribute's value (``products-uuid`` items)."""
+    ident = item.get("identifier")
+    if ident is not None:
+        return ident
+    values = item.get("values")
+    entries = values.get(identifier_attribute) if values.__class__ is dict else None
+    if entries.__class__ is list:
+        for entry in entries:
+            if entry.__class__ is dict and entry.get("data").__class__ is str:
+                return entry["data"]
+    return None
+
+
 def _split_known(
-    pages: list[Page],
+    pages: list[Page], identifier_attribute: str = "sku"
 ) -> tuple[list[Page], list[dict[str, Any]], dict[str, str]]:
     """Set aside the products whose content the mirror already holds.
 
@@ -146,7 +192,7 @@ def _split_known(
         for item in page.items:
             if item.__class__ is not dict:
                 continue
-            ident = item.get("identifier")
+            ident = _identifier_in(item, identifier_attribute)
             if ident.__class__ is not str or not ident or text_problem(ident):
                 continue  # the parser says why (a NUL could not even be looked up)
             if ident in hashes:
@@ -156,6 +202,9 @@ def _split_known(
                 item.get("categories") or [], list
             ):
                 continue  # malformed: the parser says why
+            if item.get("identifier") is None:
+                # hashed as the parser will store it: with its identifier at the top
+                item["identifier"] = ident
             try:
                 hashes[ident] = content_hash(item)
             except (TypeError, ValueError):  # unhashable odd payload: the parser will say why
@@ -241,9 +290,11 @@ def _ingest_slice(ctx: SyncContext, run_id: uuid.UUID, reader: str) -> bool:
             return True
         kind, resume, since = run.kind, run.resume_token, run.cursor_from
         first_slice = resume is None and run.read == 0 and run.rejected == 0
+        recorded = run.source
     # A failed slice keeps its lease: the task's retry (same reader) takes it back at once,
     # and a retry that never comes lets it expire for the sweeper's resend.
-    return _read_slice(ctx, run_id, lease.token, kind, resume, since, first_slice)
+    source = ctx.source_for(recorded)
+    return _read_slice(ctx, run_id, lease.token, kind, resume, since, first_slice, source)
 
 
 def _read_slice(
@@ -254,11 +305,18 @@ def _read_slice(
     resume: str | None,
     since: str | None,
     first_slice: bool,
+    source: PimSource,
 ) -> bool:
     settings = ctx.settings
-    source = ctx.source()
     if first_slice:
         _refresh_definitions(ctx, source, force=kind == FULL)
+    with session_scope() as session:
+        # where the SKU is in `values`: from the definitions this run read at its start
+        defs = REGISTRY.definitions(session)[0]
+    identifier_attribute = resolve_identifier_attribute(settings.identifier_attribute, defs)
+    if problem := identifier_attribute_problem(identifier_attribute, defs):
+        runs.fail_ingest(ctx, run_id, problem)
+        return True
     deadline = ctx.now() + timedelta(seconds=settings.ingest_slice_seconds)
     pages = source.iter_pages(
         datetime.fromisoformat(since) if since else None,
@@ -274,7 +332,9 @@ def _read_slice(
             if item is None:
                 return True
             group, token, exhausted = item
-            committed = _commit_group(ctx, run_id, lease, group, token, exhausted)
+            committed = _commit_group(
+                ctx, run_id, lease, group, token, exhausted, identifier_attribute
+            )
             del group, item
         if not committed or exhausted:
             return True
@@ -309,6 +369,7 @@ def _commit_group(
     group: list[Page],
     token: str | None,
     exhausted: bool,
+    identifier_attribute: str = "sku",
 ) -> bool:
     """One transaction: the pages' products in the mirror, their units planned, the token
     saved. False when the run stopped (aborted, cancelled, lease lost): nothing is written
@@ -316,9 +377,9 @@ def _commit_group(
     settings = ctx.settings
     good: list[tuple[Product, str]] = []
     bad: list[tuple[str, str]] = []
-    to_parse, known, hashes = _split_known(group)
+    to_parse, known, hashes = _split_known(group, identifier_attribute)
     for page in to_parse:
-        g, b = _parse_page(page, settings.identifier_attribute, hashes)
+        g, b = _parse_page(page, identifier_attribute, hashes)
         good.extend(g)
         bad.extend(b)
     now = ctx.now()
@@ -377,7 +438,7 @@ def _commit_group(
             for child in children:
                 _plan_batches(session, ctx, child, skus, failed=len(bad), group_key=group_key)
                 repo.renew_lock(session, runs.run_lock(child), child.id, ctx.lock_ttl(), now)
-        log.info(
+        log.debug(
             "ingest_page",
             run_id=str(run_id),
             kind=run.kind,
@@ -386,7 +447,18 @@ def _commit_group(
             rejected=len(bad),
             read=run.read,
         )
-        if exhausted:
+        if exhausted and run.read and run.rejected >= run.read:
+            # Nothing of the PIM could be read: finishing would publish nothing and (a full
+            # sync) call every product an orphan. Usually the identifier attribute is wrong.
+            runs.fail_ingest_run(
+                session,
+                ctx,
+                run,
+                f"every product read ({run.read:,}) was rejected (identifier attribute "
+                f"{identifier_attribute!r}; set PIMSYNC_IDENTIFIER_ATTRIBUTE if the SKU is "
+                f"elsewhere); first reason: {bad[0][1] if bad else 'see pimsync dead-letters'}",
+            )
+        elif exhausted:
             _finish_ingest(session, ctx, run, children)
     with session_scope() as session:
         # the tables this read is filling up
@@ -491,6 +563,7 @@ def _finish_ingest(
             after_commit(session, partial(ctx.dispatcher.catch_up, code, run.id, DELTA))
         log.info(
             "delta_ingest_complete",
+            phase="read",
             run_id=str(run.id),
             read=run.read,
             rejected=run.rejected,
@@ -498,6 +571,14 @@ def _finish_ingest(
         )
         return
     repo.finish_run(session, run, COMPLETED, now)
+    log.info(
+        "full_ingest_complete",
+        phase="read",
+        run_id=str(run.id),
+        read=run.read,
+        rejected=run.rejected,
+        channels=[c.channel for c in children],
+    )
     # The export held everything updated before this run started: a delta may start there
     # (products updated while it read are newer than its start, so the next delta sees them).
     if run.rejected == 0:

@@ -69,6 +69,11 @@ class SyncRun(Base):
     resume_token: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)
     details: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # The PIM source a reading run reads (app.pim.sources.describe_source): its kind
+    # (akeneo, sample, generated, files) and its URL or path, never a credential. The worker
+    # reads this source, not its own setting (or refuses the run, saying why).
+    source_kind: Mapped[str | None] = mapped_column(String(16))
+    source: Mapped[str | None] = mapped_column(String(1000))
 
     __table_args__ = (
         Index("ix_sync_run_channel_kind_started", "channel", "kind", "started_at"),

@@ -10,12 +10,13 @@ from sqlalchemy.orm import Session
 
 from app.logging import get_logger
 from app.pim import repository as pim_repo
-from app.pim.product import ProductParseError, content_hash, parse_product
+from app.pim.catalog import resolve_identifier_attribute
+from app.pim.product import ProductParseError, content_hash, is_uuid, parse_product
 from app.pim.source import SourceError
 from app.sync import repository as repo
 from app.sync.context import SyncContext
 from app.sync.models import REPLAY
-from app.sync.runtime import configured_channels
+from app.sync.runtime import REGISTRY, configured_channels
 
 log = get_logger("pimsync.sync")
 
@@ -97,13 +98,16 @@ def refetch_from_pim(session: Session, ctx: SyncContext, identifiers: list[str])
     good = []
     gone: list[str] = []
     bad: dict[str, str] = {}
+    identifier_attribute = resolve_identifier_attribute(
+        ctx.settings.identifier_attribute, REGISTRY.definitions(session)[0]
+    )
     for ident in identifiers:
-        raw = source.get(ident)  # SourceError propagates: nothing is replayed
+        raw = _fetch_one(source, ident)  # SourceError propagates: nothing is replayed
         if raw is None:
             gone.append(ident)
             continue
         try:
-            product = parse_product(raw, ctx.settings.identifier_attribute)
+            product = parse_product(raw, identifier_attribute)
         except ProductParseError as exc:
             bad[ident] = str(exc)
             log.warning("refetch_still_malformed", sku=ident, error=str(exc))
@@ -120,19 +124,31 @@ def _refetch(session: Session, ctx: SyncContext, identifiers: list[str]) -> int:
     source = ctx.source()
     good = []
     now = ctx.now()
+    identifier_attribute = resolve_identifier_attribute(
+        ctx.settings.identifier_attribute, REGISTRY.definitions(session)[0]
+    )
     for ident in identifiers:
         try:
-            raw = source.get(ident)
+            raw = _fetch_one(source, ident)
         except SourceError as exc:
             log.warning("refetch_failed", sku=ident, error=str(exc))
             continue
         if raw is None:
             continue
         try:
-            product = parse_product(raw, ctx.settings.identifier_attribute)
+            product = parse_product(raw, identifier_attribute)
         except ProductParseError as exc:
             log.warning("refetch_still_malformed", sku=ident, error=str(exc))
             continue
         good.append((product, content_hash(product.raw)))
     pim_repo.upsert_products(session, good, None, now)
     return len(good)
+
+
+def _fetch_one(source: Any, key: str) -> dict[str, Any] | None:
+    """A product by its SKU, or by its uuid when that is its key (a product without an
+    identifier is mirrored, and refused, under its uuid)."""
+    get_by_uuid = getattr(source, "get_by_uuid", None)
+    if get_by_uuid is not None and is_uuid(key):
+        return get_by_uuid(key)  # type: ignore[no-any-return]
+    return source.get(key)  # type: ignore[no-any-return]

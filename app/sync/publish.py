@@ -429,10 +429,17 @@ def finalize_if_done(session: Session, ctx: SyncContext, run: SyncRun) -> bool:
         )
         run.orphans_disabled = len(orphans)
         ctx.notify_changes(session, orphans)
-        # Everything the mirror held before this run began is now published: the channel's
-        # delta marker may skip it, unless a product failed (then the delta retries it).
+        # Everything the mirror held before this run began is now published, and so is what
+        # this run's read wrote since: the channel's delta marker may skip both (up to the
+        # first change another writer made meanwhile), unless a product failed (then the
+        # delta retries it). Without the second part the first delta after a cold full sync
+        # decided every product again.
         if run.failed == 0 and run.cursor_to:
-            _advance_channel_cursor(session, run.channel or "", int(run.cursor_to), now, run.id)
+            upto = int(run.cursor_to)
+            if run.parent_id is not None:
+                end = pim_repo.high_watermark(session)
+                upto = pim_repo.first_change_not_read_by(session, upto, end, run.parent_id)
+            _advance_channel_cursor(session, run.channel or "", upto, now, run.id)
     elif run.kind == DELTA and run.cursor_to is not None:
         _advance_channel_cursor(session, run.channel or "", int(run.cursor_to), now, run.id)
     repo.finish_run(session, run, COMPLETED, now)
@@ -452,6 +459,7 @@ def _advance_channel_cursor(
 
 def _log_complete(run: SyncRun) -> None:
     fields = {
+        "phase": "publish",
         "run_id": str(run.id),
         "channel": run.channel,
         "synced": run.synced,
@@ -465,7 +473,7 @@ def _log_complete(run: SyncRun) -> None:
     if run.kind == FULL:
         log.info("full_sync_complete", orphans_disabled=run.orphans_disabled, **fields)
     elif run.kind == DELTA and run.planned_units == 0:
-        log.info("delta_sync_empty", run_id=str(run.id), channel=run.channel)
+        log.info("delta_sync_empty", phase="publish", run_id=str(run.id), channel=run.channel)
     else:
         log.info(f"{run.kind}_sync_complete", **fields)
 

@@ -8,7 +8,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, func, or_, select, text, update
+from sqlalchemy import (
+    ColumnElement,
+    String,
+    and_,
+    delete,
+    func,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from app.db import affected, among, dialect_insert, is_postgres
@@ -16,9 +26,11 @@ from app.sync.models import (
     BATCH_DONE,
     BATCH_ENQUEUED,
     BATCH_PENDING,
+    DELTA,
     DL_OPEN,
     DL_REPLAYED,
     DL_RESOLVED,
+    FULL,
     RUNNING,
     DeadLetter,
     SyncBatch,
@@ -145,6 +157,35 @@ def recent_runs(
     if not include_ingest:
         q = q.where(SyncRun.channel.is_not(None))
     return list(session.execute(q).scalars())
+
+
+def runs_by_prefix(session: Session, prefix: str, limit: int = 10) -> list[SyncRun]:
+    """Runs whose id starts with ``prefix`` (hex digits, dashes ignored), newest first: the
+    short ids ``pimsync runs`` shows name a run the way git's short hashes name a commit.
+    A full scan of sync_run (a few rows a cycle): a person types these, not a program."""
+    digits = prefix.replace("-", "").lower()
+    hex_id = func.replace(func.lower(func.cast(SyncRun.id, String)), "-", "")
+    q = (
+        select(SyncRun)
+        .where(hex_id.startswith(digits, autoescape=True))
+        .order_by(SyncRun.started_at.desc())
+        .limit(limit)
+    )
+    return list(session.execute(q).scalars())
+
+
+def last_finished_runs(session: Session) -> dict[str, SyncRun]:
+    """The last finished run of each kind: the PIM read for delta and full syncs, the channel
+    run for the others (republish, replay...)."""
+    out: dict[str, SyncRun] = {}
+    for kind in session.execute(select(SyncRun.kind).distinct()).scalars():
+        q = select(SyncRun).where(SyncRun.kind == kind, SyncRun.finished_at.is_not(None))
+        if kind in (DELTA, FULL):
+            q = q.where(SyncRun.channel.is_(None))
+        run = session.execute(q.order_by(SyncRun.finished_at.desc()).limit(1)).scalar()
+        if run is not None:
+            out[kind] = run
+    return out
 
 
 def running_runs(session: Session) -> list[SyncRun]:

@@ -104,20 +104,25 @@ def stop(session: Session, ctx: SyncContext, run: SyncRun, status: str, reason: 
 def fail_ingest(ctx: SyncContext, run_id: uuid.UUID, error: str) -> None:
     """The PIM could not be read (retries exhausted or a permanent error): the run and its
     channel runs fail, and nothing is disabled."""
-    now = ctx.now()
     with session_scope() as session:
         run = repo.get_run(session, run_id, for_update=True)
         if run is None or run.status != RUNNING:
             return
-        repo.finish_run(session, run, FAILED, now, error=error)
-        repo.release_lock(session, DELTA_INGEST_LOCK, run.id)
-        repo.release_lock(session, ingest_lease(run.id), run.id)
-        for child in repo.child_runs(session, run.id):
-            if child.status == RUNNING:
-                repo.finish_run(session, child, FAILED, now, error=f"PIM read failed: {error}")
-                repo.discard_open_batches(session, child.id, now)
-                repo.release_lock(session, run_lock(child), child.id)
-    log.error("run_failed", run_id=str(run_id), error=error)
+        fail_ingest_run(session, ctx, run, error)
+
+
+def fail_ingest_run(session: Session, ctx: SyncContext, run: SyncRun, error: str) -> None:
+    """``fail_ingest`` inside the caller's transaction, on a run row it holds locked."""
+    now = ctx.now()
+    repo.finish_run(session, run, FAILED, now, error=error)
+    repo.release_lock(session, DELTA_INGEST_LOCK, run.id)
+    repo.release_lock(session, ingest_lease(run.id), run.id)
+    for child in repo.child_runs(session, run.id):
+        if child.status == RUNNING:
+            repo.finish_run(session, child, FAILED, now, error=f"PIM read failed: {error}")
+            repo.discard_open_batches(session, child.id, now)
+            repo.release_lock(session, run_lock(child), child.id)
+    log.error("run_failed", run_id=str(run.id), error=error)
 
 
 def defer_read(

@@ -25,6 +25,8 @@ from app.pim.catalog import CatalogDefinitions
 from app.pim.product import Product
 
 FAILED = "failed"
+# the reason a channel skips a product the PIM gave no identifier
+NO_IDENTIFIER = "no identifier"
 
 
 @dataclass(slots=True)
@@ -78,17 +80,17 @@ def evaluate(product: Product, rt: ChannelRuntime) -> UnitOutcome:
     sku = product.identifier
     if not product.enabled:
         return UnitOutcome(sku, DISABLED_IN_PIM, detail={"reason": "disabled in the PIM"})
+    if not product.has_identifier and rt.channel.without_identifier == "skip":
+        return UnitOutcome(sku, FILTERED, detail={"filter": NO_IDENTIFIER})
     failing = first_failing_filter(product, rt.channel, rt.defs)
     if failing is not None:
         return UnitOutcome(sku, FILTERED, detail={"filter": failing})
     completeness = compute_completeness(product, rt.channel, rt.defs)
     if not completeness.complete:
-        return UnitOutcome(
-            sku,
-            INCOMPLETE,
-            detail={"missing": completeness.missing},
-            completeness=completeness.ratio,
-        )
+        detail: dict[str, Any] = {"missing": completeness.missing}
+        if completeness.reason is not None:
+            detail["reason"] = completeness.reason
+        return UnitOutcome(sku, INCOMPLETE, detail=detail, completeness=completeness.ratio)
     try:
         # Ownership is enforced inside the plan: attributes of domains the PIM does not own
         # (prices, stock, media by default) are left out and reported as violations.

@@ -40,7 +40,7 @@ from app.sync.runs import waiting_note
 from app.sync.runtime import REGISTRY
 from app.textcheck import text_problem
 from app.web import charts, health
-from app.web.metrics import exposition
+from app.web.metrics import exposition, queues_without_consumer
 from app.web.security import Refused, bearer, read_body
 
 router = APIRouter(tags=["operations"])
@@ -173,6 +173,7 @@ def dashboard(request: Request, replayed: int | None = None) -> HTMLResponse:
             humanize=health.humanize,
             age=lambda t: None if t is None else (now - t).total_seconds(),
             csrf=_csrf(operator),
+            unconsumed=queues_without_consumer(get_settings().broker_url),
             flash=f"Replayed {replayed} dead letter(s)." if replayed is not None else None,
             progress=running,
             progress_every_ms=PROGRESS_POLL_SECONDS * 1000,

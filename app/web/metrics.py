@@ -7,12 +7,12 @@ no aggregation and survive restarts. The samples counted inside processes come f
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import cast
 
-import redis
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -34,6 +34,7 @@ from app.sync.models import BATCH_ENQUEUED, DeadLetter, SyncBatch, SyncCursor, S
 from app.sync.pim_events.models import PendingSku
 from app.sync.progress import run_progress
 from celeryconfig import ALL_QUEUES
+from tasks.workers import QueueState, backlog, consumers_by_queue, worker_queues
 
 RUN_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 3600, 7200)
 OUTCOMES = {
@@ -160,7 +161,7 @@ class StateCollector:
         yield from (units, runs, run_status, dead, drift, drift_products, cursor_age, readiness)
         yield from (*progress, backlog)
         if self.queues and self.broker_url and self.broker_url.startswith("redis"):
-            yield self._queue_depth()
+            yield from self._queues()
         yield from self._pim_health(now)
 
     def _pim_health(self, now: float) -> Iterator[Metric]:
@@ -191,17 +192,58 @@ class StateCollector:
             backoff.add_metric([pim.base_url], pim.backoff_seconds(now))
         yield from (up, requests, backoff)
 
-    def _queue_depth(self) -> Metric:
+    def _queues(self) -> Iterator[Metric]:
         depth = GaugeMetricFamily(
             "pimsync_queue_depth", "Messages waiting per Celery queue.", labels=["queue"]
         )
-        client = redis.Redis.from_url(self.broker_url or "", socket_timeout=2)
+        oldest = GaugeMetricFamily(
+            "pimsync_queue_oldest_message_age_seconds",
+            "Age of the oldest message waiting per queue (0 when none waits).",
+            labels=["queue"],
+        )
+        states = backlog(self.broker_url or "", self.queues)
+        for queue, state in states.items():
+            depth.add_metric([queue], float(state.waiting or 0))
+            oldest.add_metric([queue], float(state.oldest_age or 0.0))
+        yield from (depth, oldest)
+        consumers = _consumers()
+        if consumers is None:  # the workers could not be asked: no guess
+            return
+        count = GaugeMetricFamily(
+            "pimsync_queue_consumers", "Workers consuming each queue.", labels=["queue"]
+        )
+        orphaned = GaugeMetricFamily(
+            "pimsync_queue_without_consumer",
+            "1 when messages wait on a queue that no worker consumes (they wait for ever).",
+            labels=["queue"],
+        )
+        for queue, state in states.items():
+            workers = consumers.get(queue, [])
+            count.add_metric([queue], float(len(workers)))
+            orphaned.add_metric([queue], 1.0 if state.waiting and not workers else 0.0)
+        yield from (count, orphaned)
+
+
+# Asking the workers is a broadcast that waits for their answers: one per this many seconds at
+# most, whatever the number of scrapers (Prometheus scrapes every 15 s or so).
+CONSUMERS_TTL_SECONDS = 30.0
+_consumers_cache: tuple[float, dict[str, list[str]] | None] | None = None
+_consumers_lock = threading.Lock()
+
+
+def _consumers() -> dict[str, list[str]] | None:
+    global _consumers_cache
+    with _consumers_lock:
+        now = time.monotonic()
+        if _consumers_cache is not None and now - _consumers_cache[0] < CONSUMERS_TTL_SECONDS:
+            return _consumers_cache[1]
+        found: dict[str, list[str]] | None
         try:
-            for queue in self.queues:
-                depth.add_metric([queue], float(client.llen(queue)))
-        finally:
-            client.close()
-        return depth
+            found = consumers_by_queue(worker_queues())
+        except Exception:  # the broker's errors: pimsync_queue_depth says the rest
+            found = None  # remembered too: asking an unreachable broker takes seconds
+        _consumers_cache = (now, found)
+        return found
 
 
 def _progress_metrics(s: Session, now: float) -> Iterator[Metric]:
@@ -267,3 +309,18 @@ def registry(settings: Settings) -> CollectorRegistry:
 
 def exposition(settings: Settings) -> bytes:
     return generate_latest(registry(settings))
+
+
+def queues_without_consumer(broker_url: str) -> list[QueueState]:
+    """Queues where messages wait and no worker consumes them (the dashboard's red line);
+    empty when the broker or the workers cannot be asked (the dashboard says the rest)."""
+    if not broker_url.startswith("redis"):
+        return []
+    try:  # first: fails fast when the broker is down (asking the workers would wait)
+        states = backlog(broker_url, ALL_QUEUES)
+    except Exception:  # redis' errors: nothing to say about consumers then
+        return []
+    consumers = _consumers()
+    if consumers is None:
+        return []
+    return [s for s in states.values() if s.waiting and not consumers.get(s.name)]

@@ -226,7 +226,9 @@ def test_falsy_but_real_values_count(data: Any) -> None:
 # --- families and unknown attributes ------------------------------------------------------------
 
 
-@pytest.mark.parametrize("family", ["bare", "no_such_family", None])
+# (no family at all is not "no requirements": Akeneo computes no completeness then, see the
+# issue 16 tests at the end)
+@pytest.mark.parametrize("family", ["bare", "no_such_family"])
 def test_no_requirements_means_complete(family: str | None) -> None:
     c = completeness({}, family=family)
     assert c.complete and c.ratio == 100
@@ -278,3 +280,37 @@ def test_missing_report_over_locales() -> None:
 
 def test_completeness_with_no_locales_is_complete() -> None:
     assert Completeness({}).complete and Completeness({}).ratio == 100
+
+
+# --- issue 16: products without a family ----------------------------------------------------
+
+
+def test_a_product_without_a_family_is_incomplete_with_the_reason_no_family() -> None:
+    from app.channels.completeness import NO_FAMILY
+    from app.channels.config import ChannelConfig
+    from app.pim.catalog import build_definitions
+    from app.pim.product import parse_product
+
+    defs = build_definitions(attributes=[{"code": "sku", "type": "pim_catalog_identifier"}])
+    channel = ChannelConfig.model_validate(
+        {
+            "code": "web",
+            "pim_scope": "ecommerce",
+            "locales": [{"code": "en_US"}, {"code": "de_DE"}],
+            "currencies": ["EUR"],
+            "completeness": {"required": []},
+        }
+    )
+    orphan = parse_product({"identifier": "NOFAM", "family": None, "values": {}})
+    result = compute_completeness(orphan, channel, defs)
+    assert not result.complete and result.reason == NO_FAMILY and result.ratio == 0
+    assert {lc.locale: (lc.complete, lc.reason) for lc in result.per_locale.values()} == {
+        "en_US": (False, "no family"),
+        "de_DE": (False, "no family"),
+    }
+    opted_in = channel.model_copy(
+        update={
+            "completeness": channel.completeness.model_copy(update={"publish_without_family": True})
+        }
+    )
+    assert compute_completeness(orphan, opted_in, defs).complete

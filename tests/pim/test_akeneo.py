@@ -137,7 +137,7 @@ def test_get_by_identifier_uuid_and_model(sources: Any) -> None:
     with running_pim(catalog(3, products=[odd])) as pim:
         source = sources(pim.url)
         found = source.get("A/B 1+2")
-        assert found is not None and found["identifier"] == "A/B 1+2"
+        assert found is not None and skus([found]) == ["A/B 1+2"]
         assert found["values"]["name"] == [value("Odd", "en_US")]
         assert source.get("SKU-9999") is None
 
@@ -510,8 +510,8 @@ def odd_pim() -> FastAPI:
         }
         return JSONResponse(bodies[kind])
 
-    @app.get("/api/rest/v1/products/{identifier}")
-    async def forbidden(identifier: str) -> Response:
+    @app.get("/api/rest/v1/products-uuid/{uid}")
+    async def forbidden(uid: str) -> Response:
         return JSONResponse({"code": 403, "message": "You are not allowed"}, 403)
 
     return app
@@ -541,7 +541,7 @@ def test_malformed_page_names_the_url_and_the_problem(
 def test_other_client_errors_carry_status_and_akeneo_message(sources: Any) -> None:
     with serve_in_thread(odd_pim()) as url:
         with pytest.raises(SourceError, match=r"HTTP 403: You are not allowed") as info:
-            sources(url).get("SKU-1")
+            sources(url).get_by_uuid("0b5d7a8e-0000-4000-8000-000000000001")
         assert not isinstance(info.value, TransientSourceError)
 
 

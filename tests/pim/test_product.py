@@ -377,3 +377,19 @@ def test_every_accepted_number_can_be_hashed_and_stored() -> None:
     p = parse_product(raw)
     assert orjson.loads(orjson.dumps(p.raw))["values"]["big"][0]["data"] == 2**64 - 1
     assert content_hash(p.raw)
+
+
+# --- issue 16: products without an identifier -------------------------------------------------
+
+
+def test_a_product_with_only_a_uuid_is_keyed_by_its_uuid() -> None:
+    uid = "2A6E9F4C-1B8D-4C3E-9F00-5D1E2C3B4A59"
+    product = parse_product({"uuid": uid, "family": "shoes", "values": {"name": [v("x")]}})
+    assert product.identifier == uid.lower() and not product.has_identifier
+    assert product.raw["identifier"] is None  # stored as the PIM gave it: no identifier
+    again = Product.trusted(product.raw, product.identifier)
+    assert again.identifier == uid.lower() and not again.has_identifier
+    assert Product.trusted({"identifier": "SKU-1"}, "SKU-1").has_identifier
+    # a uuid that is not one, or an empty identifier, is still refused
+    for raw in ({"uuid": "not-a-uuid"}, {"uuid": uid, "identifier": ""}):
+        assert parse_error(raw).field == "identifier"

@@ -120,6 +120,22 @@ def test_delta_publishes_only_what_changed(harness):
     }
 
 
+def test_first_delta_after_a_cold_full_sync_decides_only_what_changed(harness):
+    """The full sync's own writes are behind each channel's delta marker once it completes:
+    the next delta decides the products changed since, not the whole catalog again."""
+    harness.full()
+    changed = sorted(harness.source.products)[10:14]
+    for sku in changed:
+        harness.source.rename(sku, "(v2)")
+    run_id = harness.delta()
+    runs = harness.runs(run_id)
+    assert runs[None].read == len(changed)
+    for channel in CHANNELS:
+        assert runs[channel].status == "completed"
+        assert runs[channel].planned_units == len(changed), (channel, runs[channel])
+        assert runs[channel].processed == len(changed)
+
+
 def test_orphans_are_disabled_never_deleted(harness):
     harness.full()
     gone = sorted(

@@ -299,3 +299,35 @@ def test_sample_input_hash_is_stable() -> None:
     raw = generator.product(3)
     again = dict(generator.product(3), updated="2031-01-01T00:00:00+00:00")
     assert content_hash(parse_product(raw).raw) == content_hash(parse_product(again).raw)
+
+
+# --- issue 16: products without a family --------------------------------------------------------
+
+
+def test_a_product_without_a_family_is_incomplete_unless_the_channel_opts_in() -> None:
+    orphan = good_product(family=None)
+    out = evaluate(orphan, runtime())
+    assert out.status == INCOMPLETE and not out.enabled
+    assert out.detail == {"missing": [], "reason": "no family"}
+    assert out.completeness == 0 and out.doc is None
+    opted_in = make_channel(category_tree="master", completeness={"publish_without_family": True})
+    published = evaluate(orphan, runtime(opted_in))
+    assert published.status == PUBLISHED and published.doc is not None
+    assert published.doc["family"] is None
+
+
+# --- issue 16: products without an identifier ---------------------------------------------------
+
+
+def test_a_product_without_identifier_is_skipped_or_published_under_its_uuid() -> None:
+    uid = "0f8b6a1e-6d2c-4f3b-9a8e-2b7c1d0e5f43"
+    values = good_values(sku=None)
+    raw = {"uuid": uid, "family": "tv", "categories": ["master_tv"], "values": values}
+    product = parse_product(raw)
+    skipped = evaluate(product, runtime())
+    assert skipped.status == FILTERED and skipped.sku == uid
+    assert skipped.detail == {"filter": "no identifier"} and skipped.doc is None
+    channel = make_channel(category_tree="master", without_identifier="uuid")
+    published = evaluate(product, runtime(channel))
+    assert published.status == PUBLISHED and published.doc is not None
+    assert published.doc["sku"] == uid

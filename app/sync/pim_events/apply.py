@@ -21,6 +21,7 @@ from app.channels.models import PUBLISHED, REMOVED
 from app.db import after_commit, session_scope
 from app.logging import get_logger
 from app.pim import repository as pim_repo
+from app.pim.catalog import identifier_attribute_problem, resolve_identifier_attribute
 from app.pim.product import ProductParseError, content_hash, parse_product
 from app.sync import repository as repo
 from app.sync.context import SyncContext
@@ -133,9 +134,13 @@ def process(ctx: SyncContext, key: str) -> str:
         claimed = events_repo.claim(session, key, due, ctx.settings.event_batch_max - 1, now)
     if not claimed:
         return "nothing pending"
-    for w in claimed:
-        if w.action == UPSERT and w.product is None:
-            w.product = _fetch(ctx, w.key)  # once, however many events were coalesced
+    wanted = [w for w in claimed if w.action == UPSERT and w.product is None]
+    if wanted:
+        # once per product, however many events were coalesced and whichever way they
+        # named it (a model event names its variants by SKU, the Event Platform by uuid)
+        fetched = _fetch_all(ctx, [w.key for w in wanted])
+        for w in wanted:
+            w.product = fetched.get(w.key)
             if w.product is None:
                 w.action = REMOVE
     with session_scope() as session:
@@ -165,11 +170,17 @@ def _apply_work(
     outcomes = _remove(session, ctx, [w.key for w in work if w.action == REMOVE], now)
     parsed = []
     rejected = []
+    defs = REGISTRY.definitions(session)[0]
+    identifier_attribute = resolve_identifier_attribute(ctx.settings.identifier_attribute, defs)
+    # a wrong setting would make every product look like one without an identifier
+    problem = identifier_attribute_problem(identifier_attribute, defs)
     for w in work:
         if w.action != UPSERT:
             continue
         try:
-            parsed.append((w.key, parse_product(w.product, ctx.settings.identifier_attribute)))
+            if problem is not None:
+                raise ProductParseError(w.key, "identifier", problem)
+            parsed.append((w.key, parse_product(w.product, identifier_attribute)))
         except ProductParseError as exc:
             rejected.append(repo.rejected_product(exc.product_ref, str(exc), None, now))
             log.warning("product_rejected", key=w.key, error=str(exc))
@@ -209,14 +220,42 @@ def _publish(session: Session, ctx: SyncContext, skus: list[str]) -> dict[str, B
     )
 
 
-def _fetch(ctx: SyncContext, key: str) -> dict[str, Any] | None:
+def _fetch_all(ctx: SyncContext, keys: list[str]) -> dict[str, dict[str, Any] | None]:
+    """The PIM's current state of each key's product (None: the PIM no longer has it).
+
+    Keys are turned into uuids (SKUs through the mirror), so a product named twice in one
+    batch (by SKU and by uuid) is fetched once; a source that searches by uuid
+    (``get_many_by_uuid``: Akeneo's ``products-uuid`` with ``uuid IN``, 100 per request)
+    gets every uuid in as few requests as that takes. SKUs the mirror does not know yet are
+    fetched by SKU."""
     source = ctx.source()
-    if key.startswith("uuid:"):
-        get_by_uuid = getattr(source, "get_by_uuid", None)
+    get_many = getattr(source, "get_many_by_uuid", None)
+    get_by_uuid = getattr(source, "get_by_uuid", None)
+    known: dict[str, str] = {}
+    if get_many is not None or get_by_uuid is not None:
+        with session_scope() as session:
+            known = events_repo.uuids_of_identifiers(
+                session, [k for k in keys if not k.startswith("uuid:")]
+            )
+    uuid_of = {k: (k[5:] if k.startswith("uuid:") else known.get(k)) for k in keys}
+    uuids = sorted({u.lower() for u in uuid_of.values() if u})
+    by_uuid: dict[str, dict[str, Any] | None] = {}
+    if uuids and get_many is not None:
+        found = get_many(uuids)
+        by_uuid = {u: found.get(u) for u in uuids}
+    elif uuids:
         if get_by_uuid is None:
             raise RuntimeError(f"the PIM source {source.name} cannot fetch by uuid")
-        return get_by_uuid(key[5:])  # type: ignore[no-any-return]
-    return source.get(key)
+        by_uuid = {u: get_by_uuid(u) for u in uuids}
+    out: dict[str, dict[str, Any] | None] = {}
+    for key in keys:
+        uid = uuid_of[key]
+        product = by_uuid.get(uid.lower()) if uid else None
+        if product is None and not key.startswith("uuid:"):
+            # unknown to the mirror, or deleted and created again under a new uuid
+            product = source.get(key)
+        out[key] = product
+    return out
 
 
 def _identifiers(session: Session, keys: list[str]) -> dict[str, str]:

@@ -128,6 +128,18 @@ def identifiers_of_uuids(session: Session, uuids: Sequence[str]) -> dict[str, st
     return {u: ident for u, ident in rows if u is not None}
 
 
+def uuids_of_identifiers(session: Session, identifiers: Sequence[str]) -> dict[str, str]:
+    """The uuid the mirror holds for each SKU it knows with one (one query)."""
+    if not identifiers:
+        return {}
+    rows = session.execute(
+        select(PimProduct.identifier, PimProduct.uuid).where(
+            PimProduct.identifier.in_(list(identifiers)), PimProduct.uuid.is_not(None)
+        )
+    ).all()
+    return {ident: u for ident, u in rows if u is not None}
+
+
 def stale_pending(session: Session, older_than: datetime, limit: int = 1000) -> list[str]:
     """Pending work nobody finished: its task was lost, or died."""
     q = (
