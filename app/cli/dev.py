@@ -36,20 +36,16 @@ def reference_pim(
     rate_500: float = typer.Option(0.0, help="Share of API calls answered 500."),
     malformed_pages: int = typer.Option(0, help="The next N product pages are malformed."),
     retry_after: float = typer.Option(
-        1.0, help="Seconds asked for in the Retry-After of each 429 (e.g. 120: a long wait)."
+        1.0, help="The Retry-After of each 429, in seconds (120: a long one)."
     ),
     retry_after_date: bool = typer.Option(
-        False, help="Send Retry-After as an HTTP date instead of seconds."
+        False, "--retry-after-date", help="Send Retry-After as an HTTP date."
     ),
-    rate_408: float = typer.Option(0.0, help="Share of API calls answered 408 Request Timeout."),
-    burst_5xx: int = typer.Option(
-        0, help="5xx bursts: this many consecutive failures every --burst-every API calls."
-    ),
-    burst_every: int = typer.Option(100, help="With --burst-5xx: API calls between bursts."),
-    burst_status: int = typer.Option(503, help="With --burst-5xx: the status of a burst."),
-    fail_next: str = typer.Option(
-        "", help="Statuses of the next API answers, comma-separated (e.g. 429,408,503)."
-    ),
+    rate_408: float = typer.Option(0.0, help="Share of API calls answered 408."),
+    burst_5xx: int = typer.Option(0, help="Bursts of this many 5xx answers in a row."),
+    burst_every: int = typer.Option(100, help="A burst every this many API calls."),
+    burst_status: int = typer.Option(503, help="The status of a burst."),
+    fail_next: str = typer.Option("", help="The next answers' statuses, e.g. 429,408,503."),
     timezone: str = typer.Option("UTC", help="The server's time zone for `updated` searches."),
     identifier_attribute: str = typer.Option(
         None, help="Rename the identifier attribute (the SKU is then in values.<this>)."
