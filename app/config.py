@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     akeneo_max_retries: int = Field(6, ge=0, le=20)
     akeneo_backoff_base_seconds: float = Field(0.5, ge=0)
     akeneo_backoff_max_seconds: float = Field(30.0, ge=0)
+    # A Retry-After up to this long is slept by the worker; a longer one defers the task to
+    # the instant the PIM named (the worker is free meanwhile). Any length is honoured.
+    akeneo_retry_after_sleep_max_seconds: float = Field(30.0, ge=0)
     # The attribute holding the SKU in `values` (products-uuid items carry no `identifier`
     # field). Unset: discovered from the PIM's attributes at the start of each run (the one of
     # type pim_catalog_identifier, the main identifier where several exist).

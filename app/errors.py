@@ -3,8 +3,8 @@
 - **input**: a bad value, event or product. Refused at the edge (a 4xx naming the field) or
   dead-lettered alone with its reason; retrying changes nothing, so it is never retried.
 - **transient**: the database, the broker or the PIM failed in a way worth asking again
-  (a lost connection, a deadlock, 429, 5xx, a timeout). Retried with exponential backoff and
-  full jitter, a bounded number of times.
+  (a lost connection, a deadlock, a timeout, HTTP 408, 425, 429, 500, 502, 503 or 504).
+  Retried with exponential backoff and full jitter, a bounded number of times.
 - **permanent**: anything else that will fail the same way again (bad credentials, a missing
   contract, a 404 on a page). The unit is dead-lettered at once, or the run fails with it.
 
@@ -39,10 +39,14 @@ class PermanentError(RuntimeError):
 TRANSIENT: tuple[type[BaseException], ...] = (TransientError, OperationalError)
 
 
-# HTTP answers worth asking again: throttling and server errors, except 501 Not Implemented,
-# which will not get better by asking again.
+# HTTP answers worth asking again: 408 Request Timeout, 425 Too Early, 429 Too Many Requests
+# and the server errors that say "not now" (500, 502, 503, 504). Every other 4xx (and 501 Not
+# Implemented, 505...) fails the same way however often it is asked: permanent.
+TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
 def is_transient_status(status: int) -> bool:
-    return status == 429 or (status >= 500 and status != 501)
+    return status in TRANSIENT_STATUSES
 
 
 def classify(exc: BaseException) -> Kind:

@@ -40,8 +40,8 @@ def _where() -> str:
 class CeleryDispatcher:
     """Enqueue by stable task name; arguments stay small (ids, counts), never payloads."""
 
-    def ingest(self, run_id: uuid.UUID) -> None:
-        _send("sync.ingest", args=[str(run_id)], queue="sync")
+    def ingest(self, run_id: uuid.UUID, countdown: float = 0.0) -> None:
+        _send("sync.ingest", args=[str(run_id)], queue="sync", countdown=countdown or None)
 
     def catch_up(self, channel: str, parent_id: uuid.UUID | None, kind: str) -> None:
         _send(

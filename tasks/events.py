@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -13,6 +14,7 @@ from app.metrics import EVENT_BATCH
 from app.pages import projection as pages
 from app.pages.reconcile import reconcile as reconcile_pages
 from app.pages.schemas import DomainEvent
+from app.pim.source import PimThrottled
 from app.sync import repository as sync_repo
 from app.sync.pim_events import apply as pim_events
 from app.sync.runtime import REGISTRY
@@ -132,10 +134,16 @@ def media_apply(events: list[dict[str, Any]], source: str) -> None:
     _apply("media", events, source)
 
 
-@celery_app.task(name="events.pim.product", **RETRY)
-def pim_product(key: str) -> None:
+@celery_app.task(name="events.pim.product", bind=True, **RETRY)
+def pim_product(self: PimsyncTask, key: str) -> None:
     """A product's coalesced PIM events: fetch once if needed, mirror, every channel."""
-    outcome = pim_events.process(context(), key)
+    try:
+        outcome = pim_events.process(context(), key)
+    except PimThrottled as exc:
+        # the PIM asked for quiet (Retry-After): back when it allows, not at the backoff's
+        # whim (which could be sooner); the pending events wait in their table meanwhile
+        wait = (exc.not_before - utcnow()).total_seconds()
+        raise self.retry(countdown=math.ceil(max(0.0, wait)) + 1, exc=exc) from None
     log.info("pim_event_applied", key=key, outcome=outcome)
 
 

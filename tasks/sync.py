@@ -6,11 +6,11 @@ import uuid
 
 from app.db import session_scope
 from app.errors import TRANSIENT, task_retry_policy
-from app.pim.source import SourceError
+from app.pim.source import PimThrottled, SourceError
 from app.sync.ingest import ingest_slice, start_delta, start_full
 from app.sync.publish import republish as republish_channel
 from app.sync.publish import start_catchup
-from app.sync.runs import fail_ingest
+from app.sync.runs import defer_read, fail_ingest
 from app.sync.sweep import sweep as sweep_once
 from tasks import PimsyncTask, celery_app
 from tasks.dispatch import process_context as context
@@ -42,6 +42,8 @@ def ingest(self: PimsyncTask, run_id: str) -> None:
     reader = (self.request.id or "").replace("-", "") or None
     try:
         ingest_slice(ctx, uuid.UUID(run_id), reader)
+    except PimThrottled as exc:  # the PIM asked for quiet: sent again for when it allows
+        defer_read(ctx, uuid.UUID(run_id), reader, exc.not_before, exc.status, str(exc))
     except TRANSIENT as exc:
         if self.request.retries >= self.max_retries:
             fail_ingest(ctx, uuid.UUID(run_id), f"{type(exc).__name__}: {exc}")

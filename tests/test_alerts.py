@@ -19,8 +19,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCKER = ROOT / "docker"
 RULES = DOCKER / "prometheus" / "alerts.yml"
 PROMTOOL_HINT = "not installed (apt-get install prometheus)"
-# Exported by the PIM-health work (issue 17, items 1 and 3), named here before they land.
-ANNOUNCED = {"pimsync_pim_up", "pimsync_queue_without_consumer"}
+# Exported by the queue-consumer work (issue 17, item 1), named here before it lands.
+ANNOUNCED = {"pimsync_queue_without_consumer"}
 # What issue 17 asks alerts for, by the alert that answers it.
 REQUIRED = {
     "PimsyncPimDown",  # PIM down

@@ -8,11 +8,11 @@ from pathlib import Path
 import typer
 
 from app.cli.demo import run_demo
-from app.cli.terminal import console, friendly
+from app.cli.terminal import CliError, console, friendly
 from app.config import get_settings
 from app.dev.bad_data import BadData
 from app.dev.generator import write_generated_catalog
-from app.dev.reference_server import run
+from app.dev.reference_server import ApiError, Faults, run
 
 
 @friendly
@@ -35,6 +35,17 @@ def reference_pim(
     rate_429: float = typer.Option(0.0, help="Share of API calls answered 429."),
     rate_500: float = typer.Option(0.0, help="Share of API calls answered 500."),
     malformed_pages: int = typer.Option(0, help="The next N product pages are malformed."),
+    retry_after: float = typer.Option(
+        1.0, help="The Retry-After of each 429, in seconds (120: a long one)."
+    ),
+    retry_after_date: bool = typer.Option(
+        False, "--retry-after-date", help="Send Retry-After as an HTTP date."
+    ),
+    rate_408: float = typer.Option(0.0, help="Share of API calls answered 408."),
+    burst_5xx: int = typer.Option(0, help="Bursts of this many 5xx answers in a row."),
+    burst_every: int = typer.Option(100, help="A burst every this many API calls."),
+    burst_status: int = typer.Option(503, help="The status of a burst."),
+    fail_next: str = typer.Option("", help="The next answers' statuses, e.g. 429,408,503."),
     timezone: str = typer.Option("UTC", help="The server's time zone for `updated` searches."),
     identifier_attribute: str = typer.Option(
         None, help="Rename the identifier attribute (the SKU is then in values.<this>)."
@@ -49,14 +60,35 @@ def reference_pim(
         True, help="Serve /products/{code}; --no-identifier-endpoints answers them 403."
     ),
 ) -> None:
-    """Serve a dataset over the Akeneo REST API (with switchable faults) for tests and demos."""
+    """Serve a dataset over the Akeneo REST API (with switchable faults) for tests and demos.
+
+    Faults can also be switched while it runs: POST /_admin/faults (same names, snake_case);
+    GET /_admin/requests lists when each API call came, and those that came before a
+    Retry-After allowed them."""
     s = get_settings()
+    try:
+        statuses = [int(x) for x in fail_next.replace(" ", "").split(",") if x]
+    except ValueError:
+        raise CliError(
+            f"--fail-next takes HTTP statuses separated by commas, got {fail_next!r}", 2
+        ) from None
     faults = {
         "latency_ms": latency_ms,
         "rate_429": rate_429,
         "rate_500": rate_500,
+        "rate_408": rate_408,
         "malformed_pages": malformed_pages,
+        "retry_after": retry_after,
+        "retry_after_date": retry_after_date,
+        "burst_length": burst_5xx,
+        "burst_every": burst_every if burst_5xx else 0,
+        "burst_status": burst_status,
+        "fail_next": statuses,
     }
+    try:
+        Faults.from_dict(faults)
+    except ApiError as exc:
+        raise CliError(exc.message, 2) from None
     console.print(f"reference PIM on http://{host}:{port} serving {data}")
     run(
         data,

@@ -21,11 +21,13 @@ from app.cli.terminal import (
     friendly,
     resolve_run_id,
 )
+from app.config import get_settings
 from app.db import session_scope, utcnow
+from app.pim.throttle import PimHealth, connection_health
 from app.sync import repository as repo
 from app.sync import runs
 from app.sync.context import SyncContext
-from app.sync.models import TERMINAL
+from app.sync.models import COMPLETED, SKIPPED, TERMINAL
 from app.sync.progress import family_progress, run_progress
 
 app = typer.Typer(
@@ -52,6 +54,21 @@ def _family(session: Any, run_id: uuid.UUID) -> tuple[Any, list[Any]]:
 
 # Without a terminal (a CI log, a pipe), --wait prints one plain line this often.
 PLAIN_PROGRESS_EVERY_SECONDS = 10.0
+# `--wait` exit statuses: 0 done, 1 failed (with why), 2 still running at the timeout.
+STILL_RUNNING = 2
+# While following a read, the PIM's health (Redis) is read again at most this often.
+HEALTH_EVERY = 2.0
+
+
+def _ended(run: Any, children: list[Any], expected_children: int) -> bool:
+    """Whether a run and its channel runs are over. A read that did not complete (failed,
+    abandoned, cancelled) ends its run there: a delta's channel runs start only after its
+    read completed, so none will ever come."""
+    if run.status not in TERMINAL:
+        return False
+    if run.status != COMPLETED and run.channel is None:
+        return all(c.status in TERMINAL for c in children)
+    return len(children) >= expected_children and all(c.status in TERMINAL for c in children)
 
 
 def warn_if_unconsumed(queues: tuple[str, ...]) -> None:
@@ -82,12 +99,15 @@ def wait_for(
     """Follow a run and its channel runs until every one has ended: a live bar with done /
     total and the time left on a terminal, a plain line every few seconds elsewhere.
     ``workers``: Celery workers run it (False: an in-process dispatcher, as in the demo); no
-    worker consuming its queues is said at once."""
+    worker consuming its queues is said at once. What the read waits for, when the PIM makes
+    it wait, is said too. Still running at the timeout: exit status 2 (the run goes on)."""
     deadline = time.monotonic() + timeout
     if workers:
         warn_if_unconsumed(SYNC_QUEUES)
     live = console.is_terminal
     last_line = 0.0
+    settings = get_settings()
+    health_checked, health = 0.0, None
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -101,14 +121,15 @@ def wait_for(
         while True:
             with session_scope() as session:
                 run, children = _family(session, run_id)
-                done = (
-                    run.status in TERMINAL
-                    and len(children) >= expected_children
-                    and all(c.status in TERMINAL for c in children)
-                )
+                done = _ended(run, children, expected_children)
                 now = utcnow()
                 progress = family_progress(run, children, now)
                 phase = _phase(run, children)
+            if run.channel is None and time.monotonic() - health_checked > HEALTH_EVERY:
+                health, health_checked = connection_health(settings), time.monotonic()
+            note = None if done else runs.waiting_note(run, health)
+            if note:
+                phase = f"{phase}; {note}"
             if live:
                 bar_display.update(
                     bar,
@@ -125,7 +146,8 @@ def wait_for(
             if time.monotonic() > deadline:
                 raise CliError(
                     f"run {run_id} still running after {timeout:.0f} s "
-                    "(it goes on; follow it with `pimsync runs`)"
+                    "(it goes on; follow it with `pimsync runs`)",
+                    STILL_RUNNING,
                 )
             time.sleep(0.5)
 
@@ -164,7 +186,24 @@ def _secs(r: Any) -> str:
     return f"{r.duration_seconds:.1f}" if r.duration_seconds is not None else "-"
 
 
-def runs_table(runs: list[Any], title: str = "runs", compact: bool = False) -> Group:
+def ended_badly(ended: list[Any]) -> None:
+    """Exit status 1 naming every run of the family that did not complete, with why."""
+    bad = [r for r in ended if r.status not in (COMPLETED, SKIPPED)]
+    if bad:
+        raise CliError(
+            f"{len(bad)} run(s) did not complete: "
+            + "; ".join(f"{r.channel or 'PIM read'} {r.status}: {r.error}" for r in bad)
+        )
+
+
+def _note(run: Any, health: PimHealth | None) -> str:
+    """A run's error, or what its read waits for when the PIM makes it wait."""
+    return runs.waiting_note(run, health) or run.error or ""
+
+
+def runs_table(
+    runs: list[Any], title: str = "runs", compact: bool = False, health: PimHealth | None = None
+) -> Group:
     """Runs as a table that fits the terminal: the columns an operator reads first always
     (run, kind, channel, status, progress, published, failed), the others while there is
     room; a run's error goes under the table when its column does not fit."""
@@ -191,14 +230,16 @@ def runs_table(runs: list[Any], title: str = "runs", compact: bool = False) -> G
                 *([] if compact else [progress_text(r) if r.status == "running" else ""]),
                 str(r.read) if r.channel is None else "",
                 *(str(getattr(r, field)) if r.channel else "" for _, field, _ in COUNTERS),
-                (r.error or "")[:300],
+                _note(r, health)[:300],
             ]
         )
     table, kept = fit_table(columns, rows, title)
     notes = []
     if "note" not in kept:
         notes = [
-            f"{str(r.id)[:8]} {r.channel or 'PIM read'}: {r.error[:300]}" for r in runs if r.error
+            f"{str(r.id)[:8]} {r.channel or 'PIM read'}: {_note(r, health)[:300]}"
+            for r in runs
+            if _note(r, health)
         ]
     return Group(table, *notes)
 
@@ -214,8 +255,9 @@ def runs_list(
     if ctx.invoked_subcommand is not None:
         return
     check_channels(channel)
+    health = connection_health(get_settings())
     with session_scope() as session:
-        console.print(runs_table(repo.recent_runs(session, limit, channel=channel)))
+        console.print(runs_table(repo.recent_runs(session, limit, channel=channel), health=health))
 
 
 RUN_ID_HELP = "A run id, or a unique prefix of one (the 8 digits `pimsync runs` shows)."
@@ -225,7 +267,8 @@ RUN_ID_HELP = "A run id, or a unique prefix of one (the 8 digits `pimsync runs` 
 @friendly
 def runs_show(run_id: str = typer.Argument(..., help=RUN_ID_HELP)) -> None:
     """One run and its channel runs: state, PIM source, progress (done / total, ETA), counts,
-    errors."""
+    errors, and what its read waits for when the PIM makes it wait."""
+    health = connection_health(get_settings())
     with session_scope() as session:
         run, children = _family(session, resolve_run_id(session, run_id))
         parent = repo.get_run(session, run.parent_id) if run.parent_id else None
@@ -241,9 +284,12 @@ def runs_show(run_id: str = typer.Argument(..., help=RUN_ID_HELP)) -> None:
             for child in children:
                 line = run_progress(child, now, run).text()
                 console.print(f"    {child.channel}: {child.status}, {line}", highlight=False)
+        note = runs.waiting_note(run, health)
+        if note:
+            console.print(f"  {note}", highlight=False)
         if run.error:
             console.print(f"  error: {run.error}", highlight=False)
-        console.print(runs_table([run, *children], f"run {str(run.id)[:8]}"))
+        console.print(runs_table([run, *children], f"run {str(run.id)[:8]}", health=health))
 
 
 @app.command("cancel")

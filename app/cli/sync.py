@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from app.cli.runs import runs_table, sync_context, wait_for
+from app.cli.runs import ended_badly, runs_table, sync_context, wait_for
 from app.cli.terminal import CliError, check_channels, console, friendly
 from app.db import session_scope
 from app.sync import ingest, publish
@@ -27,7 +27,12 @@ def sync(
         "PIMSYNC_PIM_SOURCE fails the run (their credentials go to their own PIM only).",
         show_default=False,
     ),
-    wait: bool = typer.Option(False, "--wait", help="Follow the run to its end."),
+    wait: bool = typer.Option(
+        False,
+        "--wait",
+        help="Follow the run to its end; exit 0 done, 1 failed (with why), 2 still running "
+        "at the timeout.",
+    ),
     timeout: float = typer.Option(
         3600, help="With --wait: give up waiting after this many seconds."
     ),
@@ -61,18 +66,18 @@ def sync(
     if wait:
         ended = wait_for(run_id, expected, timeout)
         console.print(runs_table(ended, f"{kind} sync {run_id}"))
-        bad = [r for r in ended if r.status not in ("completed", "skipped")]
-        if bad:
-            raise CliError(
-                f"{len(bad)} run(s) did not complete: "
-                + "; ".join(f"{r.channel or 'PIM read'} {r.status}: {r.error}" for r in bad)
-            )
+        ended_badly(ended)
 
 
 @friendly
 def republish(
     channel: str = typer.Option(..., "--channel", "-c", help="The channel to re-publish."),
-    wait: bool = typer.Option(False, "--wait", help="Follow the run to its end."),
+    wait: bool = typer.Option(
+        False,
+        "--wait",
+        help="Follow the run to its end; exit 0 done, 1 failed (with why), 2 still running "
+        "at the timeout.",
+    ),
     timeout: float = typer.Option(
         3600, help="With --wait: give up waiting after this many seconds."
     ),
@@ -88,3 +93,4 @@ def republish(
     if wait:
         ended = wait_for(run_id, 0, timeout)
         console.print(runs_table(ended[:1]))
+        ended_badly(ended[:1])

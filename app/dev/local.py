@@ -23,7 +23,7 @@ class LocalDispatcher:
     queue: deque[tuple[str, tuple[Any, ...]]] = field(default_factory=deque)
     sent: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
 
-    def ingest(self, run_id: uuid.UUID) -> None:
+    def ingest(self, run_id: uuid.UUID, countdown: float = 0.0) -> None:
         self._put("ingest", (run_id,))
 
     def catch_up(self, channel: str, parent_id: uuid.UUID | None, kind: str) -> None:

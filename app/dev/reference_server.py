@@ -4,8 +4,11 @@ It speaks the part of the API pimsync reads (OAuth password/refresh grants, ``pr
 with ``search_after`` and ``page`` pagination and the ``updated``/``enabled`` filters, single
 products and product models, attributes, families, channels, categories, options) with
 Akeneo's shapes and error messages, plus ``/_admin`` endpoints that are not Akeneo: inject
-faults (latency, 429, 500, malformed pages), read request statistics (peak concurrency) and
-edit products so a delta read has something to find.
+faults (latency, 429 with short or long ``Retry-After`` in seconds or HTTP-date form, 408,
+bursts of 5xx, any status with Akeneo's error body, malformed pages), read request statistics
+(peak concurrency) and the time of every API request (with those that came before a
+``Retry-After`` allowed them: ``/_admin/requests``), and edit products so a delta read has
+something to find.
 
 Products are kept as pre-serialized JSON bytes (a 200k-product catalog must fit in memory) and
 sorted by uuid, which is the ``search_after`` cursor. The admin endpoints have no
@@ -28,6 +31,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime, parsedate_to_datetime
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode
 from zoneinfo import ZoneInfo
@@ -66,11 +70,18 @@ SearchFilter = Callable[["_Meta"], bool]
 class ApiError(Exception):
     """An Akeneo-style error answer: ``{"code": status, "message": ...}``."""
 
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        headers: dict[str, str] | None = None,
+        errors: list[Any] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.headers = headers or {}
+        self.errors = errors
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -78,7 +89,29 @@ def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -
 
 
 def _error_response(error: ApiError) -> Response:
-    return _json({"code": error.status, "message": error.message}, error.status, error.headers)
+    body: dict[str, Any] = {"code": error.status, "message": error.message}
+    if error.errors is not None:
+        body["errors"] = error.errors
+    return _json(body, error.status, error.headers)
+
+
+# What Akeneo answers with each status an injected failure may take (its error format:
+# `code`, `message` and, for validation failures, `errors[]` naming each property).
+INJECTED_BODIES: dict[int, dict[str, Any]] = {
+    400: {"message": "Invalid json message received"},
+    401: {"message": "The access token provided is invalid."},
+    403: {"message": "You are not allowed to access the web API."},
+    404: {"message": "Resource not found."},
+    408: {"message": "Request timeout."},
+    422: {
+        "message": "Validation failed.",
+        "errors": [
+            {"property": "values", "message": 'The "sku" attribute is not an identifier.'},
+            {"property": "search", "message": 'Filter on property "updated" is invalid.'},
+        ],
+    },
+    429: {"message": "Too many requests"},
+}
 
 
 # --- the catalog ------------------------------------------------------------------------------
@@ -511,9 +544,20 @@ class Faults:
     latency_ms: float = 0
     rate_429: float = 0.0
     rate_500: float = 0.0
+    rate_408: float = 0.0
     retry_after: float | None = 1  # seconds sent with 429s (None: no Retry-After header)
+    # Retry-After as an HTTP date (`Wed, 21 Oct 2026 07:28:00 GMT`) instead of seconds
+    retry_after_date: bool = False
+    # the raw Retry-After header instead (junk a client must survive, e.g. "soon")
+    retry_after_raw: str | None = None
     malformed_pages: int = 0  # the next N product list answers are truncated JSON (200)
     fail_next: list[int] = field(default_factory=list)  # statuses of the next N answers
+    # 5xx bursts: every `burst_every` API calls, `burst_length` consecutive `burst_status`es
+    burst_length: int = 0
+    burst_every: int = 0
+    burst_status: int = 503
+    # the body of injected failures (Akeneo's format); None: INJECTED_BODIES per status
+    error_body: dict[str, Any] | None = None
     seed: int | None = None
     apply_to_token: bool = False
 
@@ -524,8 +568,14 @@ class Faults:
         if unknown:
             raise ApiError(422, f"Unknown fault settings: {', '.join(unknown)}.")
         faults = cls(**data)
-        if not (0 <= faults.rate_429 <= 1 and 0 <= faults.rate_500 <= 1):
-            raise ApiError(422, "rate_429 and rate_500 must be between 0 and 1.")
+        if not all(0 <= r <= 1 for r in (faults.rate_429, faults.rate_500, faults.rate_408)):
+            raise ApiError(422, "rate_429, rate_500 and rate_408 must be between 0 and 1.")
+        if faults.burst_length < 0 or faults.burst_every < 0:
+            raise ApiError(422, "burst_length and burst_every must not be negative.")
+        if not 500 <= faults.burst_status <= 599:
+            raise ApiError(422, "burst_status must be a 5xx status.")
+        if faults.retry_after is not None and not 0 <= faults.retry_after <= 86_400 * 7:
+            raise ApiError(422, "retry_after must be from 0 to a week (in seconds).")
         if faults.latency_ms < 0 or faults.malformed_pages < 0:
             raise ApiError(422, "latency_ms and malformed_pages must not be negative.")
         if not all(isinstance(s, int) and 400 <= s <= 599 for s in faults.fail_next):
@@ -537,30 +587,48 @@ class _FaultInjector:
     def __init__(self, faults: Faults) -> None:
         self.faults = faults
         self.rng = random.Random(faults.seed)
+        self.calls = 0
 
     def configure(self, faults: Faults) -> None:
         self.faults = faults
         self.rng = random.Random(faults.seed)
+        self.calls = 0
 
     async def apply(self) -> None:
         faults = self.faults
         if faults.latency_ms:
             await asyncio.sleep(faults.latency_ms / 1000)
         status = None
+        self.calls += 1
+        in_burst = (
+            faults.burst_length > 0
+            and faults.burst_every > 0
+            and (self.calls - 1) % faults.burst_every < faults.burst_length
+        )
         if faults.fail_next:
             status = faults.fail_next.pop(0)
+        elif in_burst:
+            status = faults.burst_status
         elif faults.rate_429 and self.rng.random() < faults.rate_429:
             status = 429
         elif faults.rate_500 and self.rng.random() < faults.rate_500:
             status = 500
+        elif faults.rate_408 and self.rng.random() < faults.rate_408:
+            status = 408
         if status is None:
             return
         headers: dict[str, str] = {}
         if status == 429:
-            if faults.retry_after is not None:
+            if faults.retry_after_raw is not None:
+                headers["Retry-After"] = faults.retry_after_raw
+            elif faults.retry_after is not None and faults.retry_after_date:
+                # an HTTP date has whole seconds: rounded up, never earlier than asked
+                when = datetime.now(UTC) + timedelta(seconds=faults.retry_after + 1)
+                headers["Retry-After"] = format_datetime(when.replace(microsecond=0), usegmt=True)
+            elif faults.retry_after is not None:
                 headers["Retry-After"] = f"{faults.retry_after:g}"
-            raise ApiError(429, "Too many requests", headers)
-        raise ApiError(status, "Injected failure")
+        body = faults.error_body or INJECTED_BODIES.get(status) or {"message": "Injected failure"}
+        raise ApiError(status, str(body.get("message", "")), headers, body.get("errors"))
 
     def take_malformed(self) -> bool:
         if self.faults.malformed_pages > 0:
@@ -583,12 +651,59 @@ class _Stats:
         self.by_status = {}
 
 
-class _StatsMiddleware:
-    """Counts API requests and the peak of simultaneous ones (the event loop is one thread)."""
+# The request log keeps this many entries (the newest); enough for any test's sync.
+REQUEST_LOG_MAX = 100_000
 
-    def __init__(self, app: ASGIApp, stats: _Stats) -> None:
+
+@dataclass(slots=True)
+class _RequestLog:
+    """When each API request came, and the quiet window any ``Retry-After`` opened: a
+    request that arrives before the PIM allowed it is listed in ``early``."""
+
+    entries: list[dict[str, Any]] = field(default_factory=list)
+    early: list[dict[str, Any]] = field(default_factory=list)
+    quiet_until: float = 0.0  # epoch seconds
+
+    def reset(self) -> None:
+        self.entries, self.early, self.quiet_until = [], [], 0.0
+
+    def arrived(self, at: float, method: str, path: str) -> None:
+        if at < self.quiet_until:
+            self.early.append(
+                {"at": at, "method": method, "path": path, "allowed_at": self.quiet_until}
+            )
+
+    def answered(self, at: float, method: str, path: str, status: int, retry_after: str | None):
+        self.entries.append({"at": at, "method": method, "path": path, "status": status})
+        if len(self.entries) > REQUEST_LOG_MAX:
+            del self.entries[: len(self.entries) - REQUEST_LOG_MAX]
+        if retry_after is not None:
+            wait = _retry_after_wait(retry_after, time.time())
+            if wait is not None:
+                self.quiet_until = max(self.quiet_until, time.time() + wait)
+
+
+def _retry_after_wait(value: str, now: float) -> float | None:
+    """The wait a Retry-After value asks for, as a client must read it (None: junk)."""
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return max(0.0, when.timestamp() - now)
+
+
+class _StatsMiddleware:
+    """Counts API requests and the peak of simultaneous ones (the event loop is one thread),
+    and logs when each came (``_RequestLog``)."""
+
+    def __init__(self, app: ASGIApp, stats: _Stats, log: _RequestLog | None = None) -> None:
         self.app = app
         self.stats = stats
+        self.log = log or _RequestLog()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope["path"].startswith("/api/"):
@@ -599,11 +714,18 @@ class _StatsMiddleware:
         stats.current += 1
         stats.max_concurrent = max(stats.max_concurrent, stats.current)
         status = 500
+        retry_after: str | None = None
+        arrived = time.time()
+        method, path = scope["method"], scope["path"]
+        self.log.arrived(arrived, method, path)
 
         async def record(message: Message) -> None:
-            nonlocal status
+            nonlocal status, retry_after
             if message["type"] == "http.response.start":
                 status = message["status"]
+                for name, value in message.get("headers") or ():
+                    if name.lower() == b"retry-after":
+                        retry_after = value.decode("latin-1")
             await send(message)
 
         try:
@@ -612,6 +734,7 @@ class _StatsMiddleware:
             stats.current -= 1
             key = str(status)
             stats.by_status[key] = stats.by_status.get(key, 0) + 1
+            self.log.answered(arrived, method, path, status, retry_after)
 
 
 # --- OAuth ----------------------------------------------------------------------------------
@@ -1021,6 +1144,7 @@ class _ServerState:
     # False: the identifier endpoints (/products/{code}) answer 403, as they would to a
     # connection without their permission (a test proves pimsync never calls them)
     identifier_endpoints: bool = True
+    log: _RequestLog = field(default_factory=_RequestLog)
 
 
 def create_app(
@@ -1054,7 +1178,7 @@ def create_app(
     )
     app = FastAPI(title="pimsync reference PIM", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.pim = state
-    app.add_middleware(_StatsMiddleware, stats=state.stats)
+    app.add_middleware(_StatsMiddleware, stats=state.stats, log=state.log)
 
     @app.exception_handler(ApiError)
     async def api_error(_request: Request, error: ApiError) -> Response:
@@ -1253,7 +1377,14 @@ def _add_admin_routes(app: FastAPI, state: _ServerState) -> None:
     @app.post("/_admin/stats/reset")
     async def reset_stats() -> Response:
         state.stats.reset()
+        state.log.reset()
         return _json(asdict(state.stats))
+
+    @app.get("/_admin/requests")
+    async def get_requests() -> Response:
+        # every API request's arrival (epoch seconds), and those that came before the PIM
+        # allowed them (a Retry-After it had sent was still running)
+        return _json(asdict(state.log))
 
     @app.post("/_admin/tokens/revoke")
     async def revoke_tokens(request: Request) -> Response:

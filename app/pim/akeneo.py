@@ -3,15 +3,21 @@
 - OAuth password grant, refreshed shortly before expiry and once more on a 401.
 - Products through ``/products-uuid`` with ``search_after`` pagination; the ``next`` link is
   followed verbatim and is the resume cursor, so a killed export continues where it stopped.
-- 429, 5xx, timeouts and connection errors are retried with exponential backoff and full
-  jitter, honouring ``Retry-After``; after the last attempt ``TransientSourceError`` lets the
-  Celery task retry later. Other failures are ``SourceError`` naming the PIM and Akeneo's message.
+- 408, 425, 429, 500, 502, 503, 504 (``app.errors``), timeouts and connection errors are
+  retried with exponential backoff and full jitter; after the last attempt
+  ``TransientSourceError`` lets the Celery task retry later. Other failures are ``SourceError``
+  naming the PIM, with Akeneo's ``message`` and ``errors[]`` verbatim.
+- ``Retry-After`` (seconds or an HTTP date) is honoured whatever its length: the instant it
+  names is shared with every worker of the connection (``app.pim.throttle``) and checked before
+  any request; a wait up to PIMSYNC_AKENEO_RETRY_AFTER_SLEEP_MAX_SECONDS is slept, a longer one
+  raises ``PimThrottled`` so the task is deferred to that instant instead of holding a worker.
 - Every HTTP call holds a slot of a concurrency limiter shared by all workers (Akeneo allows a
   few concurrent calls per connection).
 """
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 import time
@@ -43,7 +49,8 @@ from app.pim.ratelimit import (
     SemaphoreTimeout,
     SemaphoreUnavailable,
 )
-from app.pim.source import Page, SourceError, TransientSourceError
+from app.pim.source import Page, PimThrottled, SourceError, TransientSourceError
+from app.pim.throttle import Gate, LocalGate, RedisGate, connection_key
 
 log = get_logger("pimsync.akeneo")
 
@@ -58,14 +65,20 @@ UUID_BATCH = 100
 REFRESH_MARGIN_SECONDS = 60.0
 # A 200 whose body is not JSON is usually a truncated transfer: worth a couple more tries.
 MALFORMED_BODY_RETRIES = 2
-# Sleep at most this much longer than the backoff cap when honouring Retry-After.
-RETRY_AFTER_SLACK_SECONDS = 1.0
+# At most this much spread is added to a Retry-After wait, so the workers told the same
+# instant do not all come back in the same millisecond (never less than the PIM asked).
+RETRY_AFTER_SPREAD_SECONDS = 1.0
+# A Retry-After past a day is junk (or a PIM that is gone): waited a day, then asked again.
+MAX_RETRY_AFTER_SECONDS = 86_400.0
+# Instants are sums of floats: a wait this much short of one is rounding, not a wait.
+CLOCK_EPSILON_SECONDS = 1e-6
 
 
 # Limiters used when none is given, shared by every source of the process with the same name
 # (so two sources on one connection do not each get the full limit).
 _local_limiters: dict[str, LocalSemaphore] = {}
 _local_limiters_lock = threading.Lock()
+_local_gates: dict[str, LocalGate] = {}
 # Parallel readers of attribute options; the concurrency limiter still caps the calls.
 OPTION_READERS = 4
 
@@ -78,15 +91,12 @@ def _message(response: httpx.Response) -> str:
         text = response.text.strip().replace("\n", " ")
         return text[:200] or "(empty body)"
     if isinstance(body, dict) and body.get("message"):
+        # verbatim: the operator reads Akeneo's own words (its 422 format lists every
+        # invalid property in `errors`), as the PIM sent them
         message = str(body["message"])
         errors = body.get("errors")
         if isinstance(errors, list) and errors:
-            details = "; ".join(
-                f"{e.get('property', '?')}: {e.get('message', '')}"
-                for e in errors[:5]
-                if isinstance(e, dict)
-            )
-            message = f"{message} ({details})"
+            message = f"{message} errors: {orjson.dumps(errors).decode()}"
         return message
     return response.text[:200]
 
@@ -97,16 +107,19 @@ def retry_after_seconds(value: str | None, now: datetime | None = None) -> float
         return None
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:  # "inf", "nan" and the like are junk: backoff instead
+        return min(max(0.0, seconds), MAX_RETRY_AFTER_SECONDS) if math.isfinite(seconds) else None
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+    wait = (when - (now or datetime.now(UTC))).total_seconds()
+    return min(max(0.0, wait), MAX_RETRY_AFTER_SECONDS)
 
 
 def format_pim_datetime(moment: datetime, timezone: ZoneInfo) -> str:
@@ -136,11 +149,21 @@ def _default_limiter(base_url: str, client_id: str, lease_seconds: float) -> Lim
         return limiter
 
 
+def _default_gate(base_url: str, client_id: str) -> Gate:
+    settings = get_settings()
+    key = connection_key(base_url, client_id)
+    if settings.redis_url and settings.redis_url.lower() not in ("none", "local"):
+        return RedisGate(settings.redis_url, key, base_url)
+    with _local_limiters_lock:
+        return _local_gates.setdefault(key, LocalGate(key, base_url))
+
+
 class AkeneoRestSource:
     """Products and catalog definitions read from an Akeneo PIM over its REST API.
 
-    Unset tuning arguments come from settings. ``sleep``, ``clock`` and ``jitter`` are
-    injectable so tests can run fast and check the delays; ``max_retries`` counts retries after
+    Unset tuning arguments come from settings. ``sleep``, ``clock`` (monotonic), ``wall``
+    (epoch seconds, the shared "not before" instants) and ``jitter`` are injectable so tests
+    can run fast and check the delays; ``max_retries`` counts retries after
     the first attempt. A single instance may be shared by threads.
     """
 
@@ -159,9 +182,12 @@ class AkeneoRestSource:
         backoff_base: float | None = None,
         backoff_max: float | None = None,
         slot_timeout: float | None = None,
+        max_sleep: float | None = None,
+        gate: Gate | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         jitter: Callable[[], float] = random.random,
+        wall: Callable[[], float] = time.time,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         settings = get_settings()
@@ -188,6 +214,12 @@ class AkeneoRestSource:
         self.backoff_max = (
             backoff_max if backoff_max is not None else settings.akeneo_backoff_max_seconds
         )
+        # Retry-After waits up to this long are slept; longer ones defer the task.
+        self.max_sleep = (
+            max_sleep if max_sleep is not None else settings.akeneo_retry_after_sleep_max_seconds
+        )
+        self._owns_gate = gate is None
+        self.gate = gate or _default_gate(self.base_url, client_id)
         # httpx applies the timeout to each phase (connect, write, each read), so one call may
         # take a few timeouts: the lease must outlast that or the slot would be handed on early.
         self._owns_limiter = limiter is None
@@ -200,6 +232,7 @@ class AkeneoRestSource:
         self._sleep = sleep
         self._clock = clock
         self._jitter = jitter
+        self._wall = wall
         self._client = httpx.Client(
             timeout=httpx.Timeout(self.timeout),
             headers={"Accept": "application/json", "User-Agent": "pimsync"},
@@ -218,6 +251,7 @@ class AkeneoRestSource:
             "refreshes": 0,
             "unauthorized": 0,
             "slept_seconds": 0.0,
+            "deferred": 0,
         }
 
     @classmethod
@@ -240,6 +274,8 @@ class AkeneoRestSource:
         self._client.close()
         if self._owns_limiter and isinstance(self.limiter, RedisSemaphore):
             self.limiter.close()
+        if self._owns_gate:
+            self.gate.close()
 
     def __enter__(self) -> AkeneoRestSource:
         return self
@@ -565,10 +601,12 @@ class AkeneoRestSource:
         json: Any = None,
         auth: tuple[str, str] | None = None,
     ) -> httpx.Response:
-        """One request with retries on 429, 5xx and transport errors; other answers returned."""
+        """One request with retries on transient answers and transport errors; other answers
+        returned. Never sent before the connection's shared "not before" instant."""
         attempt = 0
         while True:
             what = f"{method} {_path(url)}"
+            self._await_gate(what)
             try:
                 with self.limiter.slot(timeout=self.slot_timeout):
                     self.stats["requests"] += 1
@@ -578,13 +616,32 @@ class AkeneoRestSource:
             except (SemaphoreTimeout, SemaphoreUnavailable) as exc:
                 raise TransientSourceError(f"Akeneo at {self.base_url}: {what}: {exc}") from None
             except httpx.TransportError as exc:
-                failure = f"{type(exc).__name__}: {exc or 'no detail'}"
-                delay = self._backoff(attempt)
+                status = type(exc).__name__
+                self.gate.record(status, ok=False)
+                failure = f"{status}: {exc or 'no detail'}"
+                asked = None
             else:
-                if not is_transient_status(response.status_code):
+                status = str(response.status_code)
+                transient = is_transient_status(response.status_code)
+                self.gate.record(status, ok=not transient)
+                if not transient:
                     return response
-                failure = f"HTTP {response.status_code}: {_message(response)}"
-                delay = self._retry_delay(response, attempt, what)
+                failure = f"HTTP {status}: {_message(response)}"
+                asked = retry_after_seconds(response.headers.get("Retry-After"))
+            if asked is None:  # no (usable) Retry-After: our own backoff
+                delay = self._backoff(attempt)
+            else:  # never earlier than asked; a little later so workers do not stampede
+                delay = asked + self._jitter() * min(self.backoff_base, RETRY_AFTER_SPREAD_SECONDS)
+            # every worker of the connection waits as long (the later instant wins)
+            until = self.gate.hold(self._wall() + delay, status)
+            if asked is not None and until - self._wall() > self.max_sleep:
+                self.stats["deferred"] += 1
+                raise PimThrottled(
+                    f"Akeneo at {self.base_url}: {what} answered HTTP {status} asking to retry "
+                    f"after {asked:g} s: deferred to {_utc(until)}",
+                    not_before=datetime.fromtimestamp(until, UTC),
+                    status=int(status),
+                )
             if attempt >= self.max_retries:
                 raise TransientSourceError(
                     f"Akeneo at {self.base_url}: {what} still failing after "
@@ -594,24 +651,28 @@ class AkeneoRestSource:
             self.stats["retries"] += 1
             self._pause(delay)
 
+    def _await_gate(self, what: str) -> None:
+        """Wait for the connection's "not before" instant (set by any worker): slept when it
+        is near, else ``PimThrottled`` (the task is deferred to it)."""
+        until = self.gate.not_before()
+        if until is None:
+            return
+        remaining = until - self._wall()
+        if remaining <= CLOCK_EPSILON_SECONDS:
+            return
+        if remaining > self.max_sleep:
+            self.stats["deferred"] += 1
+            raise PimThrottled(
+                f"Akeneo at {self.base_url}: {what} waits until {_utc(until)}, when the PIM "
+                "allows calls again",
+                not_before=datetime.fromtimestamp(until, UTC),
+            )
+        self._pause(remaining + self._jitter() * min(self.backoff_base, RETRY_AFTER_SPREAD_SECONDS))
+
     def _backoff(self, attempt: int) -> float:
         """Full jitter: uniform in [0, min(cap, base * 2**attempt)]."""
         ceiling = min(self.backoff_max, self.backoff_base * (2**attempt))
         return self._jitter() * ceiling
-
-    def _retry_delay(self, response: httpx.Response, attempt: int, what: str) -> float:
-        wait = retry_after_seconds(response.headers.get("Retry-After"))
-        if wait is None:
-            return self._backoff(attempt)
-        if wait > self.backoff_max + RETRY_AFTER_SLACK_SECONDS:
-            raise TransientSourceError(
-                f"Akeneo at {self.base_url}: {what} answered HTTP {response.status_code} asking "
-                f"to retry after {wait:g} s, longer than the {self.backoff_max:g} s backoff cap"
-            )
-        # A little jitter on top so the workers that were told the same delay do not all come
-        # back in the same instant.
-        spread = self._jitter() * min(self.backoff_base, RETRY_AFTER_SLACK_SECONDS)
-        return min(wait + spread, self.backoff_max + RETRY_AFTER_SLACK_SECONDS)
 
     def _pause(self, seconds: float) -> None:
         self.stats["slept_seconds"] += seconds
@@ -751,6 +812,10 @@ def _bearer(token: str) -> dict[str, str]:
 def _path(url: str) -> str:
     parts = urlsplit(url)
     return parts.path + (f"?{parts.query}" if parts.query else "")
+
+
+def _utc(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _shown(response: httpx.Response) -> str:

@@ -25,6 +25,17 @@ class TransientSourceError(SourceError, TransientError):
     """The PIM failed in a way worth retrying later (429, 5xx, timeouts, connection errors)."""
 
 
+class PimThrottled(TransientSourceError):
+    """The PIM asked for quiet until ``not_before`` (``Retry-After``), longer than a worker
+    should sleep: the task is deferred to that instant instead (not a failure: it does not
+    use up the task's retries). ``status`` is the answer that asked (429, 503...)."""
+
+    def __init__(self, message: str, not_before: datetime, status: int | None = None) -> None:
+        super().__init__(message)
+        self.not_before = not_before
+        self.status = status
+
+
 @dataclass(slots=True)
 class Page:
     items: list[dict[str, Any]]

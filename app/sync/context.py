@@ -31,7 +31,9 @@ class DispatchError(TransientError):
 
 
 class Dispatcher(Protocol):
-    def ingest(self, run_id: uuid.UUID) -> None: ...
+    def ingest(self, run_id: uuid.UUID, countdown: float = 0.0) -> None:
+        """The run's next read slice (``countdown``: not before that many seconds)."""
+        ...
 
     def catch_up(self, channel: str, parent_id: uuid.UUID | None, kind: str) -> None: ...
 

@@ -477,6 +477,7 @@ def _record_progress(run: SyncRun, group: list[Page], now: datetime) -> None:
     if total is not None and "total" not in details:
         details["total"] = total
     details["progress_at"] = now.isoformat()
+    details.pop("waiting", None)  # the PIM answers again (app.sync.runs.defer_read)
     run.details = details
 
 

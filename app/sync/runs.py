@@ -7,6 +7,8 @@ The SQL is in ``app.sync.repository``; this module holds the rules around it.
 
 from __future__ import annotations
 
+import math
+import time
 import uuid
 from datetime import datetime, timedelta
 from functools import partial
@@ -16,6 +18,8 @@ from sqlalchemy.orm import Session
 from app.config import Settings
 from app.db import after_commit, session_scope
 from app.logging import get_logger
+from app.pim.throttle import PimHealth, health_note
+from app.pim.throttle import waiting_note as throttle_note
 from app.sync import repository as repo
 from app.sync.context import DispatchError, SyncContext
 from app.sync.models import ABANDONED, CANCELLED, FAILED, FULL, RUNNING, SKIPPED, SyncRun
@@ -119,6 +123,87 @@ def fail_ingest_run(session: Session, ctx: SyncContext, run: SyncRun, error: str
             repo.discard_open_batches(session, child.id, now)
             repo.release_lock(session, run_lock(child), child.id)
     log.error("run_failed", run_id=str(run.id), error=error)
+
+
+def defer_read(
+    ctx: SyncContext,
+    run_id: uuid.UUID,
+    reader: str | None,
+    not_before: datetime,
+    status: int | None,
+    reason: str,
+) -> float:
+    """The PIM asked for quiet until ``not_before``: the read's next slice is sent for that
+    instant instead of holding a worker, and the run says it is waiting, since when and
+    until when (``details["waiting"]``, cleared by the next page it commits). The read
+    lease is given back (the deferred message is a new reader); the run's own leases and
+    its channel runs' are extended past the wait, so neither the sweeper nor another run
+    takes a run that waits as the PIM asked. Not a failure: no retry is used up. Returns
+    the countdown (seconds)."""
+    now = ctx.now()
+    wait = max(0.0, (not_before - now).total_seconds())
+    # whole seconds, rounded up: the message never runs before the PIM allows it
+    countdown = float(math.ceil(wait)) + 1.0
+    ttl = ctx.lock_ttl() + timedelta(seconds=countdown)
+    with session_scope() as session:
+        run = repo.get_run(session, run_id, for_update=True)
+        if run is None or run.status != RUNNING:
+            return 0.0
+        details = dict(run.details or {})
+        previous = details.get("waiting") or {}
+        details["waiting"] = {
+            "status": status,
+            "since": previous.get("since") or now.isoformat(),
+            "until": not_before.isoformat(),
+            "reason": reason,
+        }
+        details["deferrals"] = int(details.get("deferrals", 0)) + 1
+        run.details = details
+        run.heartbeat_at = now
+        repo.release_lock(session, ingest_lease(run_id), run_id, reader[:32] if reader else None)
+        if run.kind != FULL:
+            repo.renew_lock(session, DELTA_INGEST_LOCK, run_id, ttl, now)
+        for child in repo.child_runs(session, run_id):
+            if child.status == RUNNING:
+                repo.renew_lock(session, run_lock(child), child.id, ttl, now)
+        after_commit(session, partial(ctx.dispatcher.ingest, run_id, countdown))
+    log.warning(
+        "pim_read_deferred",
+        run_id=str(run_id),
+        status=status,
+        not_before=not_before.isoformat(),
+        countdown=countdown,
+    )
+    return countdown
+
+
+def waiting_until(run: SyncRun) -> datetime | None:
+    """When a read that waits for the PIM (``defer_read``) goes on, or None."""
+    waiting = (run.details or {}).get("waiting")
+    if not isinstance(waiting, dict) or not waiting.get("until"):
+        return None
+    try:
+        return datetime.fromisoformat(str(waiting["until"]))
+    except ValueError:
+        return None
+
+
+def waiting_note(run: SyncRun, health: PimHealth | None = None) -> str | None:
+    """``waiting for PIM: 429 since 12:04:10, next try 12:06:10`` for a running read that
+    waits for the PIM: deferred as it asked (the run's own record), or, given the
+    connection's live ``health``, retrying while the PIM fails or throttles."""
+    if run.status != RUNNING or run.channel is not None:
+        return None
+    waiting = (run.details or {}).get("waiting")
+    until = waiting_until(run)
+    if isinstance(waiting, dict) and until is not None and until.timestamp() > time.time():
+        try:
+            since = datetime.fromisoformat(str(waiting.get("since"))).timestamp()
+        except ValueError:
+            since = None
+        status = waiting.get("status")
+        return throttle_note(str(status) if status else None, since, until.timestamp())
+    return health_note(health) if health is not None else None
 
 
 def cancel(session: Session, ctx: SyncContext, run_id: uuid.UUID) -> list[SyncRun]:

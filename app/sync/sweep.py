@@ -62,6 +62,9 @@ def sweep(ctx: SyncContext) -> dict[str, int]:
                     repo.release_lock(session, runs.ingest_lease(run.id), run.id)
                     out["abandoned"] += 1
                     continue
+            waits = runs.waiting_until(run) if run.channel is None else None
+            if waits is not None and waits > stale:
+                continue  # its read waits as the PIM asked (Retry-After): its message is due
             if run.channel is None and run.heartbeat_at is not None and run.heartbeat_at < stale:
                 reader = repo.lock_holder(session, runs.ingest_lease(run.id))
                 if reader is not None and reader.expires_at >= now:

@@ -31,10 +31,12 @@ from app.config import get_settings
 from app.db import session_scope, utcnow
 from app.explain import explain
 from app.pim.sources import open_source
+from app.pim.throttle import PimHealth, connection_health, health_note
 from app.sync import repository as sync_repo
 from app.sync.context import SyncContext
 from app.sync.operations import replay_dead_letters
 from app.sync.progress import run_progress
+from app.sync.runs import waiting_note
 from app.sync.runtime import REGISTRY
 from app.textcheck import text_problem
 from app.web import charts, health
@@ -144,9 +146,12 @@ def dashboard(request: Request, replayed: int | None = None) -> HTMLResponse:
     operator = require_operator(request)
     now = utcnow()
     channels = REGISTRY.channels(get_settings())
+    # the PIM as the workers see it (Redis): the page is not green while it fails
+    pim = connection_health(get_settings())
+    pim_note = health_note(pim) if pim is not None else None
     with session_scope() as session:
         dash = health.gather(session, channels, now)
-        running = _running(session, now)
+        running = _running(session, now, pim)
         durations = {ch.code: [r.duration_seconds or 0.0 for r in ch.runs] for ch in dash.channels}
         outcomes = [
             charts.bar_chart(
@@ -160,6 +165,9 @@ def dashboard(request: Request, replayed: int | None = None) -> HTMLResponse:
         ]
         html = _templates.get_template("dashboard.html").render(
             dash=dash,
+            pim=pim,
+            pim_state="ok" if pim is None or pim_note is None else "failing",
+            pim_note=pim_note,
             duration_chart=Markup(charts.line_chart(durations, "seconds", "Run durations")),
             outcome_charts=[Markup(c) for c in outcomes],
             humanize=health.humanize,
@@ -177,8 +185,9 @@ def dashboard(request: Request, replayed: int | None = None) -> HTMLResponse:
 PROGRESS_POLL_SECONDS = 3
 
 
-def _running(session: Any, now: datetime) -> list[dict[str, Any]]:
-    """The running runs with their progress, as the page and its poll show them."""
+def _running(session: Any, now: datetime, pim: PimHealth | None = None) -> list[dict[str, Any]]:
+    """The running runs with their progress, as the page and its poll show them (a read the
+    PIM makes wait says so: ``waiting for PIM: 429 since ..., next try ...``)."""
     runs = sync_repo.running_runs(session)
     by_id = {r.id: r for r in runs}
     out = []
@@ -191,7 +200,7 @@ def _running(session: Any, now: datetime) -> list[dict[str, Any]]:
                 "channel": run.channel or "PIM read",
                 "started_at": run.started_at.isoformat(),
                 "progress": p.as_dict(),
-                "text": p.text(),
+                "text": "; ".join(t for t in (p.text(), waiting_note(run, pim)) if t),
             }
         )
     return out
@@ -202,8 +211,9 @@ def progress(request: Request) -> JSONResponse:
     """The running runs' progress (done / total, ETA): what the dashboard polls."""
     require_operator(request)
     now = utcnow()
+    pim = connection_health(get_settings())
     with session_scope() as session:
-        running = _running(session, now)
+        running = _running(session, now, pim)
     return JSONResponse(
         {"now": now.isoformat(), "runs": running}, headers={"Cache-Control": "no-store"}
     )

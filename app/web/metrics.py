@@ -28,6 +28,7 @@ from app.db import session_scope
 from app.mapping.models import DriftEvent
 from app.metrics import process_registry
 from app.pages.repository import readiness_counts
+from app.pim.throttle import health_or_none
 from app.sync import repository as sync_repo
 from app.sync.models import BATCH_ENQUEUED, DeadLetter, SyncBatch, SyncCursor, SyncRun
 from app.sync.pim_events.models import PendingSku
@@ -49,9 +50,15 @@ OUTCOMES = {
 class StateCollector:
     """Metrics read from PostgreSQL (and the broker's queue lengths) at scrape time."""
 
-    def __init__(self, queues: tuple[str, ...] = (), broker_url: str | None = None) -> None:
+    def __init__(
+        self,
+        queues: tuple[str, ...] = (),
+        broker_url: str | None = None,
+        redis_url: str | None = None,
+    ) -> None:
         self.queues = queues
         self.broker_url = broker_url
+        self.redis_url = redis_url
 
     def describe(self) -> list[Metric]:
         return []  # collected at scrape time only (the database may be down at start-up)
@@ -155,6 +162,35 @@ class StateCollector:
         yield from (*progress, backlog)
         if self.queues and self.broker_url and self.broker_url.startswith("redis"):
             yield from self._queues()
+        yield from self._pim_health(now)
+
+    def _pim_health(self, now: float) -> Iterator[Metric]:
+        """The PIM connections as the workers last saw them (kept in Redis: this process
+        never calls the PIM)."""
+        found = health_or_none(self.redis_url)
+        if found is None:
+            return
+        up = GaugeMetricFamily(
+            "pimsync_pim_up",
+            "1 while the PIM connection answers, 0 while it fails or throttles.",
+            labels=["pim"],
+        )
+        requests = CounterMetricFamily(
+            "pimsync_pim_requests",
+            "Requests to the PIM by answer (HTTP status, or the transport error's name).",
+            labels=["pim", "status"],
+        )
+        backoff = GaugeMetricFamily(
+            "pimsync_pim_backoff_seconds",
+            "Seconds until workers may call the PIM again (Retry-After or backoff; 0: now).",
+            labels=["pim"],
+        )
+        for pim in found:
+            up.add_metric([pim.base_url], 1.0 if pim.up else 0.0)
+            for status, n in sorted(pim.requests.items()):
+                requests.add_metric([pim.base_url, status], float(n))
+            backoff.add_metric([pim.base_url], pim.backoff_seconds(now))
+        yield from (up, requests, backoff)
 
     def _queues(self) -> Iterator[Metric]:
         depth = GaugeMetricFamily(
@@ -267,7 +303,7 @@ def _backlog_age(s: Session, now: float) -> Metric:
 def registry(settings: Settings) -> CollectorRegistry:
     """What a scrape exports: this host's process samples, plus the state."""
     reg = process_registry()
-    reg.register(StateCollector(ALL_QUEUES, settings.broker_url))
+    reg.register(StateCollector(ALL_QUEUES, settings.broker_url, settings.redis_url))
     return reg
 
 

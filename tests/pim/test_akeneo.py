@@ -21,25 +21,37 @@ from app.config import reset_settings_cache
 from app.dev.reference_server import serve_in_thread
 from app.pim.akeneo import AkeneoRestSource, format_pim_datetime, retry_after_seconds
 from app.pim.ratelimit import LocalSemaphore, RedisSemaphore
-from app.pim.source import SourceError, TransientSourceError
+from app.pim.source import PimThrottled, SourceError, TransientSourceError
 from app.pim.sources import open_source
+from app.pim.throttle import LocalGate
 from tests.pim.reference_data import CLIENT, RunningPim, catalog, product, running_pim, value
 
 SPAWN = multiprocessing.get_context("spawn")
 
 
 class Sleeps(list[float]):
-    """An injected ``sleep`` that records the delays instead of waiting."""
+    """An injected ``sleep`` that records the delays instead of waiting; ``time`` is a wall
+    clock that only those sleeps move forward (from the real time at creation)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.start = time.time()
 
     def __call__(self, seconds: float) -> None:
         self.append(seconds)
 
+    def time(self) -> float:
+        return self.start + sum(self)
+
 
 def make_source(url: str, **options: Any) -> AkeneoRestSource:
+    sleeps = Sleeps()
     args: dict[str, Any] = {
         **CLIENT,
         "limiter": LocalSemaphore(4),
-        "sleep": Sleeps(),
+        "gate": LocalGate(),
+        "sleep": sleeps,
+        "wall": sleeps.time,
         "backoff_base": 0.5,
         "backoff_max": 10.0,
         "max_retries": 4,
@@ -323,13 +335,119 @@ def test_retry_after_http_date_and_seconds() -> None:
     assert retry_after_seconds(None, now) is None
 
 
-def test_retry_after_longer_than_the_cap_gives_up_at_once(pim: RunningPim, sources: Any) -> None:
-    source = sources(pim.url, backoff_max=5.0)
+def test_retry_after_junk_and_extremes() -> None:
+    now = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
+    assert retry_after_seconds("120", now) == 120.0
+    assert retry_after_seconds(" 86400000 ", now) == 86_400.0  # a day at most, then ask again
+    assert retry_after_seconds("-5", now) == 0.0
+    for junk in ("inf", "nan", "", "Wed, 99 Foo 2024", "12 s"):
+        assert retry_after_seconds(junk, now) is None, junk
+
+
+def test_long_retry_after_defers_instead_of_sleeping_and_holds_every_worker(
+    pim: RunningPim, sources: Any
+) -> None:
+    gate = LocalGate()
+    source = sources(pim.url, gate=gate, max_sleep=30.0)
+    other = sources(pim.url, gate=gate, max_sleep=30.0)  # another worker, same connection
     source.get("SKU-0000")
+    other.get("SKU-0000")
     pim.faults(fail_next=[429], retry_after=120)
-    with pytest.raises(TransientSourceError, match=r"retry after 120 s, longer than the 5 s"):
+    pim.reset_stats()
+    asked_at = source._sleep.time()  # the source's clock (only its sleeps move it)
+
+    with pytest.raises(PimThrottled) as info:
         source.get("SKU-0001")
-    assert source._sleep == []
+
+    assert source._sleep == []  # no worker held for two minutes
+    not_before = info.value.not_before.timestamp()
+    # 120 s, plus at most the spread (min(backoff_base, 1 s)) on top
+    assert asked_at + 120 <= not_before <= asked_at + 120.5
+    assert info.value.status == 429
+    # the other worker does not even call: the PIM asked the connection for quiet
+    with pytest.raises(PimThrottled) as second:
+        other.get("SKU-0002")
+    assert second.value.not_before.timestamp() == not_before
+    assert pim.stats()["requests"] == 1
+    # once its clock is past the instant, it calls again
+    other._sleep.append(not_before - other._sleep.time() + 0.001)
+    assert other.get("SKU-0002") is not None
+    assert pim.stats()["by_status"] == {"429": 1, "200": 1}
+
+
+def test_short_retry_after_is_slept_by_every_worker_of_the_connection(
+    pim: RunningPim, sources: Any
+) -> None:
+    gate = LocalGate()
+    source = sources(pim.url, gate=gate, jitter=lambda: 0.0)
+    other = sources(pim.url, gate=gate, jitter=lambda: 0.0)
+    source.get("SKU-0000")
+    other.get("SKU-0000")
+    pim.faults(fail_next=[429], retry_after=20)
+    assert source.get("SKU-0001") is not None
+    assert source._sleep == [20.0]
+    # the other worker's clock has not moved: it sleeps until the instant before calling
+    assert other.get("SKU-0001") is not None
+    assert len(other._sleep) == 1 and 19.0 < other._sleep[0] <= 20.0
+
+
+def test_retry_after_as_an_http_date_is_honoured(pim: RunningPim, sources: Any) -> None:
+    source = sources(pim.url, max_sleep=30.0)
+    source.get("SKU-0000")
+    pim.faults(fail_next=[429], retry_after=90, retry_after_date=True)
+    with pytest.raises(PimThrottled) as info:
+        source.get("SKU-0001")
+    # the date names a whole second 90-91 s ahead of the server's clock; the wait is read
+    # against the real clock and applied to the source's (which only its sleeps move)
+    wait = info.value.not_before.timestamp() - source._sleep.time()
+    assert 88 <= wait <= 92.5, wait
+
+
+def test_junk_retry_after_falls_back_to_backoff(pim: RunningPim, sources: Any) -> None:
+    source = sources(pim.url, jitter=lambda: 1.0)
+    source.get("SKU-0000")
+    pim.faults(fail_next=[429, 429], retry_after_raw="soon")
+    assert source.get("SKU-0001") is not None
+    assert source._sleep == [0.5, 1.0]
+
+
+@pytest.mark.parametrize("status", [408, 425, 500, 502, 503, 504])
+def test_transient_statuses_are_retried(pim: RunningPim, sources: Any, status: int) -> None:
+    source = sources(pim.url, jitter=lambda: 1.0)
+    source.get("SKU-0000")
+    pim.faults(fail_next=[status, status])
+    assert source.get("SKU-0001") is not None
+    assert source._sleep == [0.5, 1.0]
+    assert source.stats["retries"] == 2
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        (400, "HTTP 400: Invalid json message received"),
+        (403, "HTTP 403: You are not allowed to access the web API. (check the API user's"),
+        (404, "HTTP 404: Resource not found."),
+        (
+            422,
+            'HTTP 422: Validation failed. errors: [{"property":"values","message":"The \\"sku\\" '
+            'attribute is not an identifier."},{"property":"search","message":"Filter on '
+            'property \\"updated\\" is invalid."}]',
+        ),
+        (501, "HTTP 501: Injected failure"),
+    ],
+)
+def test_other_statuses_are_permanent_with_akeneo_body_verbatim(
+    pim: RunningPim, sources: Any, status: int, expected: str
+) -> None:
+    source = sources(pim.url)
+    source.get("SKU-0000")
+    pim.reset_stats()
+    pim.faults(fail_next=[status])
+    with pytest.raises(SourceError) as info:
+        list(source.iter_pages(page_size=10))
+    assert not isinstance(info.value, TransientSourceError)
+    assert expected in str(info.value)
+    assert source._sleep == [] and pim.stats()["requests"] == 1
 
 
 def test_exhausted_retries_raise_a_transient_error(pim: RunningPim, sources: Any) -> None:

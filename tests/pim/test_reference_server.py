@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -402,6 +403,53 @@ def test_put_in_server_time_zone_is_found_by_a_delta_search() -> None:
 
 
 # --- admin: faults and stats ----------------------------------------------------------------
+
+
+def test_bad_days_long_and_dated_retry_after_408_and_bursts(
+    pim: RunningPim, api: httpx.Client
+) -> None:
+    pim.faults(fail_next=[429, 408], retry_after=120, retry_after_date=True)
+    limited = api.get(PRODUCTS)
+    when = parsedate_to_datetime(limited.headers["Retry-After"])
+    assert 120 <= (when - datetime.now(UTC)).total_seconds() <= 122
+    timeout = api.get(PRODUCTS)
+    assert timeout.status_code == 408 and timeout.json() == {
+        "code": 408,
+        "message": "Request timeout.",
+    }
+    # bursts: every 4 calls, 2 consecutive 502s
+    pim.faults(burst_length=2, burst_every=4, burst_status=502)
+    assert [api.get(PRODUCTS).status_code for _ in range(8)] == [502, 502, 200, 200] * 2
+    pim.faults(fail_next=[422])
+    refused = api.get(PRODUCTS)
+    assert refused.status_code == 422
+    assert refused.json()["message"] == "Validation failed."
+    assert [e["property"] for e in refused.json()["errors"]] == ["values", "search"]
+    for bad in ({"burst_status": 404}, {"rate_408": 2}, {"burst_length": -1}):
+        assert pim.admin.post("/_admin/faults", json=bad).status_code == 422
+
+
+def test_requests_log_lists_those_that_came_before_retry_after_allowed(
+    pim: RunningPim, api: httpx.Client
+) -> None:
+    pim.reset_stats()
+    pim.faults(fail_next=[429], retry_after=0.5)
+    before = time.time()
+    assert api.get(PRODUCTS).status_code == 429
+    assert api.get(PRODUCTS).status_code == 200  # at once: too early
+    time.sleep(0.6)
+    assert api.get(PRODUCTS).status_code == 200  # after the wait: fine
+    log = pim.admin.get("/_admin/requests").json()
+    assert [e["status"] for e in log["entries"]] == [429, 200, 200]
+    assert all(before <= e["at"] <= time.time() for e in log["entries"])
+    assert len(log["early"]) == 1 and log["early"][0]["at"] == log["entries"][1]["at"]
+    assert log["early"][0]["allowed_at"] >= log["entries"][0]["at"] + 0.5
+    pim.reset_stats()
+    assert pim.admin.get("/_admin/requests").json() == {
+        "entries": [],
+        "early": [],
+        "quiet_until": 0.0,
+    }
 
 
 def test_fail_next_and_retry_after(pim: RunningPim, api: httpx.Client) -> None:

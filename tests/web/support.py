@@ -63,7 +63,7 @@ class RecordingDispatcher:
     ) -> None:
         self.calls.append(("publish", list(batch_ids), countdown))
 
-    def ingest(self, run_id: Any) -> None:
+    def ingest(self, run_id: Any, countdown: float = 0.0) -> None:
         self.calls.append(("ingest", run_id))
 
     def catch_up(self, channel: str, parent_id: Any, kind: str) -> None:
