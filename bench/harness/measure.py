@@ -740,9 +740,10 @@ def pages_written_since(conn: Any, since: datetime) -> tuple[int, datetime | Non
 
 def wait_for_pages(stack: Stack, name: str, t0: datetime) -> dict[str, Any]:
     """Once the channel runs are over: wait until every channel_product row is on its product
-    page (catalog_version = the row's version), which the worker's catalog-event consumer
-    writes. Returns when that was first seen (an upper bound of the moment, by at most one
-    poll and its query) and when the last page was written (a lower bound)."""
+    page (catalog_version = the row's version), written by the run's batches or the worker's
+    catalog-event consumer. Returns when that was first seen (the start of the first poll
+    that found it: an upper bound of the moment, by at most one poll interval) and when the
+    last page was written (a lower bound)."""
     engine = create_engine(stack.url, isolation_level="AUTOCOMMIT")
     started = time.monotonic()
     polls, query_s = 0, 0.0
@@ -750,12 +751,15 @@ def wait_for_pages(stack: Stack, name: str, t0: datetime) -> dict[str, Any]:
     try:
         with engine.connect() as conn:
             while True:
+                # the query's snapshot is taken when it starts: if it finds every page
+                # written, they were by then (a poll's own duration is not counted)
+                asked = datetime.now(UTC)
                 q0 = time.perf_counter()
                 behind = pages_behind(conn)
                 query_s = max(query_s, time.perf_counter() - q0)
                 polls += 1
                 if behind == 0:
-                    seen = datetime.now(UTC)
+                    seen = asked
                     break
                 now = time.monotonic()
                 if behind != last_behind:
