@@ -74,25 +74,23 @@ _NOTHING: dict[str, Any] = {}
 _NO_MEMO = object()
 
 # Memo ids: one small int per question a step asks (attribute, scope, locales, transform and
-# its parameters, catalog definitions). Ints are never reused: the table is emptied when it
-# grows past _MEMO_MAX (a process that reloads its configuration many times) and the counter
-# goes on, so an id kept on a product can never name another question.
+# its parameters, the catalog definitions by their token). Keys hold values only, no object;
+# ints are never reused: the table is emptied when it grows past _MEMO_MAX (a process that
+# reloads its configuration many times) and the counter goes on, so an id kept on a product
+# can never name another question.
 _MEMO_IDS: dict[tuple[Any, ...], int] = {}
-_MEMO_REFS: list[Any] = []  # the objects whose id() a key holds, kept alive with the key
 _MEMO_MAX = 200_000
 _memo_next = 0
 
 
-def _memo_id(key: tuple[Any, ...], *refs: Any) -> int:
+def _memo_id(key: tuple[Any, ...]) -> int:
     global _memo_next
     hit = _MEMO_IDS.get(key)
     if hit is None:
         if len(_MEMO_IDS) >= _MEMO_MAX:
             _MEMO_IDS.clear()
-            _MEMO_REFS.clear()
         _memo_next += 1
         hit = _MEMO_IDS[key] = _memo_next
-        _MEMO_REFS.extend(refs)
     return hit
 
 
@@ -334,7 +332,7 @@ class MappingPlan:
             if params is None:
                 return None
             key = ("value", attr, sc, step.chain, transform, params)
-        return _memo_id((*key, id(self.defs)), self.defs)
+        return _memo_id((*key, self.defs.token))
 
     def map(self, product: Product) -> MapResult:
         try:

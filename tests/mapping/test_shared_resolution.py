@@ -268,3 +268,19 @@ def test_a_shared_localized_value_is_each_documents_own() -> None:
     first, second = (p.map(product).doc for p in plans)
     assert first == second == {"title": {"de_DE": "Name"}}
     assert first["title"] is not second["title"]
+
+
+def test_plans_over_other_catalog_definitions_share_nothing() -> None:
+    """Unit symbols live in the definitions: two sets of definitions, two answers, even for
+    the same question about the same product (and a copy of a set is another set)."""
+    import dataclasses
+
+    contract = make_contract([{"pim": "weight", "target": "w", "transform": "metric_to_string"}])
+    grams = small_defs()
+    grams.unit_symbols = {"KILOGRAM": "kg"}
+    other = dataclasses.replace(grams, unit_symbols={"KILOGRAM": "Kilo"})
+    assert other.token != grams.token
+    plans = [MappingPlan(make_channel(), contract, d) for d in (grams, other, grams)]
+    product = make_product({"weight": [v({"amount": "2.5000", "unit": "KILOGRAM"})]})
+    docs = [p.map(product).doc for p in plans]
+    assert docs == [{"w": "2.5 kg"}, {"w": "2.5 Kilo"}, {"w": "2.5 kg"}]
