@@ -11,13 +11,17 @@ What runs (everything on this machine):
 - the Akeneo REST client (``PIMSYNC_PIM_SOURCE=http://127.0.0.1:PORT``) in the workers;
 - Redis as broker and for the shared PIM-call limit: a free database (12 preferred), claimed
   like the tests claim theirs and flushed before and after;
-- one ``celery -A tasks worker --pool=prefork --concurrency=2 --queues=sync,publish``;
+- one ``celery -A tasks worker --pool=prefork --concurrency=2
+  --queues=sync,publish,events.catalog``: the catalog events that project channel rows onto
+  product pages are consumed by the same worker, inside the timed phases;
 - a scratch PostgreSQL database (``bench.common.scratch_database``), dropped at the end;
 - the bundled channels (de_storefront, at_storefront, uk_marketplace, b2b_portal):
   units = SKUs x 4.
 
-Phases, each timed from ``start_full``/``start_delta`` to the last channel run finished (the
-runs' own ``finished_at``), with VACUUM ANALYZE + CHECKPOINT before each:
+Phases, each timed from ``start_full``/``start_delta`` to the storefront: the last channel run
+finished (the runs' own ``finished_at``) *and* every ``channel_product`` row on its product page
+(``product_page.catalog_version`` = the row's version, polled every 0.1 s once the runs are
+over: the figure is an upper bound by one poll), with VACUUM ANALYZE + CHECKPOINT before each:
 
 1. ``cold``: full sync into an empty database;
 2. ``warm``: full sync again, nothing changed in the PIM (must write no ``channel_product`` row);
@@ -26,10 +30,11 @@ runs' own ``finished_at``), with VACUUM ANALYZE + CHECKPOINT before each:
 
 After the cold phase the ``channel_product`` rows it wrote are exported (COPY TO) and loaded
 ``--copy-repeats`` times with one bare ``COPY FROM`` into an empty table with the same indexes
-and TOAST compression (likewise ``pim_product``): the cold/bare-COPY ratio is the figure that
-holds on a noisy machine. ``--memory-compare M`` adds a cold full sync of M SKUs (own PIM,
-database and worker) to compare the workers' peak memory, which must not grow with the
-catalog.
+and TOAST compression (likewise ``product_page`` and ``pim_product``): the ratio of the cold
+sync to the bare COPY of the two tables the storefront reads (channel_product + product_page)
+is the figure that holds on a noisy machine. ``--memory-compare M`` adds a cold full sync of
+M SKUs (own PIM, database and worker) to compare the workers' peak memory, which must not grow
+with the catalog.
 
 Measured per phase: wall seconds, units/s, the runs' counters per channel, rows written
 (``channel_product`` inserts and version bumps, rows tagged with the phase's runs;
@@ -75,6 +80,7 @@ from bench.harness.measure import (
     postgres_settings,
     rows_written,
     table_snapshot,
+    wait_for_pages,
     wait_for_run,
 )
 from bench.harness.report import code_version, machine, run_bench, say, settings_in_force
@@ -108,13 +114,19 @@ def run_phase(stack: Stack, name: str, units: int) -> dict[str, Any]:
                 raise RuntimeError("start_full refused: every channel is already syncing")
             run_id = started.id
     parent, children = wait_for_run(stack, name, run_id, units, sampler)
+    # the storefront waits for the pages too: the phase ends when every channel_product row
+    # is on its product page, and the CPU sampled until then includes the projection
+    pages = wait_for_pages(stack, name, t0)
     observed = time.perf_counter() - p0
     analyzer.stop()
     sampler.stop()
     finished = [c["finished_at"] for c in children if c["finished_at"]]
     if parent and parent["finished_at"]:
         finished.append(parent["finished_at"])
-    wall = (max(finished) - t0).total_seconds() if finished else observed
+    runs_wall = (max(finished) - t0).total_seconds() if finished else observed
+    # upper bound: the first poll that saw every page written (PAGES_POLL apart)
+    wall = max(runs_wall, (pages["pages_seen_complete_at"] - t0).total_seconds())
+    last_page = pages["last_page_written_at"]
     after = table_snapshot(stack.url)
     findings, stack.log_offset = log_findings(stack.worker.log, stack.log_offset)
     written = rows_written(stack.url, before, after, [parent["id"]] + [c["id"] for c in children])
@@ -128,7 +140,18 @@ def run_phase(stack: Stack, name: str, units: int) -> dict[str, Any]:
     if name != "delta" and processed != units:
         problems.append(f"counters add up to {processed} units, expected {units}")
     result = {
+        # to the storefront: channel_product and product_page both written
         "wall_seconds": round(wall, 2),
+        "channel_runs_seconds": round(runs_wall, 2),
+        "pages": {
+            "written": pages["pages_written"],
+            "last_written_seconds": (
+                round((last_page - t0).total_seconds(), 2) if last_page else None
+            ),
+            "seen_complete_seconds": round(wall, 2),
+            "polls": pages["polls"],
+            "slowest_poll_s": pages["slowest_poll_s"],
+        },
         "observed_seconds": round(observed, 2),
         "units": units,
         "units_per_s": round(units / wall, 1) if wall else None,
@@ -170,7 +193,8 @@ def run_phase(stack: Stack, name: str, units: int) -> dict[str, Any]:
     say(f"phase {name}: result saved to {saved}")
     say(
         f"phase {name}: finished in {wall:.1f}s ({result['units_per_s']} units/s), "
-        f"channel rows written {cw['written']}, problems: {len(problems)}"
+        f"channel rows written {cw['written']}, pages written {pages['pages_written']} "
+        f"(channel runs done at {runs_wall:.1f}s), problems: {len(problems)}"
     )
     return result
 
@@ -219,7 +243,7 @@ def run(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
                 with tempfile.TemporaryDirectory(prefix="pimsync-bench-copy-") as tmp:
                     report["bare_copy"] = {
                         t: bare_copy(st.url, t, args.copy_repeats, Path(tmp))
-                        for t in ("channel_product", "pim_product")
+                        for t in ("channel_product", "product_page", "pim_product")
                     }
                 report["floor"] = python_floor(st, report["bare_copy"], args.floor_products)
                 phases["warm"] = run_phase(st, "warm", units)
@@ -240,7 +264,8 @@ def run(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
 def python_floor(st: Stack, copies: dict[str, Any], products: int) -> dict[str, Any]:
     """The cold sync's floor (see bench.floor): the workers' per-product Python work measured
     in this process on the catalog's first ``products`` products, with the channels' runtimes
-    as the workers built them, plus the database CPU of a bare COPY of both tables."""
+    as the workers built them, plus the database CPU of a bare COPY of the three tables; its
+    ratio is to the bare COPY of the two the storefront reads (channel_product, product_page)."""
 
     settings = get_settings()
     say(f"floor: the per-product Python work, {products} products in this process")
@@ -254,36 +279,76 @@ def python_floor(st: Stack, copies: dict[str, Any], products: int) -> dict[str, 
         python,
         st.skus,
         copy_cpu,
-        copies["channel_product"]["seconds"]["median"],
+        sum(copies[t]["seconds"]["median"] for t in STOREFRONT_TABLES),
         len(os.sched_getaffinity(0)),  # the cores this machine lets us use
     )
     return {"python": python, **result}
 
 
+STOREFRONT_TABLES = ("channel_product", "product_page")
+
+
+def _worker_cpu_ms_per_product(phase: dict[str, Any], products: int) -> float | None:
+    groups = phase["cpu"]["by_group"]
+    cpu = sum(groups.get(g, {}).get("cpu_s", 0.0) for g in ("worker_parent", "worker_children"))
+    return round(cpu * 1000 / products, 3) if products else None
+
+
 def summary(report: dict[str, Any]) -> dict[str, Any]:
+    """The issue's table, as far as one run measures it: every figure to the storefront
+    (channel_product and product_page both written) beside the bare COPY of the same rows."""
     phases = report["phases"]
     cold, warm, delta = phases["cold"], phases["warm"], phases["delta"]
-    copy_cp = report["bare_copy"]["channel_product"]
+    copies = report["bare_copy"]
+    copy_cp = copies["channel_product"]
     copy_s = copy_cp["seconds"]["median"]
+    copy_storefront = sum(copies[t]["seconds"]["median"] for t in STOREFRONT_TABLES)
+    copy_cpu_all = sum(c["backend_cpu_s"]["median"] for c in copies.values())
+    pg_cold = cold["cpu"]["by_group"].get("postgres_backends", {}).get("cpu_s")
     warm_written = warm["rows_written"]["channel_product"]["written"]
+    warm_pages = warm["pages"]["written"]
+    skus = report["skus"]
     return {
         "cold_seconds": cold["wall_seconds"],
+        "cold_channel_runs_seconds": cold["channel_runs_seconds"],
+        "cold_pages_written": cold["pages"]["written"],
         "warm_seconds": warm["wall_seconds"],
         "delta_seconds": delta["wall_seconds"],
+        "delta_channel_runs_seconds": delta["channel_runs_seconds"],
+        "delta_pages_written": delta["pages"]["written"],
         "cold_units_per_s": cold["units_per_s"],
         "warm_units_per_s": warm["units_per_s"],
         "bare_copy_channel_product_seconds": copy_s,
         "bare_copy_channel_product_rows_per_s": copy_cp["rows_per_s"],
-        "bare_copy_pim_product_seconds": report["bare_copy"]["pim_product"]["seconds"]["median"],
+        "bare_copy_product_page_seconds": copies["product_page"]["seconds"]["median"],
+        "bare_copy_storefront_seconds": round(copy_storefront, 3),
+        "bare_copy_pim_product_seconds": copies["pim_product"]["seconds"]["median"],
+        # the issue's first figure: to the storefront, over the COPY of both tables it writes
+        "ratio_cold_to_bare_copy_storefront": (
+            round(cold["wall_seconds"] / copy_storefront, 2) if copy_storefront else None
+        ),
+        # the earlier figure (channel_product alone), kept for comparison with older runs
         "ratio_cold_to_bare_copy": round(cold["wall_seconds"] / copy_s, 2) if copy_s else None,
         "ratio_warm_to_cold": round(warm["wall_seconds"] / cold["wall_seconds"], 3),
+        "worker_cpu_ms_per_product_cold": _worker_cpu_ms_per_product(cold, skus),
+        "worker_cpu_ms_per_product_warm": _worker_cpu_ms_per_product(warm, skus),
+        # the sync's database CPU (its backends) over the bare COPYs' of the three tables
+        "postgres_cpu_cold_s": pg_cold,
+        "postgres_copy_cpu_s": round(copy_cpu_all, 1),
+        "ratio_postgres_cpu_to_copy_cpu": (
+            round(pg_cold / copy_cpu_all, 2) if pg_cold is not None and copy_cpu_all else None
+        ),
         "floor_seconds": report["floor"]["seconds"],
         "ratio_floor_to_bare_copy": report["floor"]["ratio_to_bare_copy"],
         "python_floor_cpu_ms_per_product": report["floor"]["python"]["total_cpu_ms_per_product"],
+        "python_floor_stages_ms": report["floor"]["python"]["cpu_ms_per_product"],
         "cold_channel_rows_written": cold["rows_written"]["channel_product"]["written"],
         "warm_channel_rows_written": warm_written,
+        "warm_pages_written": warm_pages,
         "warm_synced_counter": warm["counters_total"]["synced"],
-        "warm_wrote_nothing": warm_written == 0 and warm["counters_total"]["synced"] == 0,
+        "warm_wrote_nothing": (
+            warm_written == 0 and warm_pages == 0 and warm["counters_total"]["synced"] == 0
+        ),
         "delta_channel_rows_written": delta["rows_written"]["channel_product"]["written"],
         "worker_peak_rss_sum_mib": max(
             p["worker_memory"]["max_rss_sum_mib"] for p in phases.values()
@@ -291,6 +356,11 @@ def summary(report: dict[str, Any]) -> dict[str, Any]:
         "worker_peak_pss_sum_mib": max(
             p["worker_memory"]["max_pss_sum_mib"] for p in phases.values()
         ),
+        "not_measured_here": {
+            "event_to_page_p99": "python -m bench.events",
+            "cost_growth_10k_50k_200k": "one run per size (--skus), compare "
+            "worker_cpu_ms_per_product_cold",
+        },
         "problems": {k: p["problems"] for k, p in phases.items() if p["problems"]},
     }
 
@@ -327,7 +397,7 @@ def memory_compare(report: dict[str, Any], m: int, cold_m: dict[str, Any]) -> di
 def print_table(report: dict[str, Any]) -> None:
     out = sys.stderr
     print("", file=out)
-    head = f"{'phase':<10}{'seconds':>10}{'units/s':>10}{'rows written':>14}"
+    head = f"{'phase':<10}{'seconds':>10}{'units/s':>10}{'rows written':>14}{'pages':>8}"
     head += f"{'worker RSS MiB':>16}{'problems':>10}"
     print(head, file=out)
     phases = dict(report.get("phases", {}))
@@ -339,6 +409,7 @@ def print_table(report: dict[str, Any]) -> None:
         print(
             f"{name:<10}{p['wall_seconds']:>10.1f}{p['units_per_s']:>10.0f}"
             f"{p['rows_written']['channel_product']['written']:>14}"
+            f"{p.get('pages', {}).get('written', 0):>8}"
             f"{p['worker_memory']['max_rss_sum_mib']:>16.0f}{len(p['problems']):>10}",
             file=out,
         )
@@ -352,15 +423,30 @@ def print_table(report: dict[str, Any]) -> None:
     s = report.get("summary")
     if s:
         print(
-            f"cold / bare COPY = {s['ratio_cold_to_bare_copy']}, warm / cold = "
-            f"{s['ratio_warm_to_cold']}, warm wrote nothing: {s['warm_wrote_nothing']}",
+            f"cold to storefront {s['cold_seconds']}s (channel runs "
+            f"{s['cold_channel_runs_seconds']}s, {s['cold_pages_written']} pages) / bare COPY "
+            f"of channel_product + product_page "
+            f"{s['bare_copy_storefront_seconds']}s = {s['ratio_cold_to_bare_copy_storefront']}x "
+            f"(channel_product alone: {s['ratio_cold_to_bare_copy']}x)",
+            file=out,
+        )
+        print(
+            f"worker CPU {s['worker_cpu_ms_per_product_cold']} ms/product (cold), PostgreSQL "
+            f"CPU {s['postgres_cpu_cold_s']}s / bare COPY CPU {s['postgres_copy_cpu_s']}s = "
+            f"{s['ratio_postgres_cpu_to_copy_cpu']}x",
+            file=out,
+        )
+        print(
+            f"warm / cold = {s['ratio_warm_to_cold']}, warm wrote nothing (rows, pages): "
+            f"{s['warm_wrote_nothing']}; delta to storefront {s['delta_seconds']}s "
+            f"({s['delta_pages_written']} pages)",
             file=out,
         )
         f = report["floor"]
         print(
-            f"floor: {f['seconds']}s = {f['ratio_to_bare_copy']}x bare COPY (Python "
+            f"floor: {f['seconds']}s = {f['ratio_to_bare_copy']}x bare COPY of both (Python "
             f"{f['python']['total_cpu_ms_per_product']} ms/product x {report['skus']} = "
-            f"{f['python_cpu_s']}s, COPY of both tables {f['postgres_copy_cpu_s']}s of database "
+            f"{f['python_cpu_s']}s, COPY of the 3 tables {f['postgres_copy_cpu_s']}s of database "
             f"CPU, over {f['cpus']} cores; stages {f['python']['cpu_ms_per_product']})",
             file=out,
         )

@@ -5,12 +5,15 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from datetime import datetime
 from typing import Any
 
 from kombu.exceptions import OperationalError as KombuOperationalError
 from redis.exceptions import ConnectionError as RedisConnectionError
+from sqlalchemy.orm import Session
 
 from app.config import get_settings
+from app.pages.projection import project_committed_with
 from app.pages.schemas import serialise
 from app.pim.source import PimSource
 from app.pim.sources import open_source
@@ -67,6 +70,13 @@ class CeleryDispatcher:
 
     def pim_product(self, key: str, countdown: float = 0.0) -> None:
         _send("events.pim.product", args=[key], queue="events.pim", countdown=countdown or None)
+
+    def project_catalog(
+        self, session: Session, changes: dict[str, list[str]], now: datetime
+    ) -> int:
+        """A run's publish batch writes its product pages in its own transaction: no catalog
+        event, no second transaction re-reading the rows it just wrote."""
+        return project_committed_with(session, changes, now)
 
 
 _lock = threading.Lock()

@@ -55,3 +55,53 @@ def test_floor_spreads_python_and_database_cpu_over_the_cores() -> None:
     assert result["ratio_to_bare_copy"] == 4.0
     # the same work on 4 cores: half the time
     assert floor.floor(python, 1000, 1.0, 0.5, cpus=4)["seconds"] == 1.0
+
+
+# --- bench.full_sync: a phase ends when the pages are written too ---------------------------
+
+
+def test_pages_behind_counts_rows_whose_page_lacks_their_version(pg_db: str) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import create_engine, text
+
+    from bench.harness.measure import pages_behind, pages_written_since
+
+    t0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+    engine = create_engine(pg_db)
+    try:
+        with engine.begin() as conn:
+            for sku, version in (("A", 1), ("B", 2), ("C", 3), ("D", 1)):
+                conn.execute(
+                    text(
+                        "INSERT INTO channel_product (channel, sku, input_hash, status, enabled, "
+                        "synced_at, source_seq, version) VALUES ('web', :s, 'h', 'published', "
+                        "true, :t, 0, :v)"
+                    ),
+                    {"s": sku, "v": version, "t": t0},
+                )
+            # A: on its page; B: its page holds an older version; C: no page; D: page ahead
+            for sku, version, at in (("A", 1, t0), ("B", 1, t0), ("D", 5, t0 + timedelta(1))):
+                conn.execute(
+                    text(
+                        "INSERT INTO product_page (channel, sku, catalog_version, "
+                        "catalog_enabled, pricing_version, inventory_version, media_version, "
+                        "updated_at) VALUES ('web', :s, :v, true, 0, 0, 0, :t)"
+                    ),
+                    {"s": sku, "v": version, "t": at},
+                )
+        with engine.connect() as conn:
+            assert pages_behind(conn) == 2  # B and C
+            assert pages_written_since(conn, t0 + timedelta(hours=1)) == (1, t0 + timedelta(1))
+            conn.execute(text("UPDATE product_page SET catalog_version = 2 WHERE sku = 'B'"))
+            conn.execute(
+                text(
+                    "INSERT INTO product_page (channel, sku, catalog_version, catalog_enabled, "
+                    "pricing_version, inventory_version, media_version, updated_at) "
+                    "VALUES ('web', 'C', 3, true, 0, 0, 0, :t)"
+                ),
+                {"t": t0},
+            )
+            assert pages_behind(conn) == 0
+    finally:
+        engine.dispose()

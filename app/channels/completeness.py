@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from app.channels.config import ChannelConfig, LocaleConfig
 from app.pim.catalog import IDENTIFIER_TYPE, PRICE_TYPE, AttributeDef, CatalogDefinitions
@@ -158,3 +159,87 @@ def compute_completeness(
                 missing.append(attr)
         per_locale[loc.code] = LocaleCompleteness(loc.code, counted, tuple(missing))
     return Completeness(per_locale)
+
+
+# How a compiled check reads its attribute.
+_ALWAYS, _SCAN, _PLAIN, _CHAIN = 0, 1, 2, 3
+
+
+class CompletenessPlan:
+    """``compute_completeness`` compiled for one channel and one set of catalog definitions:
+    per family, the attributes each channel locale requires, their definitions and where to
+    read them, decided once; a product's values are read through its indexes
+    (``Product.unlocalized``/``localized``), shared with the mapping of every channel."""
+
+    def __init__(self, channel: ChannelConfig, defs: CatalogDefinitions) -> None:
+        self.channel = channel
+        self.defs = defs
+        # family -> per channel locale: (locale code, [(attribute, how, a, b)])
+        self._families: dict[str | None, list[tuple[str, list[tuple[str, int, Any, Any]]]]] = {}
+
+    def _compile(self, family: str | None) -> list[tuple[str, list[tuple[str, int, Any, Any]]]]:
+        channel, defs = self.channel, self.defs
+        per_locale = []
+        for loc in channel.locales:
+            checks: list[tuple[str, int, Any, Any]] = []
+            for attr in required_attributes_of(family, channel, defs):
+                adef = defs.attributes.get(attr)
+                if adef is not None and not adef.required_in_locale(loc.code):
+                    continue
+                if adef is None or adef.type == PRICE_TYPE:
+                    checks.append((attr, _SCAN, adef, loc))  # as compute_completeness reads it
+                elif adef.type == IDENTIFIER_TYPE:
+                    checks.append((attr, _ALWAYS, None, None))
+                else:
+                    scope = channel.pim_scope if adef.scopable else None
+                    if adef.localizable:
+                        checks.append((attr, _CHAIN, scope, loc.chain))
+                    else:
+                        checks.append((attr, _PLAIN, scope, None))
+            per_locale.append((loc.code, checks))
+        return per_locale
+
+    def compute(self, product: Product) -> Completeness:
+        family = product.family
+        compiled = self._families.get(family)
+        if compiled is None:
+            compiled = self._families[family] = self._compile(family)
+        unlocalized = product.unlocalized()
+        localized = product.localized()
+        per_locale: dict[str, LocaleCompleteness] = {}
+        for code, checks in compiled:
+            missing: list[str] = []
+            for attr, how, a, b in checks:
+                if how == _PLAIN:
+                    present = (unlocalized.get(a) or _NONE).get(attr) is not None
+                elif how == _CHAIN:
+                    present = False
+                    for locale in b:
+                        by_attribute = localized.get((locale, a))
+                        if by_attribute is not None and by_attribute.get(attr) is not None:
+                            present = True
+                            break
+                elif how == _SCAN:
+                    present = _present(product, attr, a, b, self.channel)
+                else:
+                    present = True
+                if not present:
+                    missing.append(attr)
+            per_locale[code] = LocaleCompleteness(code, len(checks), tuple(missing))
+        return Completeness(per_locale)
+
+
+def required_attributes_of(
+    family: str | None, channel: ChannelConfig, defs: CatalogDefinitions
+) -> list[str]:
+    """``required_attributes`` for a product of ``family`` (nothing else of it counts)."""
+    required: dict[str, None] = {}
+    if channel.completeness.family_requirements and family:
+        fam = defs.families.get(family)
+        if fam is not None:
+            required.update(dict.fromkeys(fam.requirements.get(channel.pim_scope, ())))
+    required.update(dict.fromkeys(channel.completeness.required))
+    return list(required)
+
+
+_NONE: dict[str, Any] = {}

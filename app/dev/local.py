@@ -9,10 +9,13 @@ from __future__ import annotations
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from app.db import session_scope, utcnow
-from app.pages.projection import apply_catalog
+from app.pages.projection import apply_catalog, project_committed_with
 from app.sync import ingest, publish
 from app.sync.context import SyncContext
 from app.sync.pim_events.apply import process
@@ -39,6 +42,12 @@ class LocalDispatcher:
 
     def catalog_changed(self, changes: dict[str, list[str]]) -> None:
         self._put("catalog", (changes,))
+
+    def project_catalog(
+        self, session: Session, changes: dict[str, list[str]], now: datetime
+    ) -> int:
+        """A run's batch projects its pages in its own transaction (as the workers do)."""
+        return project_committed_with(session, changes, now)
 
     def _put(self, name: str, args: tuple[Any, ...]) -> None:
         self.queue.append((name, args))

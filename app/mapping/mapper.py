@@ -10,6 +10,15 @@ A ``MappingPlan`` compiles, per attribute code, everything that does not depend 
 product (scope, contract mappings, ownership domain, transforms), so the per-product loop is
 a dictionary lookup and the transform calls: catalogs have ~200 attributes per product and
 hundreds of thousands of units per sync.
+
+Values are resolved through the product's indexes (``Product.unlocalized``/``localized``:
+one pass over its values, shared by every channel), so a locale fallback chain costs a
+dictionary lookup per locale. The result of a built-in transform depends only on the value it
+reads and on parameters the plan knows (spec, locale chains, the channel's currency, the
+contract's lookup tables, the catalog definitions): each such step carries a *memo id* naming
+all of them, and the product keeps the results (``Product.memo``), so the next channel that
+asks the same question (same attribute, scope, locales and transform) takes the answer
+instead of computing it again. Errors are never kept: each channel raises its own.
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.channels.config import ChannelConfig
+from app.mapping import transforms as builtin
 from app.mapping.contract import CompiledContract, MappingSpec
 from app.mapping.errors import DriftError, MappingError, TransformError
 from app.mapping.transforms import (
@@ -53,12 +63,55 @@ class _Step:
     # Fast path (most attributes): a defined, non-localizable attribute read at this scope
     # (None or the channel's); _COMPLEX when the general reader is needed.
     read_scope: Any = None
+    # The transform's result is shared across channels under this id (None: never kept).
+    memo: int | None = None
 
 
 # What to do with an attribute code, decided once per plan.
 _SKIP, _FOREIGN, _DRIFT, _MAP = 0, 1, 2, 3
 _COMPLEX = object()
 _NOTHING: dict[str, Any] = {}
+_NO_MEMO = object()
+
+# Memo ids: one small int per question a step asks (attribute, scope, locales, transform and
+# its parameters, the catalog definitions by their token). Keys hold values only, no object;
+# ints are never reused: the table is emptied when it grows past _MEMO_MAX (a process that
+# reloads its configuration many times) and the counter goes on, so an id kept on a product
+# can never name another question.
+_MEMO_IDS: dict[tuple[Any, ...], int] = {}
+_MEMO_MAX = 200_000
+_memo_next = 0
+
+
+def _memo_id(key: tuple[Any, ...]) -> int:
+    global _memo_next
+    hit = _MEMO_IDS.get(key)
+    if hit is None:
+        if len(_MEMO_IDS) >= _MEMO_MAX:
+            _MEMO_IDS.clear()
+        _memo_next += 1
+        hit = _MEMO_IDS[key] = _memo_next
+    return hit
+
+
+def _resolve(
+    localized: dict[tuple[str, str | None], dict[str, Any]],
+    unlocalized: dict[str | None, dict[str, Any]],
+    attr: str,
+    scope: str | None,
+    chain: tuple[str, ...],
+) -> Any:
+    """``_pick`` for a defined attribute, through the product's indexes: the first non-empty
+    value along ``chain`` (``()``: the value without a locale); None if there is none."""
+    if not chain:
+        return (unlocalized.get(scope) or _NOTHING).get(attr)
+    for loc in chain:
+        by_attribute = localized.get((loc, scope))
+        if by_attribute is not None:
+            data = by_attribute.get(attr)
+            if data is not None:
+                return data
+    return None
 
 
 @dataclass(slots=True)
@@ -67,6 +120,9 @@ class _AttrPlan:
     adef: AttributeDef | None = None
     steps: list[_Step] = field(default_factory=list)
     violation: Violation | None = None
+    # The hot path, unpacked once: one step, read without a locale, placed at most one level
+    # down: (read unscoped?, transform or None, spec, parent key or None, key, memo id)
+    fast: tuple[bool, Any, MappingSpec, str | None, str, int | None] | None = None
 
 
 def _find(entries: list[dict[str, Any]], locale: str | None, scope: str | None) -> Any:
@@ -131,6 +187,19 @@ def _get(doc: dict[str, Any], path: tuple[str, ...]) -> Any:
     return node
 
 
+# The built-in transforms whose result depends only on the value and the parameters
+# ``MappingPlan._params`` names (the registry may replace one: then it is not shared).
+_PURE: dict[str, TransformFn] = {
+    "direct": builtin.direct,
+    "lookup": builtin.lookup,
+    "metric_to_string": builtin.metric_to_string,
+    "multi_to_csv": builtin.multi_to_csv,
+    "boolean": builtin.boolean,
+    "number": builtin.number,
+    "price": builtin.price,
+}
+
+
 class MappingPlan:
     """A contract compiled for one channel and one set of catalog definitions."""
 
@@ -158,6 +227,8 @@ class MappingPlan:
             if channel.in_attribute_scope(spec.pim or "")
         ]
         self._computed = [(spec, tuple(spec.target.split("."))) for spec in contract.computed]
+        # what a lookup's result depends on: the contract's tables (same key, same content)
+        self._contract_token = (contract.key, contract.contract.fingerprint())
 
     def _plan(self, attr: str, entries: list[dict[str, Any]]) -> _AttrPlan:
         adef = self.defs.attributes.get(attr)
@@ -191,18 +262,77 @@ class MappingPlan:
             if localized and (spec.of or "direct") == "direct" and not spec.labels:
                 fn = None  # per-locale values as they are
             simple = not localized and adef is not None and not adef.localizable
-            steps.append(
-                _Step(
-                    spec,
-                    tuple(parent),
-                    key,
-                    None if identity else fn,
-                    localized,
-                    None if localized else (self.first_chain if localizable else ()),
-                    (self.scope if adef.scopable else None) if simple and adef else _COMPLEX,
-                )
+            step = _Step(
+                spec,
+                tuple(parent),
+                key,
+                None if identity else fn,
+                localized,
+                None if localized else (self.first_chain if localizable else ()),
+                (self.scope if adef.scopable else None) if simple and adef else _COMPLEX,
             )
-        return _AttrPlan(_MAP, adef=adef, steps=steps)
+            if adef is not None:
+                step.memo = self._memo(attr, adef, transform, step, localizable)
+            steps.append(step)
+        plan = _AttrPlan(_MAP, adef=adef, steps=steps)
+        only = steps[0] if len(steps) == 1 else None
+        if only is not None and only.read_scope is not _COMPLEX and len(only.parent) <= 1:
+            plan.fast = (
+                only.read_scope is None,
+                only.fn,
+                only.spec,
+                only.parent[0] if only.parent else None,
+                only.key,
+                only.memo,
+            )
+        return plan
+
+    def _params(self, name: str, spec: MappingSpec, chain: Any) -> tuple[Any, ...] | None:
+        """What a built-in transform's result depends on besides its value (None: a transform
+        this module does not know, or one replaced in the registry: never shared)."""
+        known = _PURE.get(name)
+        if known is None or TRANSFORMS.get(name) is not known:
+            return None
+        if name == "direct":
+            return (spec.labels, chain if spec.labels else None)
+        if name == "lookup":
+            return (self._contract_token, spec.table)
+        if name == "metric_to_string":
+            return (spec.precision, spec.unit)
+        if name == "multi_to_csv":
+            return (spec.labels, spec.separator, chain if spec.labels else None)
+        if name == "number":
+            return (spec.precision,)
+        if name == "price":
+            return (self.channel.currency, spec.precision)
+        return ()  # boolean
+
+    def _memo(
+        self, attr: str, adef: AttributeDef, transform: str, step: _Step, localizable: bool
+    ) -> int | None:
+        """The step's memo id, when its result can be shared with other channels."""
+        spec = step.spec
+        sc = self.scope if adef.scopable else None
+        key: tuple[Any, ...]
+        if step.localized:
+            if step.fn is not None and TRANSFORMS.get("localized") is not builtin.localized:
+                return None
+            inner = spec.of or "direct"
+            params = self._params(inner, spec, None) if step.fn is not None else ("as is",)
+            if params is None:
+                return None
+            # the per-locale label chain is each locale's own: the locales name it
+            locales = tuple((loc.code, loc.chain) for loc in self.locales)
+            key = ("localized", attr, sc, localizable, locales, spec.required, inner, params)
+        else:
+            if step.fn is None:
+                return None  # the value as it is: nothing to share
+            # a non-localized step's labels come from the channel's first locale chain
+            params = self._params(transform, spec, self.first_chain)
+            if params is None:
+                return None
+            key = ("value", attr, sc, step.chain, transform, params)
+        return _memo_id((*key, self.defs.token))
 
     def map(self, product: Product) -> MapResult:
         try:
@@ -228,6 +358,8 @@ class MappingPlan:
         first_locale = self.first_locale
         # the product's values without a locale, indexed once for every channel
         unlocalized = product.unlocalized()
+        localized = product.localized()
+        memo = product.memo  # transform results shared with the product's other channels
         at_scope = unlocalized.get(scope) or _NOTHING
         unscoped = unlocalized.get(None) or _NOTHING
         for attr, entries in product.values.items():
@@ -238,6 +370,31 @@ class MappingPlan:
                 # ownership by value, auto transform): it must not decide for the next one.
                 if attr in self.defs.attributes:
                     plans[attr] = plan
+            fast = plan.fast
+            if fast is not None:
+                # the hot path for ~90 % of attributes: emptiness is already judged
+                read_unscoped, fn, spec, first, key, m = fast
+                data = (unscoped if read_unscoped else at_scope).get(attr)
+                if data is None:
+                    continue
+                if fn is None:
+                    value = data
+                elif m is None:
+                    ctx.attribute = attr  # ctx.locale is None between steps
+                    value = fn(data, ctx, spec)
+                else:
+                    value = memo.get(m, _NO_MEMO)
+                    if value is _NO_MEMO:
+                        ctx.attribute = attr
+                        value = memo[m] = fn(data, ctx, spec)
+                if first is None:
+                    doc[key] = value
+                else:
+                    node = doc.get(first)
+                    if node.__class__ is not dict:
+                        node = doc[first] = {}
+                    node[key] = value
+                continue
             action = plan.action
             if action == _MAP:
                 for step in plan.steps:
@@ -251,24 +408,55 @@ class MappingPlan:
                         if fn is None:
                             value = data
                         else:
-                            ctx.attribute = attr  # ctx.locale is None between steps
-                            value = fn(data, ctx, step.spec)
+                            m = step.memo
+                            value = _NO_MEMO if m is None else memo.get(m, _NO_MEMO)
+                            if value is _NO_MEMO:
+                                ctx.attribute = attr  # ctx.locale is None between steps
+                                value = fn(data, ctx, step.spec)
+                                if m is not None:
+                                    memo[m] = value
                     elif step.localized:
-                        ctx.attribute = attr
-                        value = self._localized(ctx, step, entries, plan.adef)
+                        m = step.memo
+                        value = _NO_MEMO if m is None else memo.get(m, _NO_MEMO)
+                        if value is _NO_MEMO:
+                            ctx.attribute = attr
+                            value = self._localized(
+                                ctx, step, entries, plan.adef, localized, unlocalized
+                            )
+                            if m is not None:
+                                memo[m] = value
                         if value is None:
                             continue
+                        if m is not None:
+                            value = dict(value)  # each channel's document its own
                     else:
-                        data = _pick(entries, plan.adef, scope, step.chain)  # type: ignore[arg-type]
-                        if is_empty(data):
-                            continue
+                        adef = plan.adef
+                        if adef is not None:
+                            data = _resolve(
+                                localized,
+                                unlocalized,
+                                attr,
+                                scope if adef.scopable else None,
+                                step.chain,  # type: ignore[arg-type]
+                            )
+                            if data is None:
+                                continue
+                        else:
+                            data = _pick(entries, None, scope, step.chain)  # type: ignore[arg-type]
+                            if is_empty(data):
+                                continue
                         if step.fn is None:
                             value = data
                         else:
-                            ctx.attribute = attr
-                            ctx.locale = first_locale if step.chain else None
-                            value = step.fn(data, ctx, step.spec)
-                            ctx.locale = None
+                            m = step.memo
+                            value = _NO_MEMO if m is None else memo.get(m, _NO_MEMO)
+                            if value is _NO_MEMO:
+                                ctx.attribute = attr
+                                ctx.locale = first_locale if step.chain else None
+                                value = step.fn(data, ctx, step.spec)
+                                ctx.locale = None
+                                if m is not None:
+                                    memo[m] = value
                     parent = step.parent
                     if not parent:
                         doc[step.key] = value
@@ -313,12 +501,19 @@ class MappingPlan:
         step: _Step,
         entries: list[dict[str, Any]],
         adef: AttributeDef | None,
+        localized: dict[tuple[str, str | None], dict[str, Any]],
+        unlocalized: dict[str | None, dict[str, Any]],
     ) -> dict[str, Any] | None:
         out: dict[str, Any] = {}
         missing = None
         localizable = _localizable(adef, entries)
+        sc = self.scope if adef is not None and adef.scopable else None
         for loc in self.locales:
-            data = _pick(entries, adef, self.scope, loc.chain if localizable else ())
+            chain = loc.chain if localizable else ()
+            if adef is not None:
+                data = _resolve(localized, unlocalized, ctx.attribute, sc, chain)
+            else:
+                data = _pick(entries, adef, self.scope, chain)
             if is_empty(data):
                 if missing is None:
                     missing = loc

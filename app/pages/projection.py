@@ -12,10 +12,11 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from app.channels import repository as channel_repo
+from app.db import is_postgres
 from app.logging import get_logger
 from app.metrics import EVENTS_APPLIED, PROJECTION_LAG
 from app.ownership import OwnershipError, OwnershipTable
-from app.pages.repository import Projection, apply_projections
+from app.pages.repository import Projection, apply_projections, project_catalog_rows
 from app.pages.schemas import DomainEvent
 from app.textcheck import printable
 
@@ -34,6 +35,23 @@ def apply_catalog(session: Session, changes: Mapping[str, Sequence[str]], now: d
     total = sum(len(skus) for skus in changes.values())
     EVENTS_APPLIED.labels("catalog", "applied").inc(len(written))
     EVENTS_APPLIED.labels("catalog", "stale").inc(max(0, total - len(written)))
+    return len(written)
+
+
+def project_committed_with(
+    session: Session, changes: Mapping[str, Sequence[str]], now: datetime
+) -> int:
+    """Project channel catalog changes ({channel: skus}) onto product pages inside the
+    transaction that wrote them (the publish batch's), instead of a catalog event and a second
+    transaction re-reading what was just written: the pages commit with the rows, under the
+    same version guard as the catalog events' consumer. On PostgreSQL one INSERT ... SELECT
+    (``project_catalog_rows``); elsewhere the consumer's own path."""
+    if not is_postgres(session):
+        return apply_catalog(session, changes, now)
+    keys = sorted((channel, sku) for channel, skus in changes.items() for sku in set(skus))
+    written = project_catalog_rows(session, keys, now)
+    EVENTS_APPLIED.labels("catalog", "applied").inc(len(written))
+    EVENTS_APPLIED.labels("catalog", "stale").inc(max(0, len(keys) - len(written)))
     return len(written)
 
 

@@ -10,7 +10,7 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, Integer, Row, and_, func, or_, select, update
+from sqlalchemy import Connection, Integer, Row, and_, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from app.channels.models import ChannelProduct
@@ -106,6 +106,47 @@ def apply_projections(
             row["catalog_status"] = r.status
         params.append(row)
     return [(c, s) for c, s in session.execute(stmt, params).all()]
+
+
+# The catalog projection of rows this transaction just wrote, done by the database: the rows'
+# documents are copied from channel_product as they are stored (a disabled row's last published
+# document included), never decoded into Python and encoded again. The same guard as
+# ``apply_projections``: a page takes the row only when it holds an older catalog version, so
+# a redelivered batch, a catalog event for the same rows or a newer row written meanwhile are
+# no-ops. Pages are locked in (channel, sku) order, like ``apply_projections``.
+_PROJECT_CATALOG = text(
+    """
+    INSERT INTO product_page AS pp (channel, sku, catalog, catalog_version, catalog_enabled,
+        catalog_status, pricing_version, inventory_version, media_version, updated_at)
+    SELECT cp.channel, cp.sku, cp.doc, cp.version, cp.enabled, cp.status, 0, 0, 0, :now
+    FROM channel_product cp
+    JOIN unnest(CAST(:channels AS varchar[]), CAST(:skus AS varchar[])) AS k(channel, sku)
+        ON cp.channel = k.channel AND cp.sku = k.sku
+    ORDER BY cp.channel, cp.sku
+    ON CONFLICT (channel, sku) DO UPDATE SET
+        catalog = excluded.catalog,
+        catalog_version = excluded.catalog_version,
+        catalog_enabled = excluded.catalog_enabled,
+        catalog_status = excluded.catalog_status,
+        updated_at = excluded.updated_at
+    WHERE pp.catalog_version < excluded.catalog_version
+    RETURNING pp.channel, pp.sku
+    """
+)
+
+
+def project_catalog_rows(
+    session: Session, keys: Sequence[tuple[str, str]], now: datetime
+) -> list[tuple[str, str]]:
+    """Project the current channel_product rows of ``keys`` ((channel, sku)) onto their pages
+    in one statement inside the caller's transaction (PostgreSQL); returns the pages written."""
+    if not keys:
+        return []
+    rows = session.execute(
+        _PROJECT_CATALOG,
+        {"channels": [c for c, _ in keys], "skus": [s for _, s in keys], "now": now},
+    ).all()
+    return [(c, s) for c, s in rows]
 
 
 def get_page(conn: Connection | Session, channel: str, sku: str) -> Row[Any] | None:

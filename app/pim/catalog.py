@@ -7,6 +7,7 @@ CSV fixtures, so one parser serves every source.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -69,6 +70,9 @@ class PimChannel:
     labels: dict[str, str] = field(default_factory=dict)
 
 
+_TOKENS = itertools.count(1)
+
+
 @dataclass(slots=True)
 class CatalogDefinitions:
     attributes: dict[str, AttributeDef] = field(default_factory=dict)
@@ -84,6 +88,9 @@ class CatalogDefinitions:
     label_cache: dict[tuple[str, str, tuple[str, ...]], str] = field(
         default_factory=dict, repr=False, compare=False
     )
+    # Names this object in keys that outlive it (the mapping plans' memo ids): never reused
+    # in a process, and a copy (``dataclasses.replace``) gets its own.
+    token: int = field(default_factory=lambda: next(_TOKENS), init=False, repr=False, compare=False)
 
     def option_label(self, attribute: str, code: str, chain: tuple[str, ...]) -> str:
         """The option's label in the first locale of ``chain`` that has one, else its code."""

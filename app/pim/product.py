@@ -63,10 +63,17 @@ class Product:
     has_identifier: bool = True
     # ``raw`` as JSON, when the ingest already encoded it (the mirror stores it as is)
     encoded: bytes | None = field(default=None, repr=False)
-    # built by ``unlocalized()``; never passed in nor copied by ``dataclasses.replace``
+    # built by ``unlocalized()``/``localized()``; never passed in nor copied by
+    # ``dataclasses.replace``
     _unlocalized: dict[str | None, dict[str, Any]] | None = field(
         default=None, init=False, repr=False, compare=False
     )
+    _localized: dict[tuple[str, str | None], dict[str, Any]] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+    # results of pure transforms, shared by every channel that maps this product
+    # (``app.mapping.mapper``: keys are the plans' memo ids)
+    memo: dict[int, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @classmethod
     def trusted(cls, raw: dict[str, Any], identifier: str) -> Product:
@@ -108,21 +115,54 @@ class Product:
         """
         index = self._unlocalized
         if index is None:
-            index = {}
-            for attribute, entries in self.values.items():
-                for entry in entries:
-                    if entry.get("locale") is not None:
-                        continue
-                    scope = entry.get("scope")
-                    by_attribute = index.get(scope)
-                    if by_attribute is None:
-                        by_attribute = index[scope] = {}
-                    if attribute in by_attribute:
-                        continue
-                    data = entry.get("data")
-                    by_attribute[attribute] = None if is_empty(data) else data
-            self._unlocalized = index
+            index = self._index()
         return index
+
+    def localized(self) -> dict[tuple[str, str | None], dict[str, Any]]:
+        """The values with a locale, ``{(locale, scope): {attribute: data}}``, built with
+        ``unlocalized`` in the same pass and on the same terms (first entry wins, empty is
+        None): a locale fallback chain is a dictionary lookup per locale, for every channel."""
+        index = self._localized
+        if index is None:
+            self._index()
+            index = self._localized
+            assert index is not None
+        return index
+
+    def _index(self) -> dict[str | None, dict[str, Any]]:
+        unlocalized: dict[str | None, dict[str, Any]] = {}
+        localized: dict[tuple[str, str | None], dict[str, Any]] = {}
+        for attribute, entries in self.values.items():
+            for entry in entries:
+                scope = entry.get("scope")
+                locale = entry.get("locale")
+                if locale is None:
+                    by_attribute = unlocalized.get(scope)
+                    if by_attribute is None:
+                        by_attribute = unlocalized[scope] = {}
+                else:
+                    key = (locale, scope)
+                    by_attribute = localized.get(key)
+                    if by_attribute is None:
+                        by_attribute = localized[key] = {}
+                if attribute in by_attribute:
+                    continue
+                data: Any = entry.get("data")
+                # is_empty, inlined for the common types (millions of values per sync)
+                cls = data.__class__
+                if cls is str:
+                    if not data.strip():
+                        data = None
+                elif cls is list:
+                    if not data:
+                        data = None
+                elif cls is dict:
+                    amount = data.get("amount")
+                    if amount is None or (isinstance(amount, str) and not amount.strip()):
+                        data = None
+                by_attribute[attribute] = data
+        self._unlocalized, self._localized = unlocalized, localized
+        return unlocalized
 
 
 MISSING = _MISSING

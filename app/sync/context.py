@@ -53,6 +53,10 @@ class Dispatcher(Protocol):
         """Apply a product's pending PIM events (after the coalescing window)."""
         ...
 
+    # A dispatcher may also offer ``project_catalog(session, changes, now)``: project these
+    # channel catalog changes onto product pages inside ``session``'s transaction (the layer
+    # that owns the pages provides it; see ``SyncContext.project_changes``).
+
 
 # Catalog events travel per channel in messages of at most this many SKUs.
 CATALOG_EVENT_CHUNK = 500
@@ -120,6 +124,21 @@ class SyncContext:
             after_commit(session, lambda: self._send_catalog(pending))
         for change in changes:
             pending.setdefault(change.channel, set()).add(change.sku)
+
+    def project_changes(self, session: Session, changes: list[RowChange]) -> None:
+        """A publish batch's changes onto product pages in the batch's own transaction, when
+        the dispatcher can (``project_catalog``): the pages commit with the rows and no catalog
+        event is needed. Otherwise catalog events after commit (``notify_changes``)."""
+        projector = getattr(self.dispatcher, "project_catalog", None)
+        if projector is None:
+            self.notify_changes(session, changes)
+            return
+        if not changes:
+            return
+        by_channel: dict[str, list[str]] = {}
+        for change in changes:
+            by_channel.setdefault(change.channel, []).append(change.sku)
+        projector(session, by_channel, self.now())
 
     def _send_catalog(self, pending: dict[str, set[str]]) -> None:
         """Messages of at most CATALOG_EVENT_CHUNK rows, as few as that allows."""

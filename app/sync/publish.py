@@ -163,9 +163,12 @@ def publish_units(
     skus: list[str],
     attempt: int = 1,
     cache: dict[str, MirrorRow] | None = None,
+    pages_here: bool = False,
 ) -> BatchResult:
     """Decide and write units for ``skus`` in ``rt``'s channel (flushes, never commits)."""
-    return publish_channels(session, ctx, [rt], run_id, skus, attempt, cache)[rt.channel.code]
+    return publish_channels(session, ctx, [rt], run_id, skus, attempt, cache, pages_here)[
+        rt.channel.code
+    ]
 
 
 def publish_channels(
@@ -176,9 +179,12 @@ def publish_channels(
     skus: list[str],
     attempt: int = 1,
     cache: dict[str, MirrorRow] | None = None,
+    pages_here: bool = False,
 ) -> dict[str, BatchResult]:
     """Decide and write units for ``skus`` in each of ``rts``' channels (flushes, never
-    commits): one result per channel.
+    commits): one result per channel. With ``pages_here`` the changed rows are projected onto
+    their product pages in this transaction (``SyncContext.project_changes``) instead of by
+    catalog events after commit.
 
     Each statement runs once for all the channels (the products' heads, the rows' states, the
     mirror, the upsert, the dead letters): a PIM event publishes one product to every channel
@@ -320,7 +326,11 @@ def publish_channels(
             error=d["error"],
             permanent=d["permanent"],
         )
-    ctx.notify_changes(session, [c for res in results.values() for c in res.changes])
+    changed = [c for res in results.values() for c in res.changes]
+    if pages_here:
+        ctx.project_changes(session, changed)
+    else:
+        ctx.notify_changes(session, changed)
     return results
 
 
@@ -371,7 +381,10 @@ def publish_batch(
         except ChannelUnavailable as exc:
             runs.stop(session, ctx, run, FAILED, f"channel unavailable: {exc}")
             return
-        res = publish_units(session, ctx, rt, run.id, list(batch.skus), batch.attempt, cache)
+        # a run's batch writes its pages itself: one statement, no catalog event to consume
+        res = publish_units(
+            session, ctx, rt, run.id, list(batch.skus), batch.attempt, cache, pages_here=True
+        )
         run = repo.add_counts(
             session,
             run.id,

@@ -13,7 +13,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.channels.completeness import compute_completeness
+from app.channels.completeness import CompletenessPlan
 from app.channels.config import ChannelConfig
 from app.channels.filters import categories_in_tree, first_failing_filter
 from app.channels.statuses import DISABLED_IN_PIM, FILTERED, INCOMPLETE, PUBLISHED
@@ -40,9 +40,11 @@ class ChannelRuntime:
     defs_hash: str
     fingerprint: str = ""
     plan: MappingPlan = field(init=False)
+    completeness: CompletenessPlan = field(init=False)
 
     def __post_init__(self) -> None:
         self.plan = MappingPlan(self.channel, self.contract, self.defs, self.ownership)
+        self.completeness = CompletenessPlan(self.channel, self.defs)
         body = "|".join(
             (
                 self.channel.fingerprint(),
@@ -85,7 +87,7 @@ def evaluate(product: Product, rt: ChannelRuntime) -> UnitOutcome:
     failing = first_failing_filter(product, rt.channel, rt.defs)
     if failing is not None:
         return UnitOutcome(sku, FILTERED, detail={"filter": failing})
-    completeness = compute_completeness(product, rt.channel, rt.defs)
+    completeness = rt.completeness.compute(product)
     if not completeness.complete:
         detail: dict[str, Any] = {"missing": completeness.missing}
         if completeness.reason is not None:

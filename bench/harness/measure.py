@@ -12,6 +12,7 @@ import time
 import uuid
 from contextlib import suppress
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -710,3 +711,73 @@ def wait_for_run(
                 f"channel runs done {sum(c['status'] in TERMINAL for c in children)}/{expected}  "
                 f"worker RSS peak {_mib(sampler.max_rss_sum):.0f} MiB"
             )
+
+
+# --- the storefront's side: product pages -------------------------------------------------
+
+PAGES_BEHIND = """
+SELECT count(*) FROM channel_product cp
+LEFT JOIN product_page pp ON pp.channel = cp.channel AND pp.sku = cp.sku
+WHERE coalesce(pp.catalog_version, 0) < cp.version
+"""
+PAGES_POLL = 0.1
+
+
+def pages_behind(conn: Any) -> int:
+    """channel_product rows whose product page does not hold their version yet."""
+    return int(conn.execute(text(PAGES_BEHIND)).scalar_one())
+
+
+def pages_written_since(conn: Any, since: datetime) -> tuple[int, datetime | None]:
+    """Pages written since ``since`` and the clock of the last one (``updated_at`` is the
+    projection's clock when its transaction began: a lower bound of its commit)."""
+    row = conn.execute(
+        text("SELECT count(*), max(updated_at) FROM product_page WHERE updated_at >= :t"),
+        {"t": since},
+    ).one()
+    return int(row[0]), row[1]
+
+
+def wait_for_pages(stack: Stack, name: str, t0: datetime) -> dict[str, Any]:
+    """Once the channel runs are over: wait until every channel_product row is on its product
+    page (catalog_version = the row's version), written by the run's batches or the worker's
+    catalog-event consumer. Returns when that was first seen (the start of the first poll
+    that found it: an upper bound of the moment, by at most one poll interval) and when the
+    last page was written (a lower bound)."""
+    engine = create_engine(stack.url, isolation_level="AUTOCOMMIT")
+    started = time.monotonic()
+    polls, query_s = 0, 0.0
+    last_behind, last_change = -1, started
+    try:
+        with engine.connect() as conn:
+            while True:
+                # the query's snapshot is taken when it starts: if it finds every page
+                # written, they were by then (a poll's own duration is not counted)
+                asked = datetime.now(UTC)
+                q0 = time.perf_counter()
+                behind = pages_behind(conn)
+                query_s = max(query_s, time.perf_counter() - q0)
+                polls += 1
+                if behind == 0:
+                    seen = asked
+                    break
+                now = time.monotonic()
+                if behind != last_behind:
+                    last_behind, last_change = behind, now
+                elif now - last_change > STALL_SECONDS:
+                    raise RuntimeError(
+                        f"phase {name}: {behind} pages behind channel_product for "
+                        f"{STALL_SECONDS:.0f}s\nworker log:\n{stack.worker.tail()}"
+                    )
+                stack.worker.check_alive()
+                time.sleep(PAGES_POLL)
+            written, last_write = pages_written_since(conn, t0)
+    finally:
+        engine.dispose()
+    return {
+        "pages_written": written,
+        "pages_seen_complete_at": seen,
+        "last_page_written_at": last_write,
+        "polls": polls,
+        "slowest_poll_s": round(query_s, 3),
+    }

@@ -47,6 +47,9 @@ CREDENTIALS = {
     "PIMSYNC_AKENEO_PASSWORD": "pimsync",
 }
 
+# What a sync to the storefront consumes: the sync itself, publishing and the catalog events
+# that project channel_product rows onto product pages.
+STOREFRONT_QUEUES = "sync,publish,events.catalog"
 COUNTERS = ("synced", "unchanged", "skipped_incomplete", "filtered", "disabled", "failed")
 MEMORY_INTERVAL = 0.2
 CPU_INTERVAL = 1.0
@@ -295,7 +298,11 @@ def stack_for(
             **CREDENTIALS,
         }
         point_this_process_at(env)
-        worker = Worker(env, logs / f"worker-{skus}.log", args.concurrency)
+        # the catalog events queue too: a cold sync is over when the storefront's pages are
+        # written, not when channel_product is (the page projection is in the timed path)
+        worker = Worker(
+            env, logs / f"worker-{skus}.log", args.concurrency, queues=STOREFRONT_QUEUES
+        )
         stack.callback(worker.stop)
         worker.start()
         say(f"worker: ready (pid {worker.pid}, concurrency {args.concurrency})")
