@@ -43,7 +43,9 @@ def test_every_option_says_what_it_is_for_and_no_help_shows_a_type_tag() -> None
         result = runner.invoke(app, [*path, "--help"])
         assert result.exit_code == 0, (path, result.output)
         assert not TYPE_TAG.search(result.stdout), (path, TYPE_TAG.search(result.stdout))
-        assert "Show this message and exit." in result.stdout
+        # the help panel may wrap a line inside its box: read the text without the frame
+        flat = re.sub(r"[\s│]+", " ", result.stdout)
+        assert "Show this message and exit." in flat, (path, result.stdout)
 
 
 def test_version() -> None:

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from app.cli import app
 from celeryconfig import ALL_QUEUES
+from tests.conftest import flush_redis_db
 from tests.e2e_support import Worker, apply_env, reference_pim, restore_env, stack_env
 
 pytestmark = [pytest.mark.worker]
@@ -22,7 +23,7 @@ def stack(pg_db: str, redis_url: str) -> Iterator[Any]:
     """This process pointed at the test's database, Redis database and a reference PIM."""
     import redis
 
-    redis.Redis.from_url(redis_url).flushdb()
+    flush_redis_db(redis.Redis.from_url(redis_url))
     with reference_pim("generated:40") as (base, _catalog):
         env = stack_env(pg_db, redis_url, base)
         old = apply_env(env)
@@ -97,7 +98,7 @@ def test_with_a_worker_running_every_part_answers(stack: Any, tmp_path: Path) ->
 def test_with_the_pim_down_and_no_worker_it_fails_saying_which(pg_db: str, redis_url: str) -> None:
     import redis
 
-    redis.Redis.from_url(redis_url).flushdb()
+    flush_redis_db(redis.Redis.from_url(redis_url))
     with reference_pim("generated:10") as (base, _catalog):
         pass  # started and stopped: nothing listens there any more
     old = apply_env(stack_env(pg_db, redis_url, base))

@@ -13,6 +13,7 @@ from app.dev.generator import write_generated_catalog
 from app.pim.sources import describe_source
 from app.sync import ingest
 from app.sync import repository as repo
+from tests.conftest import flush_redis_db
 
 
 @pytest.mark.parametrize(
@@ -89,7 +90,7 @@ def test_a_source_given_to_the_command_alone_is_refused_by_the_worker_not_ignore
     from celeryconfig import ALL_QUEUES
     from tests.e2e_support import Worker, apply_env, reference_pim, restore_env, stack_env
 
-    redis.Redis.from_url(redis_url).flushdb()
+    flush_redis_db(redis.Redis.from_url(redis_url))
     with reference_pim("generated:20") as (base, _catalog):
         worker_env = stack_env(pg_db, redis_url, "sample")
         with Worker(worker_env, tmp_path / "w.log", queues=",".join(ALL_QUEUES), name="src"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.conftest import flush_redis_db
 from tests.web.support import Web
 
 pytestmark = [pytest.mark.redis]
@@ -15,7 +16,7 @@ def test_a_queue_nobody_consumes_is_a_red_line(web: Web, redis_url: str) -> None
     from app.web import metrics
     from tests.e2e_support import apply_env, restore_env
 
-    redis.Redis.from_url(redis_url).flushdb()
+    flush_redis_db(redis.Redis.from_url(redis_url))
     old = apply_env({"PIMSYNC_BROKER_URL": redis_url, "PIMSYNC_DASHBOARD_PASSWORD": "pw-dash"})
     try:
         metrics._consumers_cache = None
