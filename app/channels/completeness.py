@@ -201,6 +201,13 @@ class CompletenessPlan:
 
     def compute(self, product: Product) -> Completeness:
         family = product.family
+        if family is None and not self.channel.completeness.publish_without_family:
+            return Completeness(
+                {
+                    loc.code: LocaleCompleteness(loc.code, 0, (), NO_FAMILY)
+                    for loc in self.channel.locales
+                }
+            )
         compiled = self._families.get(family)
         if compiled is None:
             compiled = self._families[family] = self._compile(family)

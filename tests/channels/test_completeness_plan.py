@@ -54,7 +54,11 @@ def test_prices_unknown_attributes_and_locale_specific_ones() -> None:
     defs = small_defs()
     channel = make_channel(
         locales=[{"code": "de_AT", "fallback": ["de_DE"]}, "en_US"],
-        completeness={"family_requirements": False, "required": ["name", "price", "mystery"]},
+        completeness={
+            "family_requirements": False,
+            "required": ["name", "price", "mystery"],
+            "publish_without_family": True,  # these products have no family
+        },
     )
     products = [
         make_product({"name": [v("", "de_AT"), v("Name", "de_DE")]}),
@@ -69,3 +73,18 @@ def test_prices_unknown_attributes_and_locale_specific_ones() -> None:
         make_product({"mystery": [v("only elsewhere", None, "print")]}),
     ]
     _compare([channel], defs, products)
+
+
+def test_a_product_without_a_family_is_incomplete_unless_the_channel_opts_in() -> None:
+    defs = small_defs()
+    strict = make_channel("strict", completeness={"required": ["name"]})
+    lenient = make_channel(
+        "lenient", completeness={"required": ["name"], "publish_without_family": True}
+    )
+    product = make_product({"name": [v("Name", "de_DE")]})
+    got = CompletenessPlan(strict, defs).compute(product)
+    assert got == compute_completeness(product, strict, defs)
+    assert (got.complete, got.reason, got.ratio) == (False, "no family", 0)
+    opted = CompletenessPlan(lenient, defs).compute(product)
+    assert opted == compute_completeness(product, lenient, defs)
+    assert (opted.complete, opted.reason) == (True, None)
