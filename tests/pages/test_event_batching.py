@@ -259,3 +259,24 @@ def test_a_batch_is_measured_and_logged_whole_with_each_refusal_named(broker):
         "applied": 2 * CHANNELS + 1,
         "stale": 0,
     }
+
+
+def test_the_configured_highest_source_version_is_the_one_applied(broker, monkeypatch):
+    from app.config import reset_settings_cache
+    from app.sync.models import DeadLetter
+    from tasks.dispatch import reset_process_context
+    from tasks.events import _apply
+
+    monkeypatch.setenv("PIMSYNC_EVENT_MAX_SOURCE_VERSION", "100")
+    reset_settings_cache()
+    reset_process_context()
+    try:
+        _apply("pricing", [event("AT-LIMIT", 100), event("PAST", 101)], "erp")
+    finally:
+        monkeypatch.delenv("PIMSYNC_EVENT_MAX_SOURCE_VERSION")
+        reset_settings_cache()
+        reset_process_context()
+    assert versions() == {"AT-LIMIT": 100}
+    with session_scope() as s:
+        (letter,) = s.execute(select(DeadLetter)).scalars().all()
+    assert letter.sku == "PAST" and "past the highest accepted (100," in letter.error
