@@ -217,3 +217,66 @@ def test_one_bad_event_among_twenty_is_dead_lettered_alone(broker):
         ("events.pricing", "BAD\\x00SKU", "event", "open")
     ]
     assert "event 10 from erp" in letters[0].error and "NUL character" in letters[0].error
+
+
+def test_a_batch_is_measured_and_logged_whole_with_each_refusal_named(broker):
+    """Channel-scoped events are checked against the configured channels; the batch's size,
+    its outcome and each refused event reach the metric and the log."""
+    from prometheus_client import REGISTRY
+    from structlog.testing import capture_logs
+
+    from tasks.events import _apply
+
+    def batch_sum() -> float:
+        value = REGISTRY.get_sample_value("pimsync_event_batch_messages_sum", {"domain": "pricing"})
+        return value or 0.0
+
+    send("pricing", dict(event("ONE-CHANNEL", 4), channel="de_storefront"))
+    send("pricing", dict(event("NOWHERE", 4), channel="xx_unknown"))
+    send("pricing", event("EVERYWHERE", 2))
+    before = batch_sum()
+    with capture_logs() as logs:
+        _apply("pricing", [event("FIRST", 1)], "erp")
+    assert batch_sum() - before == 4  # this message and the three waiting
+    assert versions() == {"ONE-CHANNEL": 4, "EVERYWHERE": 2, "FIRST": 1}
+    refused = [e for e in logs if e["event"] == "event_dead_lettered"]
+    assert refused == [
+        {
+            "event": "event_dead_lettered",
+            "log_level": "warning",
+            "domain": "pricing",
+            "sku": "NOWHERE",
+            "error": "event 0 from erp: channel 'xx_unknown' is not configured",
+        }
+    ]
+    (summary,) = [e for e in logs if e["event"] == "events_applied"]
+    # FIRST and EVERYWHERE on each of the 4 channels, ONE-CHANNEL on one
+    assert summary == {
+        "event": "events_applied",
+        "log_level": "debug",
+        "domain": "pricing",
+        "messages": 4,
+        "applied": 2 * CHANNELS + 1,
+        "stale": 0,
+    }
+
+
+def test_the_configured_highest_source_version_is_the_one_applied(broker, monkeypatch):
+    from app.config import reset_settings_cache
+    from app.sync.models import DeadLetter
+    from tasks.dispatch import reset_process_context
+    from tasks.events import _apply
+
+    monkeypatch.setenv("PIMSYNC_EVENT_MAX_SOURCE_VERSION", "100")
+    reset_settings_cache()
+    reset_process_context()
+    try:
+        _apply("pricing", [event("AT-LIMIT", 100), event("PAST", 101)], "erp")
+    finally:
+        monkeypatch.delenv("PIMSYNC_EVENT_MAX_SOURCE_VERSION")
+        reset_settings_cache()
+        reset_process_context()
+    assert versions() == {"AT-LIMIT": 100}
+    with session_scope() as s:
+        (letter,) = s.execute(select(DeadLetter)).scalars().all()
+    assert letter.sku == "PAST" and "past the highest accepted (100," in letter.error

@@ -419,3 +419,17 @@ def test_lock_holder_reads_the_row_again_not_the_sessions_copy(pg_db: str) -> No
         s.execute(text("UPDATE sync_lock SET run_id = :r WHERE name = 'sync'"), {"r": RUN_B})
         again = repo.lock_holder(s, "sync")
         assert again is not None and again.run_id == RUN_B
+
+
+def test_a_run_started_without_a_trigger_says_it_came_from_the_cli(pg_db: str) -> None:
+    with session_scope() as s:
+        run_id = repo.create_run(s, "delta", None, T0).id
+    with session_scope() as s:
+        run = repo.get_run(s, run_id)
+        assert run is not None
+        assert (run.trigger, run.status, run.parent_id, run.channel) == (
+            "cli",
+            "running",
+            None,
+            None,
+        )

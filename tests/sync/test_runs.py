@@ -123,8 +123,14 @@ def test_a_skipped_run_ends_with_its_reason_and_a_log_line(pg_db: str) -> None:
         runs.skip(s, run, T0 + MIN, "nothing to do")
     run = run_row(run_id)
     assert (run.status, run.error, run.finished_at) == ("skipped", "nothing to do", T0 + MIN)
-    assert [(e["event"], e["reason"], e["channel"]) for e in logs] == [
-        ("delta_sync_skipped", "nothing to do", "de")
+    assert logs == [
+        {
+            "event": "delta_sync_skipped",
+            "log_level": "info",
+            "run_id": str(run_id),
+            "channel": "de",
+            "reason": "nothing to do",
+        }
     ]
 
 
@@ -152,8 +158,15 @@ def test_an_expired_lease_is_taken_over_and_its_holder_abandoned(pg_db: str) -> 
     assert (run.status, run.finished_at) == ("abandoned", T0 + 2 * MIN)
     assert run.error == "its lease 'full:web' expired (worker lost?)"
     assert batch_states(dead) == [("done", T0 + 2 * MIN)] * 2
-    assert [e["event"] for e in logs] == ["run_abandoned"]
-    assert logs[0]["run_id"] == str(dead) and logs[0]["log_level"] == "warning"
+    assert logs == [
+        {
+            "event": "run_abandoned",
+            "log_level": "warning",
+            "run_id": str(dead),
+            "channel": "web",
+            "reason": "its lease 'full:web' expired (worker lost?)",
+        }
+    ]
 
 
 def test_abandoning_touches_only_a_running_run(pg_db: str) -> None:
@@ -190,6 +203,8 @@ def test_a_stopped_run_closes_its_batches_and_gives_its_lease_back(
     with session_scope() as s:
         repo.create_batches(s, run_id, "web", [["A"], ["B"]])
         repo.create_batches(s, other, "app", [["C"]])
+    with session_scope() as s:
+        repo.add_counts(s, run_id, T0, failed=3)
     with capture_logs() as logs, session_scope() as s:
         run = repo.get_run(s, run_id)
         assert run is not None
@@ -199,8 +214,15 @@ def test_a_stopped_run_closes_its_batches_and_gives_its_lease_back(
     assert batch_states(run_id) == [("done", T0 + MIN)] * 2
     assert batch_states(other) == [("pending", None)]
     assert locks() == {f"{kind}:app": other}
-    assert [(e["event"], e["reason"], e["log_level"]) for e in logs] == [
-        (event, "error budget spent", "error")
+    assert logs == [
+        {
+            "event": event,
+            "log_level": "error",
+            "run_id": str(run_id),
+            "channel": "web",
+            "reason": "error budget spent",
+            "failed": 3,
+        }
     ]
 
 
@@ -237,10 +259,18 @@ def test_a_failed_read_fails_its_channel_runs_and_frees_every_lease(pg_db: str) 
     for child in (web, app_):
         run = run_row(child)
         assert (run.status, run.error) == ("failed", "PIM read failed: PIM answered 403")
+        assert run.finished_at == T0 + MIN
     assert (run_row(done).status, run_row(done).error) == ("done", None)
     assert batch_states(web) == [("done", T0 + MIN)]
     assert locks() == {"unrelated": done}
-    assert [(e["event"], e["error"]) for e in logs] == [("run_failed", "PIM answered 403")]
+    assert logs == [
+        {
+            "event": "run_failed",
+            "log_level": "error",
+            "run_id": str(parent),
+            "error": "PIM answered 403",
+        }
+    ]
 
 
 def test_failing_a_read_that_already_ended_changes_nothing(pg_db: str) -> None:
@@ -311,7 +341,17 @@ def test_a_resumed_channel_run_sends_its_enqueued_batches_again(pg_db: str) -> N
         assert lease is not None and lease.expires_at == at + MIN
         enqueued = {b.id: b.enqueued_at for b in s.execute(select(SyncBatch)).scalars()}
     assert enqueued == {ids[0]: at, ids[1]: at, ids[2]: None}
-    assert [(e["event"], e["resumption"], e["batches"]) for e in logs] == [("run_resumed", 1, 2)]
+    assert logs == [
+        {
+            "event": "run_resumed",
+            "log_level": "warning",
+            "run_id": str(run_id),
+            "channel": "web",
+            "lease": "full:web",
+            "resumption": 1,
+            "batches": 2,
+        }
+    ]
 
 
 def test_a_resumed_read_sends_its_next_slice(pg_db: str) -> None:
