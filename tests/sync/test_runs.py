@@ -397,3 +397,62 @@ def test_resuming_a_run_that_ended_only_frees_its_lease(pg_db: str) -> None:
         assert not runs.resume(s, context(sent), "full:gone", uuid.uuid4())
     assert locks() == {} and sent.published == [] and sent.ingested == []
     assert run_row(run_id).status == "done"
+
+
+# --- concurrent changes of one run ---------------------------------------------------------
+
+
+def finished_meanwhile(run_id: uuid.UUID, change: Any) -> None:
+    """Another transaction finishes the run (done) while ``change`` runs: ``change`` must wait
+    for it and see the run as it is after that commit, never overwrite the ending."""
+    import threading
+
+    locked, release = threading.Event(), threading.Event()
+
+    def other_transaction() -> None:
+        with session_scope() as s:
+            run = repo.get_run(s, run_id, for_update=True)
+            assert run is not None
+            repo.finish_run(s, run, "done", T0 + MIN)
+            s.flush()
+            locked.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=other_transaction)
+    holder.start()
+    assert locked.wait(10)
+    worker = threading.Thread(target=change)
+    worker.start()
+    worker.join(0.5)  # it reads the run, and so waits for the other transaction's lock
+    release.set()
+    holder.join(10)
+    worker.join(10)
+    assert not holder.is_alive() and not worker.is_alive()
+    run = run_row(run_id)
+    assert (run.status, run.error, run.finished_at) == ("done", None, T0 + MIN)
+
+
+def test_cancelling_a_run_that_ends_meanwhile_leaves_its_ending(pg_db: str) -> None:
+    run_id = new_run("full", "web")
+
+    def cancel() -> None:
+        with session_scope() as s:
+            runs.cancel(s, context(at=T0 + 2 * MIN), run_id)
+
+    finished_meanwhile(run_id, cancel)
+
+
+def test_failing_a_read_that_ends_meanwhile_leaves_its_ending(pg_db: str) -> None:
+    run_id = new_run("delta", None)
+    finished_meanwhile(run_id, lambda: runs.fail_ingest(context(at=T0 + 2 * MIN), run_id, "x"))
+
+
+def test_resuming_a_run_that_ends_meanwhile_leaves_its_ending(pg_db: str) -> None:
+    run_id = new_run("full", "web")
+
+    def resume() -> None:
+        with session_scope() as s:
+            runs.resume(s, context(at=T0 + 2 * MIN), "full:web", run_id)
+
+    finished_meanwhile(run_id, resume)
+    assert "resumptions" not in (run_row(run_id).details or {})
