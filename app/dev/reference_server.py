@@ -246,6 +246,9 @@ class ReferenceCatalog:
         """Serve ``other``'s data from now on (tests reset a running server this way)."""
         with self._lock:
             self.definitions = other.definitions
+            # a spoiled catalog may call its identifier attribute otherwise (``item_code``)
+            self.identifier_attribute = other.identifier_attribute
+            self.skipped = other.skipped
             self._blobs, self._meta = dict(other._blobs), dict(other._meta)
             self._uuid_by_identifier = dict(other._uuid_by_identifier)
             self._order = list(other._order)
@@ -1317,11 +1320,16 @@ def _add_product_routes(app: FastAPI, state: _ServerState) -> None:
 
 def _add_definition_routes(app: FastAPI, state: _ServerState) -> None:
     exported: dict[str, Any] = {}
+    exported_from: list[CatalogDefinitions | None] = [None]
 
     def records(kind: str) -> list[dict[str, Any]]:
-        # definitions do not change while serving: export them once
-        if not exported:
-            exported.update(documented_records(state.catalog.definitions))
+        # exported once per set of definitions: they change only when the catalog is replaced
+        # (``replace_with``: a test serving a spoiled catalog with a renamed identifier)
+        definitions = state.catalog.definitions
+        if exported_from[0] is not definitions:
+            exported.clear()
+            exported.update(documented_records(definitions))
+            exported_from[0] = definitions
         return exported[kind]
 
     def lister(kind: str) -> Callable[[Request], Awaitable[Response]]:

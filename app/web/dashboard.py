@@ -149,6 +149,11 @@ def dashboard(request: Request, replayed: int | None = None) -> HTMLResponse:
     # the PIM as the workers see it (Redis): the page is not green while it fails
     pim = connection_health(get_settings())
     pim_note = health_note(pim) if pim is not None else None
+    # one word for the header badge and every channel's: the PIM answers, asks for quiet
+    # (429/503 with its not-before instant) or does not answer
+    pim_label = (
+        "ok" if pim is None or pim_note is None else ("throttling" if pim.throttling else "down")
+    )
     with session_scope() as session:
         dash = health.gather(session, channels, now)
         running = _running(session, now, pim)
@@ -166,7 +171,8 @@ def dashboard(request: Request, replayed: int | None = None) -> HTMLResponse:
         html = _templates.get_template("dashboard.html").render(
             dash=dash,
             pim=pim,
-            pim_state="ok" if pim is None or pim_note is None else "failing",
+            pim_state="ok" if pim_label == "ok" else "failing",
+            pim_label=pim_label,
             pim_note=pim_note,
             duration_chart=Markup(charts.line_chart(durations, "seconds", "Run durations")),
             outcome_charts=[Markup(c) for c in outcomes],

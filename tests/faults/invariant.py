@@ -77,9 +77,10 @@ class Outcome:
 
 
 def pim_products(catalog: Any) -> list[tuple[str, str]]:
-    """(uuid, identifier) of every product the reference PIM serves now."""
+    """(uuid, key) of every product the reference PIM serves now: the key is its identifier,
+    or its uuid when it has none (pimsync keys such a product by its uuid)."""
     with catalog._lock:
-        return sorted((uid, meta.identifier) for uid, meta in catalog._meta.items())
+        return sorted((uid, meta.identifier or uid) for uid, meta in catalog._meta.items())
 
 
 def check(

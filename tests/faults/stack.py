@@ -54,6 +54,14 @@ class FaultStack:
         self.catalog.replace_with(self.pristine)
         self.faults()
 
+    def serve(self, bad: Any) -> None:
+        """Serve the stack's catalog spoiled as ``bad`` (a ``BadData``) says, as the reference
+        PIM started with ``--identifier-attribute``, ``--without-identifier N`` and
+        ``--without-family N`` does, until the next ``reset``."""
+        from app.dev.reference_server import ReferenceCatalog
+
+        self.catalog.replace_with(ReferenceCatalog.load(CATALOG, bad))
+
     def ctx(self) -> Any:
         from tasks.dispatch import process_context
 

@@ -13,17 +13,24 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import redis
 from fastapi.testclient import TestClient
+from sqlalchemy import func, select
 
 from app.config import get_settings
+from app.db import session_scope
+from app.dev.bad_data import BadData
+from app.pim.models import PimProduct
 from app.web.metrics import exposition
 from tests.e2e_support import ROOT, Worker, apply_env, restore_env, wait_until
+from tests.faults import invariant
 from tests.faults.stack import CHANNELS, FaultStack, open_stack
+from tests.sync.test_akeneo_bad_data import expected_statuses, identifier_of, pim_products_of
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.worker]
 
@@ -116,8 +123,76 @@ def dashboard() -> str:
         restore_env(saved)
 
 
+# The issue's done-when: the 120 s Retry-After against a PIM that also has every bad day in
+# its data (as `pimsync reference-pim --data generated:60 --identifier-attribute item_code
+# --without-identifier 2 --without-family 3` serves it).
+RENAMED = "item_code"
+BAD = BadData(identifier_attribute=RENAMED, without_identifier=2, without_family=3)
+
+
+def mirror_count() -> int:
+    with session_scope() as s:
+        return int(s.execute(select(func.count()).select_from(PimProduct)).scalar_one())
+
+
+def outcome_counts(
+    statuses: dict[tuple[str, str], str], identifierless: set[str], familyless_skus: set[str]
+) -> dict[str, Counter[str]]:
+    """Per channel: published, skipped `no identifier` (an identifier-less product that is
+    filtered), incomplete `no family` (a family-less product that is incomplete)."""
+    counts: dict[str, Counter[str]] = {c: Counter() for c in CHANNELS}
+    for (channel, key), status in statuses.items():
+        if status == "published":
+            counts[channel]["published"] += 1
+        if key in identifierless and status == "filtered":
+            counts[channel]["no identifier"] += 1
+        if key in familyless_skus and status == "incomplete":
+            counts[channel]["no family"] += 1
+    return counts
+
+
+def found_counts() -> tuple[dict[tuple[str, str], str], dict[str, Counter[str]]]:
+    """The rows' statuses and, per channel, the rows that say published, filtered by `no
+    identifier` and incomplete for `no family` (read from each row's own why)."""
+    rows = invariant.Snapshot.read().rows
+    counts: dict[str, Counter[str]] = {c: Counter() for c in CHANNELS}
+    for (channel, _key), row in rows.items():
+        detail = row.detail or {}
+        if row.status == "published":
+            counts[channel]["published"] += 1
+        if row.status == "filtered" and detail == {"filter": "no identifier"}:
+            counts[channel]["no identifier"] += 1
+        if row.status == "incomplete" and detail.get("reason") == "no family":
+            counts[channel]["no family"] += 1
+    return {key: row.status for key, row in rows.items()}, counts
+
+
 def test_full_sync_and_delta_wait_out_a_120_s_retry_after(fresh: FaultStack) -> None:
-    """The issue's done-when: 120 s literally, for a full sync and for a delta."""
+    """The issue's done-when: 120 s literally, for a full sync and for a delta, against a
+    reference PIM with a renamed identifier, identifier-less and family-less products; exact
+    counts and no request before the PIM allowed it."""
+    # what the unspoiled catalog gives (a clean full sync on the second database), changed by
+    # the rules, as tests/sync/test_akeneo_bad_data.py computes it
+    plain_table, _ = invariant.clean_sync(fresh.base, fresh.ref_db)
+    plain = {key: status for key, (status, _doc, _enabled) in plain_table.items()}
+    fresh.serve(BAD)
+    served = pim_products_of(fresh.catalog)
+    sku_of = {p["uuid"]: identifier_of(p, "sku") for p in pim_products_of(fresh.pristine)}
+    identifierless = {p["uuid"] for p in served if identifier_of(p, RENAMED) is None}
+    familyless = {p["uuid"] for p in served if p.get("family") is None}
+    assert (len(served), len(identifierless), len(familyless)) == (60, 2, 3)
+    assert not identifierless & familyless
+    assert all(identifier_of(p, "sku") is None for p in served)  # renamed for every product
+    expected = expected_statuses(plain, sku_of, identifierless, familyless)
+    assert len(expected) == 60 * len(CHANNELS)
+    familyless_skus = {sku_of[uid] for uid in familyless}
+    want = outcome_counts(expected, identifierless, familyless_skus)
+    # the rules bite in this catalog: they are not compared with zero everywhere
+    assert sum(c["no identifier"] for c in want.values()) > 0
+    assert sum(c["no family"] for c in want.values()) > 0
+    want_status = {c: Counter(s for (ch, _k), s in expected.items() if ch == c) for c in CHANNELS}
+
+    fresh.admin.post("/_admin/stats/reset").raise_for_status()
     fresh.faults(fail_next=[429], retry_after=120)
     started = time.time()
     run_id = fresh.full()
@@ -137,28 +212,43 @@ def test_full_sync_and_delta_wait_out_a_120_s_retry_after(fresh: FaultStack) -> 
     assert backoff is not None and 60 < backoff <= 121
     assert metric("pimsync_pim_requests_total", pim=fresh.base, status="429") == 1.0
     page = dashboard()
-    assert 'data-pim="failing"' in page and "throttling" in page
+    assert '<span data-pim="failing">PIM <span class="badge failing">throttling</span>' in page
+    assert page.count('data-badge="pim-throttling">PIM throttling<') == len(CHANNELS)
     assert "waiting for PIM: 429 since" in page
 
     by = fresh.wait(run_id, timeout=300)
     assert time.time() - started >= 120
     assert (by[None].status, by[None].read, by[None].rejected) == ("completed", 60, 0)
     assert "waiting" not in (by[None].details or {})  # cleared once the PIM answered
+    assert mirror_count() == 60  # every product mirrored, the two without identifier by uuid
     for channel in CHANNELS:
         run = by[channel]
         assert (run.status, run.failed, run.processed) == ("completed", 0, 60), run.error
+        assert (run.synced, run.filtered, run.skipped_incomplete) == (
+            want_status[channel]["published"],
+            want_status[channel]["filtered"],
+            want_status[channel]["incomplete"],
+        ), channel
+    statuses, counts = found_counts()
+    assert statuses == expected
+    assert counts == want
     assert_quiet_kept(fresh, 120)
     assert metric("pimsync_pim_up", pim=fresh.base) == 1.0
     assert metric("pimsync_pim_backoff_seconds", pim=fresh.base) == 0.0
     page = dashboard()
     assert 'data-pim="ok"' in page and "waiting for PIM" not in page
+    assert "PIM throttling<" not in page
     shown_after = cli(fresh, "runs", "show", str(run_id)).stdout
     assert "completed" in shown_after and "waiting for PIM" not in shown_after
 
-    # the delta: two products changed, the PIM throttles its first list call for 120 s
-    skus = fresh.pim_skus()[:2]
-    for sku in skus:
-        fresh.patch(sku, values={"name": [{"locale": "en_US", "scope": None, "data": "new"}]})
+    # the delta: one identifier-less and two family-less products edited in the PIM (by uuid:
+    # two of them have no identifier to name them by); it throttles the first call for 120 s
+    edited = sorted(identifierless)[:1] + sorted(familyless)[:2]
+    for uid in edited:
+        fresh.admin.patch(
+            f"/_admin/products-uuid/{uid}",
+            json={"values": {"name": [{"locale": "de_DE", "scope": None, "data": "Neu"}]}},
+        ).raise_for_status()
     fresh.admin.post("/_admin/stats/reset").raise_for_status()
     fresh.faults(fail_next=[429], retry_after=120)
     started = time.time()
@@ -166,17 +256,23 @@ def test_full_sync_and_delta_wait_out_a_120_s_retry_after(fresh: FaultStack) -> 
     wait_until(lambda: fresh.runs(delta)[None].status != "running", 300, what="the delta read")
     assert time.time() - started >= 120
     by = fresh.wait(delta, timeout=120)
-    assert (by[None].status, by[None].read, by[None].rejected) == ("completed", 2, 0)
+    assert (by[None].status, by[None].read, by[None].rejected) == ("completed", 3, 0)
+    assert mirror_count() == 60
     for channel in CHANNELS:
         # the channels catch up from the mirror on their own markers (the first delta after
-        # a full sync re-evaluates more than the two changed products: not this test's topic)
+        # a full sync re-evaluates more than the changed products: not this test's topic)
         run = by[channel]
         assert (run.status, run.failed) == ("completed", 0), run.error
-        assert run.processed == run.planned_units >= 2
+        assert run.processed == run.planned_units >= len(edited)
+    statuses, counts = found_counts()
+    assert statuses == expected  # a name edit changes no outcome
+    assert counts == want
     assert_quiet_kept(fresh, 120)
+    # the invariant, against a clean full sync of the spoiled catalog
     outcome = fresh.check()
     for channel in CHANNELS:
         assert "failed" not in outcome.count(channel)
+        assert outcome.count(channel) == want_status[channel]
 
 
 def test_http_date_retry_after_is_honoured(fresh: FaultStack) -> None:

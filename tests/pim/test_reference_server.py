@@ -347,6 +347,30 @@ def test_definition_endpoints_are_paginated() -> None:
         assert client.get("/api/rest/v1/families", params={"limit": 500}).status_code == 422
 
 
+def test_a_replaced_catalog_serves_its_own_definitions_and_identifier() -> None:
+    """A running server told to serve another catalog (``replace_with``, as the fault stack
+    does to switch on the bad-data modes) lists that catalog's attributes: the renamed
+    identifier attribute, not the one the server started with."""
+    from app.dev.bad_data import BadData
+
+    served = ReferenceCatalog.load("generated:8")
+    with running_pim(served) as pim, httpx.Client(base_url=pim.url) as client:
+        client.headers["Authorization"] = f"Bearer {login(client)['access_token']}"
+
+        def identifiers() -> set[str]:
+            found = items(client.get("/api/rest/v1/attributes", params={"limit": 100}))
+            return {a["code"] for a in found if a["type"] == "pim_catalog_identifier"}
+
+        assert identifiers() == {"sku"}
+        served.replace_with(ReferenceCatalog.load("generated:8", BadData("item_code")))
+        assert identifiers() == {"item_code"}
+        assert served.identifier_attribute == "item_code"
+        listed = items(client.get(PRODUCTS))
+        assert len(listed) == 8 and all("item_code" in p["values"] for p in listed)
+        served.replace_with(ReferenceCatalog.load("generated:8"))
+        assert identifiers() == {"sku"}
+
+
 # --- admin: editing -------------------------------------------------------------------------
 
 

@@ -6,6 +6,7 @@ width go to artifacts/screenshots/ (CI keeps them)."""
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from playwright.sync_api import expect
 
 from app.db import session_scope
 from app.dev.local import drain
+from app.pim.throttle import RedisGate, connection_key
 from tests.web.test_dashboard_browser import Recorder, browser  # noqa: F401  (the fixture)
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
@@ -36,7 +38,12 @@ def _overflow(page: Any) -> int:
     )
 
 
-def test_dashboard_at_desktop_and_phone_widths(harness: Any, browser: Any, monkeypatch) -> None:  # noqa: F811
+def test_dashboard_at_desktop_and_phone_widths(
+    harness: Any,
+    browser: Any,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    redis_url: str,
+) -> None:
     from app.config import reset_settings_cache
     from app.dev.reference_server import serve_in_thread
     from app.sync import ingest
@@ -128,6 +135,31 @@ def test_dashboard_at_desktop_and_phone_widths(harness: Any, browser: Any, monke
             page.wait_for_url("**sku=NO-SUCH-SKU*")
             assert "is unknown" in page.locator("#unknown").inner_text()
             context.close()
+
+        # the PIM throttles (a worker recorded its 429 and the instant it named, in Redis):
+        # every channel's card says so, in the header's word
+        pim_url, client_id = "http://pim.layout.test:8081", "layout-client"
+        monkeypatch.setenv("PIMSYNC_PIM_SOURCE", pim_url)
+        monkeypatch.setenv("PIMSYNC_REDIS_URL", redis_url)
+        monkeypatch.setenv("PIMSYNC_AKENEO_CLIENT_ID", client_id)
+        reset_settings_cache()
+        gate = RedisGate(redis_url, connection_key(pim_url, client_id), pim_url)
+        gate.record("429", ok=False)
+        gate.hold(time.time() + 120, "429")
+        gate.close()
+        context = browser.new_context(
+            http_credentials={"username": "operator", "password": "s3cret"},
+            viewport={"width": 390, "height": 900},
+        )
+        page = context.new_page()
+        assert page.goto(f"{base}/dashboard").status == 200
+        badge = page.locator("section.card[data-channel='de_storefront'] [data-badge^='pim-']")
+        assert (badge.inner_text(), badge.get_attribute("class")) == (
+            "PIM throttling",
+            "badge pim-throttling",
+        )
+        assert _overflow(page) == 0, "390 px: the PIM badge makes the page scroll sideways"
+        context.close()
     for width in WIDTHS:
         for name in ("dashboard", "explain"):
             assert (SCREENSHOTS / f"{name}-{width}.png").stat().st_size > 10_000

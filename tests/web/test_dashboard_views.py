@@ -4,9 +4,14 @@ dashboard is, bad input refused with a problem document, the answers read from t
 from __future__ import annotations
 
 import re
+import time
+import uuid
 from datetime import UTC, datetime
 
+import pytest
+
 from app.db import session_scope
+from app.pim.throttle import RedisGate, connection_key
 from app.sync import repository as repo
 from app.sync.models import FULL
 from app.web.charts import bar_chart, line_chart, nice_top, tick_label
@@ -73,6 +78,72 @@ def test_explain_page_says_an_unknown_sku_is_unknown(web: Web) -> None:
     page = web.client.get("/dashboard/explain", params={"sku": "NO-SUCH"}, auth=OPERATOR)
     assert page.status_code == 200
     assert 'id="unknown"' in page.text and "NO-SUCH" in page.text
+
+
+# The channels of the bundled configuration (app/sample/channels.yaml), written out.
+CHANNELS = ("at_storefront", "b2b_portal", "de_storefront", "uk_marketplace")
+PIM_URL = "http://pim.dash.test:8081"
+
+
+def _cards(page: str) -> dict[str, str]:
+    """Each channel card's HTML, by channel code."""
+    parts = page.split('<section class="card" data-channel="')[1:]
+    return {part.split('"', 1)[0]: part.split("</section>", 1)[0] for part in parts}
+
+
+def _pim_badges(card: str) -> list[tuple[str, str]]:
+    """(css classes, text) of the PIM badges in a channel card."""
+    badge = r'<span class="badge (pim-[\w-]+)" data-badge="pim-[\w-]+">([^<]*)</span>'
+    return re.findall(badge, card)
+
+
+@pytest.mark.redis
+def test_channel_badges_say_whether_the_pim_is_down_or_throttling(web: Web, redis_url: str) -> None:
+    """Every channel card carries the PIM's state as the workers recorded it in Redis: none
+    while it answers, `PIM down` when it does not answer, `PIM throttling` while it asks for
+    quiet; the same word as the header's badge, each with its own colour class."""
+    _login(web)
+    client_id = f"dash-{uuid.uuid4().hex[:8]}"  # a connection of this test's own
+    web.setenv(pim_source=PIM_URL, redis_url=redis_url, akeneo_client_id=client_id)
+    gate = RedisGate(redis_url, connection_key(PIM_URL, client_id), PIM_URL)
+    try:
+        # no worker has called the PIM yet: no PIM badge at all
+        page = web.client.get("/dashboard", auth=OPERATOR).text
+        assert "data-pim=" not in page
+        assert set(_cards(page)) == set(CHANNELS)
+        assert all(_pim_badges(card) == [] for card in _cards(page).values())
+
+        gate.record("200", ok=True)  # it answers
+        page = web.client.get("/dashboard", auth=OPERATOR).text
+        assert '<span data-pim="ok">PIM <span class="badge ok">ok</span>' in page
+        assert all(_pim_badges(card) == [] for card in _cards(page).values())
+        assert "PIM down" not in page and "PIM throttling" not in page
+
+        gate.record("ConnectError", ok=False)  # it stops answering
+        page = web.client.get("/dashboard", auth=OPERATOR).text
+        assert '<span data-pim="failing">PIM <span class="badge failing">down</span>' in page
+        cards = _cards(page)
+        assert set(cards) == set(CHANNELS)
+        for code in CHANNELS:
+            assert _pim_badges(cards[code]) == [("pim-down", "PIM down")], code
+        assert "PIM throttling" not in page and "unreachable" not in page
+
+        gate.record("429", ok=False)  # it answers again, asking for quiet for 120 s
+        gate.hold(time.time() + 120, "429")
+        page = web.client.get("/dashboard", auth=OPERATOR).text
+        assert '<span data-pim="failing">PIM <span class="badge failing">throttling</span>' in page
+        assert "waiting for PIM: 429 since" in page
+        cards = _cards(page)
+        for code in CHANNELS:
+            assert _pim_badges(cards[code]) == [("pim-throttling", "PIM throttling")], code
+        assert "PIM down" not in page
+        # the two states are told apart by colour too
+        css = page.split("<style>", 1)[1].split("</style>", 1)[0]
+        down = re.search(r"\.pim-down \{ background: ([^;]+);", css)
+        throttling = re.search(r"\.pim-throttling \{ background: ([^;]+);", css)
+        assert down and throttling and down.group(1) != throttling.group(1)
+    finally:
+        gate.close()
 
 
 # --- the charts, as drawn ------------------------------------------------------------------
