@@ -9,6 +9,7 @@ is the in-process dispatcher); what is under test is the PIM's data, not the wor
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,6 +36,14 @@ from tests.sync.conftest import Harness
 CATALOG = "generated:60"
 CHANNELS = ["at_storefront", "b2b_portal", "de_storefront", "uk_marketplace"]
 RENAMED = "item_code"  # `ean` is taken in the generated catalog: a free code
+
+
+def next_second() -> None:
+    """Wait for the next whole second. The PIM's `updated` has whole seconds and the delta asks
+    for `updated >` the second its cursor falls in; with no overlap (these tests) an edit in
+    the very second the full sync began would not be read again, in these tests or in real
+    life (which is why PIMSYNC_DELTA_OVERLAP_SECONDS defaults to 120)."""
+    time.sleep(1.0 - time.time() % 1.0 + 0.02)
 
 
 @pytest.fixture
@@ -122,6 +131,7 @@ def test_renamed_identifier_full_delta_and_webhooks(settings: str, pristine: Any
         assert statuses(harness) == expected
         assert sorted({sku for _, sku in expected}) == pristine["skus"]
 
+        next_second()  # the edits fall in a later second than the full sync began
         # a delta: three products edited in the PIM, read again and nothing else
         skus = pristine["skus"][:3]
         for sku in skus:
@@ -310,6 +320,7 @@ def test_products_without_identifier_or_family_full_delta_and_webhooks(
         )
         assert incomplete_no_family  # the rule did bite
 
+        next_second()  # the edits fall in a later second than the full sync began
         # a delta: one product of each kind edited in the PIM
         untouched = set(sku_of) - identifierless - familyless
         edited = [min(identifierless), min(familyless), min(untouched)]
@@ -469,6 +480,7 @@ def test_every_bad_day_at_once_full_and_delta(settings: str, pristine: Any) -> N
         assert (parent.status, parent.read, parent.rejected) == ("completed", 60, 0)
         assert mirror_count() == 60
         assert statuses(harness) == expected
+        next_second()  # the edits fall in a later second than the full sync began
         edited = sorted(identifierless)[:1] + sorted(familyless)[:2]
         for uid in edited:
             pim.admin.patch(
