@@ -93,7 +93,8 @@ def upsert_products(
     run_id: uuid.UUID | None,
     now: datetime,
 ) -> set[str]:
-    """Write a page of products into the mirror; returns the identifiers whose content changed.
+    """Write a page of products into the mirror; returns the identifiers whose content changed,
+    and those a product's new identifier retired (see ``_retire_renamed``).
 
     Every product is marked seen (``last_seen_at``/``last_seen_run``), changed or not. Content
     is replaced only when the hash differs and the payload is not older than what the mirror
@@ -127,8 +128,9 @@ def upsert_products(
                 "removed_at": None,
             }
         )
+    retired = _retire_renamed(session, rows, now)
     if is_postgres(session):
-        return _upsert_products_pg(session, rows, token)
+        return _upsert_products_pg(session, rows, token) | retired
     insert = dialect_insert(session)
     stmt = insert(PimProduct)
     t = PimProduct.__table__
@@ -162,7 +164,7 @@ def upsert_products(
     for r in rows:
         del r["encoded"]  # SQLite: SQLAlchemy's JSON type encodes `raw` itself
     result = session.execute(stmt, rows)
-    return {ident for ident, seq in result.all() if seq == token}
+    return {ident for ident, seq in result.all() if seq == token} | retired
 
 
 _CHANGED = (
@@ -194,6 +196,25 @@ _UPSERT = (
     + ", last_seen_at = excluded.last_seen_at, last_seen_run = excluded.last_seen_run "
     "RETURNING t.identifier, t.change_seq"
 )
+
+
+def _retire_renamed(session: Session, rows: list[dict[str, Any]], now: datetime) -> set[str]:
+    """Akeneo keys a product by its uuid; its identifier (the SKU) can be renamed, or given to
+    a product that had none (mirrored under its uuid until then). The row the mirror holds
+    under the old identifier is then marked removed, with a new change_seq, so every channel
+    disables the old SKU (at the next catch-up, or at once where the caller publishes what
+    changed) instead of keeping it online beside the new one until a full sync."""
+    new_identifier = {r["uuid"]: r["identifier"] for r in rows if r["uuid"]}
+    if not new_identifier:
+        return set()
+    held = session.execute(
+        select(PimProduct.identifier, PimProduct.uuid).where(
+            among(session, PimProduct.uuid, list(new_identifier)),
+            PimProduct.removed_at.is_(None),
+        )
+    ).all()
+    old = sorted({ident for ident, u in held if ident != new_identifier[u]})
+    return set(mark_removed(session, old, now))
 
 
 def _upsert_products_pg(session: Session, rows: list[dict[str, Any]], token: int) -> set[str]:

@@ -44,7 +44,7 @@ def test_the_later_instant_wins_across_processes(redis_url: str) -> None:
         client = redis.Redis.from_url(redis_url)
         ttl = client.pttl(f"pimsync:pim:{key}:not-before")
         client.close()
-        assert 119_000 < ttl <= 121_000
+        assert 110_000 < ttl <= 121_000  # less by the time this test took
     finally:
         one.close()
         two.close()
@@ -62,7 +62,7 @@ def test_health_as_the_web_process_reads_it(redis_url: str) -> None:
         assert mine.base_url == "http://pim.test:8080"  # no credentials shown
         assert (mine.up, mine.last_status, mine.requests) == (False, "503", {"200": 1, "503": 2})
         assert mine.since is not None and mine.not_before == pytest.approx(until, abs=0.001)
-        assert 39 < mine.backoff_seconds() <= 40
+        assert 30 < mine.backoff_seconds() <= 40  # less by the time this test took
         note = health_note(mine)
         assert note is not None and note.startswith("waiting for PIM: 503 since ")
         assert f"next try {time.strftime('%H:%M:%S', time.gmtime(until))}" in note

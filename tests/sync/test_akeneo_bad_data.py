@@ -513,3 +513,63 @@ def test_unchanged_products_uuid_items_are_only_marked_seen(
         second = harness.runs(harness.full())[None]
         assert (second.status, second.read, second.rejected) == ("completed", 60, 0)
         assert parsed == []
+
+
+# --- a product's identifier renamed in the PIM (products are keyed by uuid) ----------------
+
+
+def test_a_renamed_sku_is_published_under_its_new_name_and_the_old_one_disabled(
+    settings: str, pristine: Any
+) -> None:
+    """Akeneo keys a product by its uuid and lets its SKU be renamed: the next delta (or the
+    product's webhook) publishes it under the new SKU and disables the old one in every
+    channel at once, instead of leaving both online until a full sync."""
+    uuid_of = {sku: uid for uid, sku in pristine["sku_of"].items()}
+    with stack() as (harness, pim):
+        harness.full()
+        before = harness.rows()
+        published = sorted({sku for (_, sku), row in before.items() if row.status == "published"})
+        by_delta, by_webhook = published[0], published[1]
+
+        def rename(old: str, new: str) -> None:
+            pim.admin.patch(
+                f"/_admin/products-uuid/{uuid_of[old]}",
+                json={
+                    "values": {"sku": [{"locale": None, "scope": None, "data": new}]},
+                    "updated": later(),
+                },
+            ).raise_for_status()
+
+        def check(old: str, new: str) -> None:
+            rows = harness.rows()
+            for channel in CHANNELS:
+                was = before[(channel, old)]
+                assert rows[(channel, new)].status == was.status, (channel, new)
+                if was.status == "published":
+                    assert rows[(channel, new)].doc["sku"] == new
+                    assert (rows[(channel, old)].status, rows[(channel, old)].enabled) == (
+                        "removed",
+                        False,
+                    ), (channel, old)
+            with session_scope() as s:
+                held = s.execute(
+                    select(PimProduct.identifier, PimProduct.removed_at).where(
+                        PimProduct.uuid == uuid_of[old]
+                    )
+                ).all()
+            # the old name kept as history, marked removed; the new one current
+            assert {ident: at is None for ident, at in held} == {new: True, old: False}
+
+        rename(by_delta, "RENAMED-BY-DELTA")
+        delta = harness.runs(harness.delta())[None]
+        assert (delta.status, delta.read, delta.rejected) == ("completed", 1, 0)
+        check(by_delta, "RENAMED-BY-DELTA")
+
+        rename(by_webhook, "RENAMED-BY-WEBHOOK")
+        with session_scope() as s:
+            keys = accept(s, parse_cloudevents([cloud_event(0, uuid_of[by_webhook])]), utcnow())
+        assert keys.new_keys
+        harness.dispatcher.pim_product(keys.new_keys[0])
+        harness.drain()
+        check(by_webhook, "RENAMED-BY-WEBHOOK")
+        assert mirror_count() == 62  # two retired rows kept as history

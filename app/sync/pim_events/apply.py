@@ -190,7 +190,8 @@ def _apply_work(
     changed = pim_repo.upsert_products(
         session, [(p, content_hash(p.raw)) for _, p in parsed], None, now
     )
-    skus = sorted({p.identifier for _, p in parsed if p.identifier in changed})
+    # what changed, and the old SKUs of renamed products (retired: disabled by the publish)
+    skus = sorted(changed)
     published: dict[str, int] = {}
     if skus:
         for res in _publish(session, ctx, skus).values():
