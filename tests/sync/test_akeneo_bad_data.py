@@ -573,3 +573,26 @@ def test_a_renamed_sku_is_published_under_its_new_name_and_the_old_one_disabled(
         harness.drain()
         check(by_webhook, "RENAMED-BY-WEBHOOK")
         assert mirror_count() == 62  # two retired rows kept as history
+
+
+def test_a_product_given_an_identifier_retires_its_uuid_row(settings: str) -> None:
+    with stack(BadData(without_identifier=1)) as (harness, pim):
+        uid = next(p["uuid"] for p in pim_products(pim) if identifier_of(p, "sku") is None)
+        harness.full()
+        pim.admin.patch(
+            f"/_admin/products-uuid/{uid}",
+            json={
+                "values": {"sku": [{"locale": None, "scope": None, "data": "NOW-NAMED"}]},
+                "updated": later(),
+            },
+        ).raise_for_status()
+        delta = harness.runs(harness.delta())[None]
+        assert (delta.status, delta.read, delta.rejected) == ("completed", 1, 0)
+        with session_scope() as s:
+            held = s.execute(
+                select(PimProduct.identifier, PimProduct.removed_at).where(PimProduct.uuid == uid)
+            ).all()
+        assert {ident: at is None for ident, at in held} == {"NOW-NAMED": True, uid: False}
+        rows = harness.rows()
+        assert {rows[(ch, uid)].enabled for ch in CHANNELS} == {False}
+        assert any(rows[(ch, "NOW-NAMED")].status == "published" for ch in CHANNELS)
