@@ -214,3 +214,43 @@ def run_finished(run_id: Any, expected_children: int) -> bool:
             and len(children) >= expected_children
             and all(c.status in terminal for c in children)
         )
+
+
+@contextmanager
+def web_process(env: dict[str, str], log: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`pimsync web` in its own process on a free port, with ``env`` over this one's; yields
+    its base URL (once /healthz answers) and the process; stopped on exit. Its output goes to
+    ``log``."""
+    port = free_port()
+    out = log.open("ab")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app", "web", "--port", str(port)],
+        cwd=ROOT,
+        env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"pimsync web exited early:\n{log.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"pimsync web not up after 60 s:\n{log.read_text()[-3000:]}")
+            time.sleep(0.2)
+        yield base, proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        out.close()

@@ -12,6 +12,15 @@ from app.db import session_scope
 from app.sync import ingest, publish
 from app.sync.runtime import configured_channels
 
+# --wait and its timeout, as every command that starts a run takes them
+WAIT = typer.Option(
+    False,
+    "--wait",
+    help="Follow the run to its end; exit 0 done, 1 failed (with why), 2 still running "
+    "at the timeout.",
+)
+TIMEOUT = typer.Option(3600, help="With --wait: give up waiting after this many seconds.")
+
 
 @friendly
 def sync(
@@ -27,15 +36,8 @@ def sync(
         "PIMSYNC_PIM_SOURCE fails the run (their credentials go to their own PIM only).",
         show_default=False,
     ),
-    wait: bool = typer.Option(
-        False,
-        "--wait",
-        help="Follow the run to its end; exit 0 done, 1 failed (with why), 2 still running "
-        "at the timeout.",
-    ),
-    timeout: float = typer.Option(
-        3600, help="With --wait: give up waiting after this many seconds."
-    ),
+    wait: bool = WAIT,
+    timeout: float = TIMEOUT,
 ) -> None:
     """Enqueue a delta or full sync (workers run it); --wait shows progress and a summary."""
     if kind not in ("delta", "full"):
@@ -72,15 +74,8 @@ def sync(
 @friendly
 def republish(
     channel: str = typer.Option(..., "--channel", "-c", help="The channel to re-publish."),
-    wait: bool = typer.Option(
-        False,
-        "--wait",
-        help="Follow the run to its end; exit 0 done, 1 failed (with why), 2 still running "
-        "at the timeout.",
-    ),
-    timeout: float = typer.Option(
-        3600, help="With --wait: give up waiting after this many seconds."
-    ),
+    wait: bool = WAIT,
+    timeout: float = TIMEOUT,
 ) -> None:
     """Re-publish a channel from the mirror without reading the PIM (after a contract change)."""
     check_channels(channel)

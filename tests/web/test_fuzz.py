@@ -29,7 +29,6 @@ import hmac
 import json
 import os
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -48,7 +47,7 @@ from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
 from tests.conftest import create_pg_database, drop_pg_database
-from tests.e2e_support import ROOT, apply_env, free_port, restore_env, stack_env
+from tests.e2e_support import apply_env, restore_env, stack_env, web_process
 
 pytestmark = [pytest.mark.pg, pytest.mark.redis, pytest.mark.fuzz]
 
@@ -166,40 +165,11 @@ def server(
         letter_id = _seed()
     finally:
         restore_env(old)
-    port = free_port()
     log = tmp_path_factory.mktemp("fuzz") / "web.log"
-    out = log.open("ab")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "app", "web", "--port", str(port)],
-        cwd=ROOT,
-        env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
-        stdout=out,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"pimsync web exited early:\n{log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"pimsync web not up after 60 s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.2)
-        yield Server(base, log, proc, letter_id)
+        with web_process(env, log) as (base, proc):
+            yield Server(base, log, proc, letter_id)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-        out.close()
         drop_pg_database(db)
 
 
