@@ -145,3 +145,6 @@ def test_the_command_renders_it_and_exits_1_for_an_unknown_sku(catalog: dict[str
     assert "unknown" in unknown.stderr and "Traceback" not in unknown.output
     nul = runner.invoke(app, ["explain", "A\x00B"])
     assert nul.exit_code == 2 and "NUL" in nul.stderr
+    too_long = runner.invoke(app, ["explain", "X" * 256])
+    assert too_long.exit_code == 2 and "at most 255" in too_long.stderr
+    assert "Traceback" not in too_long.output

@@ -94,6 +94,8 @@ def explain_command(
     filters, the contract, the last publish, dead letters and its product page."""
     for name, value in (("SKU", sku), ("channel", channel)):
         problem = text_problem(value) if value else None
+        if value is not None and len(value) > 255:
+            problem = f"is {len(value):,} characters long (at most 255)"
         if problem is not None:
             raise CliError(f"the {name} {problem}", 2)
     with session_scope() as session:
