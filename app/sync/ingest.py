@@ -9,8 +9,12 @@ committed page (the run's resume token).
 
 from __future__ import annotations
 
+import contextvars
+import queue
+import threading
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
@@ -175,7 +179,7 @@ def _identifier_in(item: dict[str, Any], identifier_attribute: str) -> Any:
 
 
 def _split_known(
-    pages: list[Page], identifier_attribute: str = "sku"
+    pages: list[Page], identifier_attribute: str = "sku", earlier: set[str] | None = None
 ) -> tuple[list[Page], list[dict[str, Any]], dict[str, str]]:
     """Set aside the products whose content the mirror already holds.
 
@@ -183,8 +187,9 @@ def _split_known(
     change: hashing a payload costs a fraction of parsing, encoding and rewriting it, so
     those are only marked seen. The hash ignores ``updated`` like the mirror's does; a
     payload the mirror does not hold, a removed product, an identifier repeated in the
-    group or anything odd takes the full path (parsed, validated, upserted). Also returns
-    the hashes it computed (by identifier), for the parser not to compute them again.
+    group or met in an ``earlier`` one (which may not be written yet) or anything odd takes
+    the full path (parsed, validated, upserted). Also returns the hashes it computed (by
+    identifier), for the parser not to compute them again.
     """
     hashes: dict[str, str] = {}
     repeated: set[str] = set()
@@ -195,7 +200,7 @@ def _split_known(
             ident = _identifier_in(item, identifier_attribute)
             if ident.__class__ is not str or not ident or text_problem(ident):
                 continue  # the parser says why (a NUL could not even be looked up)
-            if ident in hashes:
+            if ident in hashes or (earlier is not None and ident in earlier):
                 repeated.add(ident)
                 continue
             if not isinstance(item.get("values") or {}, dict) or not isinstance(
@@ -324,25 +329,131 @@ def _read_slice(
         resume=resume,
     )
     groups = _groups(pages, settings.publish_batch_size)
-    while True:
-        # A group's pages are read, decoded and written with the collector paused (see
-        # app.gcpause): they are freed by reference counting before it resumes.
-        with collector_paused():
-            item = next(groups, None)
-            if item is None:
-                return True
-            group, token, exhausted = item
+    # One pause of the collector for the slice (bounded by PIMSYNC_INGEST_SLICE_SECONDS): the
+    # next group is decoded by the read-ahead thread while this one is written, so the groups
+    # overlap and a pause per group would leave the collector on while one of them decodes.
+    with collector_paused(), _read_ahead(groups, identifier_attribute) as prepared:
+        for group, token, exhausted, parts in prepared:
             committed = _commit_group(
-                ctx, run_id, lease, group, token, exhausted, identifier_attribute
+                ctx, run_id, lease, group, token, exhausted, identifier_attribute, parts
             )
-            del group, item
-        if not committed or exhausted:
-            return True
-        if ctx.now() >= deadline:
-            with session_scope() as session:
-                repo.release_lock(session, runs.ingest_lease(run_id), run_id, lease)
-                after_commit(session, lambda: ctx.dispatcher.ingest(run_id))
-            return False
+            del group, parts
+            if not committed or exhausted:
+                return True
+            if ctx.now() >= deadline:
+                with session_scope() as session:
+                    repo.release_lock(session, runs.ingest_lease(run_id), run_id, lease)
+                    after_commit(session, lambda: ctx.dispatcher.ingest(run_id))
+                return False
+    return True
+
+
+# A group ready to be written: its pages, resume token, whether the export ended there, and
+# its products split by _prepare_group.
+_Parts = tuple[list[tuple[Product, str]], list[tuple[str, str]], list[dict[str, Any]]]
+_Ready = tuple[list[Page], str | None, bool, _Parts]
+_END = object()
+
+
+class _ReadFailed:
+    """What the read-ahead thread raised, handed to the reader to raise as its own."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+def _prepare_group(
+    group: list[Page], identifier_attribute: str, earlier: set[str] | None = None
+) -> _Parts:
+    """A group's products, decoded and judged but not written: (parsed with their hashes,
+    refused with their reasons, those the mirror already holds unchanged). ``earlier``: the
+    identifiers of the groups before it in this slice, which may not be written yet: those
+    take the full path (an upsert is idempotent), never the "unchanged" one."""
+    to_parse, known, hashes = _split_known(group, identifier_attribute, earlier)
+    good: list[tuple[Product, str]] = []
+    bad: list[tuple[str, str]] = []
+    for page in to_parse:
+        g, b = _parse_page(page, identifier_attribute, hashes)
+        good.extend(g)
+        bad.extend(b)
+    return good, bad, known
+
+
+@contextmanager
+def _read_ahead(
+    groups: Iterator[tuple[list[Page], str | None, bool]], identifier_attribute: str
+) -> Iterator[Iterator[_Ready]]:
+    """The groups, each fetched from the PIM, decoded, hashed and parsed by a thread one group
+    ahead of the caller, who writes them: the PIM's answer and the decoding of group N+1
+    overlap the database's work on group N (the reader used to wait for each in turn).
+
+    At most one prepared group waits. What the thread raises (a PIM error, throttling) is
+    raised by the iterator, where the reader read before. Leaving the block stops the thread
+    and waits for it (at most the page it is fetching); a group it read ahead and nobody
+    wrote is read again by the next slice, from the last committed resume token.
+    """
+    handoff: queue.Queue[Any] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def hand(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                handoff.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        earlier: set[str] = set()
+        try:
+            for group, token, exhausted in groups:
+                parts = _prepare_group(group, identifier_attribute, earlier)
+                earlier.update(p.identifier for p, _ in parts[0])
+                earlier.update(i["identifier"] for i in parts[2])
+                ready = (group, token, exhausted, parts)
+                del group, parts
+                if not hand(ready):
+                    return
+                del ready
+                if exhausted:
+                    break
+            hand(_END)
+        except BaseException as exc:  # handed over whole: the reader raises it
+            hand(_ReadFailed(exc))
+        finally:
+            close = getattr(groups, "close", None)
+            if callable(close):
+                close()  # the PIM's page iterator ends in the thread that ran it
+
+    worker = threading.Thread(
+        target=contextvars.copy_context().run,  # the run's log context
+        args=(produce,),
+        name="pimsync-read-ahead",
+        daemon=True,
+    )
+    worker.start()
+
+    def ready() -> Iterator[_Ready]:
+        while True:
+            try:
+                item = handoff.get(timeout=1.0)
+            except queue.Empty:
+                if worker.is_alive() or not handoff.empty():
+                    continue
+                raise RuntimeError("the PIM read-ahead thread ended without a word") from None
+            if item is _END:
+                return
+            if item.__class__ is _ReadFailed:
+                raise item.exc
+            yield item
+            del item
+
+    try:
+        yield ready()
+    finally:
+        stop.set()  # a thread waiting to hand over a group gives up within 0.1 s
+        worker.join()
 
 
 def _refresh_definitions(ctx: SyncContext, source: Any, force: bool) -> None:
@@ -370,18 +481,14 @@ def _commit_group(
     token: str | None,
     exhausted: bool,
     identifier_attribute: str = "sku",
+    parts: _Parts | None = None,
 ) -> bool:
     """One transaction: the pages' products in the mirror, their units planned, the token
     saved. False when the run stopped (aborted, cancelled, lease lost): nothing is written
-    by a reader whose lease another reader of the run holds now (its fencing token)."""
+    by a reader whose lease another reader of the run holds now (its fencing token).
+    ``parts``: the group as _prepare_group judged it (by the read-ahead thread)."""
     settings = ctx.settings
-    good: list[tuple[Product, str]] = []
-    bad: list[tuple[str, str]] = []
-    to_parse, known, hashes = _split_known(group, identifier_attribute)
-    for page in to_parse:
-        g, b = _parse_page(page, identifier_attribute, hashes)
-        good.extend(g)
-        bad.extend(b)
+    good, bad, known = parts if parts is not None else _prepare_group(group, identifier_attribute)
     now = ctx.now()
     with session_scope() as session:
         run = repo.get_run(session, run_id, for_update=True)

@@ -3,6 +3,7 @@ are read and published, the ETA, the metrics and the CLI's plain lines."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -172,8 +173,17 @@ def test_a_full_sync_records_total_and_done_as_it_reads(harness: Any, monkeypatc
     seen: list[dict[str, Any]] = []
 
     def look(n: int) -> None:
-        if n != 3:  # the third page is read: two groups of 20 are committed
+        if n != 3:  # the third page is read: two groups of 20 are committed, or being so
             return
+        # the reader writes group N while the next page is fetched (app.sync.ingest's read
+        # ahead): wait for the second group's commit, which nothing here holds up
+        deadline = time.monotonic() + 10
+        while True:
+            with session_scope() as s:
+                (read,) = [r for r in repo.running_runs(s) if r.channel is None]
+                if read.read >= 40 or time.monotonic() > deadline:
+                    break
+            time.sleep(0.02)
         with session_scope() as s:
             (read,) = [r for r in repo.running_runs(s) if r.channel is None]
             p = run_progress(read, datetime.now(UTC))
