@@ -7,7 +7,8 @@ they fill: decoding a product took about 3x as long (bench/full_sync.py). JSON p
 reference cycles; the few cycles a unit of work makes (sessions, transactions) are collected
 as soon as the pause ends, because the collector's counters kept running while it was off.
 
-The pause is scoped to one unit of work (an ingest group, a publish message), never to a whole
+The pause is scoped to one unit of work (a publish message; an ingest slice, bounded in time,
+whose reader collects the young generation after each group it writes), never to a whole
 task, so the garbage a long task makes cannot pile up.
 """
 

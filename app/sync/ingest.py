@@ -10,6 +10,7 @@ committed page (the run's resume token).
 from __future__ import annotations
 
 import contextvars
+import gc
 import queue
 import threading
 import uuid
@@ -329,15 +330,20 @@ def _read_slice(
         resume=resume,
     )
     groups = _groups(pages, settings.publish_batch_size)
-    # One pause of the collector for the slice (bounded by PIMSYNC_INGEST_SLICE_SECONDS): the
-    # next group is decoded by the read-ahead thread while this one is written, so the groups
-    # overlap and a pause per group would leave the collector on while one of them decodes.
+    # One pause of the collector for the slice (bounded by PIMSYNC_INGEST_SLICE_SECONDS), with
+    # a young collection after each group: the next group is decoded by the read-ahead thread
+    # while this one is written, so a pause per group would leave the collector on while one
+    # of them decodes (see app.gcpause).
     with collector_paused(), _read_ahead(groups, identifier_attribute) as prepared:
         for group, token, exhausted, parts in prepared:
             committed = _commit_group(
                 ctx, run_id, lease, group, token, exhausted, identifier_attribute, parts
             )
             del group, parts
+            # the collector is off for the slice: what the written group left in reference
+            # cycles (its session, its ORM rows) goes now, before the next group is taken;
+            # young objects only (the group read ahead, alive, is walked once, then promoted)
+            gc.collect(1)
             if not committed or exhausted:
                 return True
             if ctx.now() >= deadline:
@@ -387,21 +393,25 @@ def _read_ahead(
     ahead of the caller, who writes them: the PIM's answer and the decoding of group N+1
     overlap the database's work on group N (the reader used to wait for each in turn).
 
-    At most one prepared group waits. What the thread raises (a PIM error, throttling) is
-    raised by the iterator, where the reader read before. Leaving the block stops the thread
+    At most one prepared group waits, and the thread reads no further until the reader takes
+    it: two groups are alive at a time (the one written, the next). What the thread raises
+    (a PIM error, throttling) is raised by the iterator, where the reader read before.
+    Leaving the block stops the thread
     and waits for it (at most the page it is fetching); a group it read ahead and nobody
     wrote is read again by the next slice, from the last committed resume token.
     """
     handoff: queue.Queue[Any] = queue.Queue(maxsize=1)
     stop = threading.Event()
+    taken = threading.Event()
 
     def hand(item: Any) -> bool:
+        """Hand ``item`` over and wait until the reader takes it: it takes group N+1 once
+        group N is written and freed, so no more than two groups are ever alive."""
+        taken.clear()
+        handoff.put(item)  # empty: the reader took the one before
         while not stop.is_set():
-            try:
-                handoff.put(item, timeout=0.1)
+            if taken.wait(0.1):
                 return True
-            except queue.Full:
-                continue
         return False
 
     def produce() -> None:
@@ -442,6 +452,7 @@ def _read_ahead(
                 if worker.is_alive() or not handoff.empty():
                     continue
                 raise RuntimeError("the PIM read-ahead thread ended without a word") from None
+            taken.set()
             if item is _END:
                 return
             if item.__class__ is _ReadFailed:
