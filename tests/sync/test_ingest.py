@@ -11,7 +11,7 @@ import copy
 import logging
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -20,14 +20,17 @@ import structlog
 from sqlalchemy import select
 from structlog.testing import capture_logs
 
+from app.config import Settings
 from app.db import session_scope
+from app.dev import generator
 from app.pim import repository as pim_repo
 from app.pim.models import PimProduct
 from app.pim.product import MAX_PRODUCT_BYTES, content_hash, parse_product
 from app.pim.source import Page
-from app.sync import ingest
+from app.sync import ingest, runs
 from app.sync import repository as repo
-from app.sync.models import DeadLetter, SyncLock, SyncRun
+from app.sync.context import SyncContext
+from app.sync.models import DeadLetter, SyncBatch, SyncLock, SyncRun
 from tests.sync.conftest import Harness
 from tests.sync.memory_source import MemorySource
 
@@ -685,3 +688,443 @@ def test_a_delta_read_sets_aside_what_the_mirror_holds_and_lets_every_channel_ca
         assert repo.get_cursor(s, "ingest") == "2026-11-27T10:00:00+00:00"
         assert s.get(PimProduct, "BAD-1") is not None
     assert "ingest:delta" not in held_locks()
+
+
+# --- definitions, planning -----------------------------------------------------------------
+
+
+class DefinitionsSource:
+    """A PIM whose definitions are counted as they are read (and its client's cache dropped)."""
+
+    name = "counted"
+
+    def __init__(self, can_invalidate: bool = True) -> None:
+        self.reads = 0
+        self.invalidated = 0
+        if not can_invalidate:
+            self.invalidate_definitions = None
+
+    def invalidate_definitions(self) -> None:  # type: ignore[no-redef]
+        self.invalidated += 1
+
+    def definitions(self) -> Any:
+        self.reads += 1
+        return generator.generated_definitions()
+
+
+def test_definitions_are_read_again_once_they_are_as_old_as_the_refresh_period(
+    harness: Harness, debug_logs: list[dict[str, Any]]
+) -> None:
+    source = DefinitionsSource()
+    clock = {"now": T0}
+    harness.ctx.clock = lambda: clock["now"]
+    period = harness.ctx.settings.definitions_refresh_seconds
+    assert period == 3600
+
+    def refresh(at: datetime, force: bool = False) -> tuple[int, datetime | None]:
+        clock["now"] = at
+        ingest._refresh_definitions(harness.ctx, source, force)
+        with session_scope() as s:
+            return source.reads, pim_repo.definitions_fetched_at(s)
+
+    assert refresh(T0) == (1, T0)  # none stored yet
+    assert refresh(T0 + timedelta(seconds=3599)) == (1, T0)
+    assert refresh(T0 + timedelta(seconds=3600)) == (2, T0 + timedelta(seconds=3600))
+    assert refresh(T0 + timedelta(seconds=3601), force=True) == (3, T0 + timedelta(seconds=3601))
+    assert source.invalidated == 3
+    with session_scope() as s:
+        digest = pim_repo.definitions_hash(s)
+    assert digest is not None
+    line = {"event": "definitions_refreshed", "log_level": "info", "source": "counted"}
+    assert ingest_lines(debug_logs) == [dict(line, hash=digest)] * 3
+    # a source without a cache to drop is read all the same
+    plain = DefinitionsSource(can_invalidate=False)
+    ingest._refresh_definitions(harness.ctx, plain, True)
+    assert (plain.reads, plain.invalidated) == (1, 0)
+
+
+def test_a_channels_batches_are_planned_counted_and_released_up_to_its_cap(
+    pg_db: str,
+) -> None:
+    sent: list[tuple[list[int], dict[str, Any] | None]] = []
+
+    class Dispatcher:
+        def publish(
+            self, ids: list[int], countdown: float = 0.0, summary: dict[str, Any] | None = None
+        ) -> None:
+            sent.append((ids, summary))
+
+    ctx = SyncContext(
+        Settings(publish_batch_size=2, channel_inflight_batches=2),
+        Dispatcher(),  # type: ignore[arg-type]
+        lambda: None,  # type: ignore[arg-type,return-value]
+        clock=lambda: T0,
+    )
+    with session_scope() as s:
+        parent = repo.create_run(s, "full", None, T0)
+        child = repo.create_run(s, "full", "web", T0, parent_id=parent.id)
+        child_id = child.id
+        planned = ingest._plan_batches(
+            s, ctx, child, ["A", "B", "C", "D", "E"], failed=1, group_key="g"
+        )
+        assert planned.id == child_id
+        assert not sent  # sent once committed
+    run = run_row(child_id)
+    assert (run.planned_units, run.planned_batches, run.failed, run.heartbeat_at) == (6, 3, 1, T0)
+    with session_scope() as s:
+        batches = [
+            (b.channel, b.skus, b.units, b.status, b.group_key)
+            for b in s.execute(
+                select(SyncBatch).where(SyncBatch.run_id == child_id).order_by(SyncBatch.id)
+            ).scalars()
+        ]
+        ids = list(
+            s.execute(
+                select(SyncBatch.id).where(SyncBatch.run_id == child_id).order_by("id")
+            ).scalars()
+        )
+    assert batches == [
+        ("web", ["A", "B"], 2, "enqueued", "g:0"),
+        ("web", ["C", "D"], 2, "enqueued", "g:1"),
+        ("web", ["E"], 1, "pending", "g:2"),
+    ]
+    assert sent == [
+        ([ids[0]], {"channels": ["web"], "units": 2}),
+        ([ids[1]], {"channels": ["web"], "units": 2}),
+    ]
+
+
+# --- one group's commit ----------------------------------------------------------------------
+
+
+def begin_full(h: Harness, channels: list[str]) -> uuid.UUID:
+    """A full sync started, its read lease taken by the reader ``reader``."""
+    h.ctx.clock = lambda: T0
+    with session_scope() as s:
+        run = ingest.start_full(s, h.ctx, channels)
+        assert run is not None
+        run_id = run.id
+    return take_read(h, run_id)
+
+
+def take_read(h: Harness, run_id: uuid.UUID) -> uuid.UUID:
+    h.dispatcher.queue.clear()
+    with session_scope() as s:
+        lease = repo.acquire_lock(
+            s, runs.ingest_lease(run_id), run_id, timedelta(minutes=5), T0, token="reader"
+        )
+        assert lease.acquired
+    return run_id
+
+
+def commit(
+    h: Harness,
+    run_id: uuid.UUID,
+    items: list[Any],
+    exhausted: bool = False,
+    lease: str = "reader",
+    attribute: str = "sku",
+) -> bool:
+    token = None if exhausted else "next"
+    group = [Page(items=items, next_cursor=token)]
+    return ingest._commit_group(h.ctx, run_id, lease, group, token, exhausted, attribute)
+
+
+def mirrored() -> list[str]:
+    with session_scope() as s:
+        return sorted(s.execute(select(PimProduct.identifier)).scalars())
+
+
+def batches_of(run_id: uuid.UUID) -> list[tuple[list[str], str]]:
+    with session_scope() as s:
+        q = select(SyncBatch).where(SyncBatch.run_id == run_id).order_by(SyncBatch.id)
+        return [(b.skus, b.status) for b in s.execute(q).scalars()]
+
+
+def test_a_reader_whose_lease_another_reader_holds_writes_nothing(
+    harness: Harness, debug_logs: list[dict[str, Any]]
+) -> None:
+    run_id = begin_full(harness, ["de_storefront"])
+    assert commit(harness, run_id, [product("A")], lease="another reader") is False
+    assert ingest_lines(debug_logs) == [
+        {
+            "event": "ingest_lease_lost",
+            "log_level": "warning",
+            "reason": "another reader of this run holds it now",
+        }
+    ]
+    assert mirrored() == [] and run_row(run_id).read == 0
+    assert commit(harness, run_id, [product("A")]) is True
+    assert mirrored() == ["A"] and run_row(run_id).read == 1
+
+
+def test_a_read_whose_run_stopped_writes_nothing(harness: Harness) -> None:
+    run_id = begin_full(harness, ["de_storefront"])
+    with session_scope() as s:
+        run = repo.get_run(s, run_id)
+        assert run is not None
+        repo.finish_run(s, run, "cancelled", T0)
+    assert commit(harness, run_id, [product("A")]) is False
+    assert mirrored() == [] and run_row(run_id).read == 0
+
+
+def test_a_full_read_with_no_channel_run_left_ends_there(harness: Harness) -> None:
+    for exhausted, status, error in [
+        (False, "cancelled", "no channel run left to feed"),
+        (True, "completed", None),
+    ]:
+        run_id = begin_full(harness, ["de_storefront"])
+        kid = children(run_id)["de_storefront"]
+        with session_scope() as s:
+            repo.finish_run(s, s.get(SyncRun, kid.id), "cancelled", T0)
+            repo.release_lock(s, "full:de_storefront", kid.id)
+        assert commit(harness, run_id, [product("A")], exhausted=exhausted) is False
+        run = run_row(run_id)
+        assert (run.status, run.error, run.finished_at, run.read) == (status, error, T0, 0)
+        assert mirrored() == []
+
+
+def test_a_channel_run_whose_lease_was_taken_over_is_abandoned(harness: Harness) -> None:
+    run_id = begin_full(harness, ["at_storefront", "de_storefront", "uk_marketplace"])
+    kids = children(run_id)
+    with session_scope() as s:  # another run holds de_storefront's lease, nobody uk's
+        other = repo.create_run(s, "full", "de_storefront", T0).id
+        s.delete(s.get(SyncLock, "full:de_storefront"))
+        s.delete(s.get(SyncLock, "full:uk_marketplace"))
+        s.flush()
+        assert repo.acquire_lock(s, "full:de_storefront", other, timedelta(minutes=5), T0).acquired
+    assert commit(harness, run_id, [product("A"), product("B")]) is True
+    after = children(run_id)
+    for code in ("de_storefront", "uk_marketplace"):
+        assert (after[code].status, after[code].error, after[code].finished_at) == (
+            "abandoned",
+            "its lease was taken over by another run",
+            T0,
+        )
+    assert after["at_storefront"].status == "running"
+    assert batches_of(kids["at_storefront"].id) == [(["A", "B"], "enqueued")]
+    assert run_row(run_id).read == 2
+
+
+def test_a_delta_read_whose_lease_was_taken_over_is_abandoned(harness: Harness) -> None:
+    harness.ctx.clock = lambda: T0
+    with session_scope() as s:
+        run_id = ingest.start_delta(s, harness.ctx).id
+    take_read(harness, run_id)
+    assert commit(harness, run_id, [product("A")]) is True
+    assert run_row(run_id).read == 1
+    with session_scope() as s:
+        other = repo.create_run(s, "delta", None, T0).id
+        s.delete(s.get(SyncLock, "ingest:delta"))
+        s.flush()
+        assert repo.acquire_lock(s, "ingest:delta", other, timedelta(minutes=5), T0).acquired
+    assert commit(harness, run_id, [product("B")]) is False
+    run = run_row(run_id)
+    assert (run.status, run.error, run.read) == (
+        "abandoned",
+        "its lease was taken over by another run",
+        1,
+    )
+    assert mirrored() == ["A"]
+
+
+def test_a_read_that_refused_every_product_fails_saying_why(harness: Harness) -> None:
+    run_id = begin_full(harness, ["de_storefront"])
+    no_sku = product(None, values={"ean": [{"locale": None, "scope": None, "data": "E1"}]})
+    assert commit(harness, run_id, [no_sku, product("B", enabled=1)], exhausted=False) is True
+    assert run_row(run_id).status == "running"  # more may come
+    assert commit(harness, run_id, [product("C", enabled=0)], exhausted=True) is True
+    run = run_row(run_id)
+    assert (run.status, run.read, run.rejected) == ("failed", 3, 3)
+    assert run.error == (
+        "every product read (3) was rejected (identifier attribute 'sku'; set "
+        "PIMSYNC_IDENTIFIER_ATTRIBUTE if the SKU is elsewhere); first reason: product 'C': "
+        "field 'enabled': must be true or false, got 0"
+    )
+    kid = children(run_id)["de_storefront"]
+    assert (kid.status, kid.planned_units, kid.failed) == (
+        "failed",
+        3,
+        3,
+    )
+
+
+def test_a_last_group_of_only_page_errors_fails_the_read_with_its_first_error(
+    harness: Harness,
+) -> None:
+    run_id = begin_full(harness, ["de_storefront"])
+    group = [Page(items=[], errors=["line 1: not JSON", "line 2: not JSON"])]
+    assert ingest._commit_group(harness.ctx, run_id, "reader", group, None, True, "ean")
+    run = run_row(run_id)
+    assert (run.status, run.read, run.rejected) == ("failed", 2, 2)
+    assert run.error == (
+        "every product read (2) was rejected (identifier attribute 'ean'; set "
+        "PIMSYNC_IDENTIFIER_ATTRIBUTE if the SKU is elsewhere); first reason: line 1: not JSON"
+    )
+
+
+def test_a_read_of_nothing_completes(harness: Harness) -> None:
+    run_id = begin_full(harness, ["de_storefront"])
+    assert commit(harness, run_id, [], exhausted=True) is True
+    run = run_row(run_id)
+    assert (run.status, run.read, run.rejected, run.error) == ("completed", 0, 0, None)
+
+
+# --- slices ----------------------------------------------------------------------------------
+
+
+def sliced_catalog(monkeypatch: pytest.MonkeyPatch, harness: Harness, count: int) -> Harness:
+    """``count`` generated products, two to a page and a group, on a clock the test moves."""
+    from app.config import reset_settings_cache
+
+    monkeypatch.setenv("PIMSYNC_AKENEO_PAGE_SIZE", "2")
+    monkeypatch.setenv("PIMSYNC_PUBLISH_BATCH_SIZE", "2")
+    reset_settings_cache()
+    harness.reload_settings()
+    harness.source = MemorySource.generated(count)
+    return harness
+
+
+def test_a_slice_reads_until_its_time_is_up_then_hands_the_read_on(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, debug_logs: list[dict[str, Any]]
+) -> None:
+    h = sliced_catalog(monkeypatch, harness, 6)
+    clock = {"now": T0}
+    h.ctx.clock = lambda: clock["now"]
+    assert h.ctx.settings.ingest_slice_seconds == 120
+    definitions = []
+    h.source.definitions = lambda: definitions.append(1) or generator.generated_definitions()
+
+    def minute_per_page(page_no: int) -> None:
+        clock["now"] += timedelta(seconds=60)
+
+    h.source.on_page = minute_per_page
+    with session_scope() as s:
+        run = ingest.start_full(s, h.ctx, ["de_storefront"])
+        assert run is not None
+        run_id = run.id
+    h.dispatcher.queue.clear()
+    # the second page is committed at exactly the slice's end: the read is handed on
+    assert ingest.ingest_slice(h.ctx, run_id, "reader-1") is False
+    run = run_row(run_id)
+    assert (run.status, run.read, run.resume_token) == ("running", 4, "4")
+    assert [m for m in h.dispatcher.queue if m[0] == "ingest"] == [("ingest", (run_id,))]
+    assert runs.ingest_lease(run_id) not in held_locks()
+    assert len(definitions) == 1  # a full sync's first slice reads them, whatever their age
+    h.dispatcher.queue.clear()
+    assert ingest.ingest_slice(h.ctx, run_id, "reader-2") is True
+    run = run_row(run_id)
+    assert (run.status, run.read, run.resume_token) == ("completed", 6, None)
+    assert len(definitions) == 1  # not on a later slice
+    assert [e["read"] for e in ingest_lines(debug_logs) if e["event"] == "ingest_page"] == [
+        2,
+        4,
+        6,
+    ]
+
+
+def test_a_slice_of_a_run_that_ended_or_is_read_by_another_reader_reads_nothing(
+    harness: Harness, debug_logs: list[dict[str, Any]]
+) -> None:
+    harness.ctx.clock = lambda: T0
+    assert ingest.ingest_slice(harness.ctx, uuid.uuid4(), "reader") is True
+    with session_scope() as s:
+        run = ingest.start_full(s, harness.ctx, ["de_storefront"])
+        assert run is not None
+        run_id = run.id
+    with session_scope() as s:
+        lease = repo.acquire_lock(
+            s, runs.ingest_lease(run_id), run_id, timedelta(minutes=5), T0, token="first"
+        )
+        assert lease.acquired
+    assert ingest.ingest_slice(harness.ctx, run_id, "second") is True
+    assert ingest_lines(debug_logs) == [
+        {
+            "event": "ingest_slice_skipped",
+            "log_level": "info",
+            "reason": "another reader holds the run's lease",
+        }
+    ]
+    assert harness.source.reads == 0 and run_row(run_id).read == 0
+    with session_scope() as s:
+        run = repo.get_run(s, run_id)
+        assert run is not None
+        repo.finish_run(s, run, "cancelled", T0)
+    assert ingest.ingest_slice(harness.ctx, run_id, "first") is True
+    assert harness.source.reads == 0
+
+
+def test_a_failed_slice_keeps_its_lease_under_the_readers_name(harness: Harness) -> None:
+    from app.pim.source import TransientSourceError
+
+    harness.ctx.clock = lambda: T0
+    with session_scope() as s:
+        run = ingest.start_full(s, harness.ctx, ["de_storefront"])
+        assert run is not None
+        run_id = run.id
+    harness.source.fail_reads = 2
+    reader = "0123456789abcdef0123456789abcdef-retry"  # a Celery task id is 36 characters
+    with pytest.raises(TransientSourceError):
+        ingest.ingest_slice(harness.ctx, run_id, reader)
+    with session_scope() as s:
+        lock = s.get(SyncLock, runs.ingest_lease(run_id))
+        assert lock is not None
+        assert (lock.run_id, lock.token) == (run_id, "0123456789abcdef0123456789abcdef")
+    # the task's retry (same reader) takes it back at once; another reader may not
+    with pytest.raises(TransientSourceError):
+        ingest.ingest_slice(harness.ctx, run_id, reader)
+    assert ingest.ingest_slice(harness.ctx, run_id, None) is True  # skipped: reads nothing
+    assert harness.source.reads == 2
+    assert ingest.ingest_slice(harness.ctx, run_id, reader) is True
+    assert run_row(run_id).status == "completed"
+
+
+def test_a_read_whose_identifier_attribute_the_pim_does_not_have_fails(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.config import reset_settings_cache
+
+    monkeypatch.setenv("PIMSYNC_IDENTIFIER_ATTRIBUTE", "name")
+    reset_settings_cache()
+    harness.reload_settings()
+    harness.ctx.clock = lambda: T0
+    with session_scope() as s:
+        run = ingest.start_full(s, harness.ctx, ["de_storefront"])
+        assert run is not None
+        run_id = run.id
+    harness.dispatcher.queue.clear()
+    assert ingest.ingest_slice(harness.ctx, run_id, "reader") is True
+    run = run_row(run_id)
+    assert (run.status, run.read) == ("failed", 0)
+    assert run.error == (
+        "the identifier attribute 'name' is not one of the PIM's identifier attributes "
+        "('sku' is; fix or unset PIMSYNC_IDENTIFIER_ATTRIBUTE)"
+    )
+    assert harness.source.reads == 0
+
+
+def test_a_delta_slice_reads_what_changed_since_its_cursor_with_the_definitions_it_has(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = sliced_catalog(monkeypatch, harness, 3)  # updated 00:00:00, 00:00:37, 00:01:14
+    definitions = []
+    h.source.definitions = lambda: definitions.append(1) or generator.generated_definitions()
+    h.ctx.clock = lambda: T0
+    ingest._refresh_definitions(h.ctx, h.source, force=True)
+    h.ctx.clock = lambda: T0 + timedelta(seconds=3599)  # still fresh for a delta
+    with session_scope() as s:  # less the 120 s overlap: since 2026-01-01T00:00:00
+        repo.set_cursor(s, "ingest", "2026-01-01T00:02:00+00:00", T0, None)
+        run_id = ingest.start_delta(s, h.ctx).id
+    h.dispatcher.queue.clear()
+    assert ingest.ingest_slice(h.ctx, run_id, "reader") is True
+    run = run_row(run_id)
+    assert (run.status, run.read) == ("completed", 2)
+    assert len(definitions) == 1
+    with session_scope() as s:
+        assert repo.get_cursor(s, "ingest") == (T0 + timedelta(seconds=3599)).isoformat()
+    h.ctx.clock = lambda: T0 + timedelta(seconds=3600)  # stale: a delta's first slice reads them
+    with session_scope() as s:
+        run_id = ingest.start_delta(s, h.ctx).id
+    h.dispatcher.queue.clear()
+    assert ingest.ingest_slice(h.ctx, run_id, "reader") is True
+    assert run_row(run_id).read == 0 and len(definitions) == 2
