@@ -30,7 +30,7 @@ from app.pim.source import Page
 from app.sync import ingest, runs
 from app.sync import repository as repo
 from app.sync.context import SyncContext
-from app.sync.models import DeadLetter, SyncBatch, SyncLock, SyncRun
+from app.sync.models import DeadLetter, SyncBatch, SyncCursor, SyncLock, SyncRun
 from tests.sync.conftest import Harness
 from tests.sync.memory_source import MemorySource
 
@@ -1128,3 +1128,157 @@ def test_a_delta_slice_reads_what_changed_since_its_cursor_with_the_definitions_
     h.dispatcher.queue.clear()
     assert ingest.ingest_slice(h.ctx, run_id, "reader") is True
     assert run_row(run_id).read == 0 and len(definitions) == 2
+
+
+def test_batches_of_a_run_without_a_channel_or_refusals(pg_db: str) -> None:
+    ctx = SyncContext(
+        Settings(publish_batch_size=500, channel_inflight_batches=4),
+        Recorder(),  # type: ignore[arg-type]
+        lambda: None,  # type: ignore[arg-type,return-value]
+        clock=lambda: T0,
+    )
+    with session_scope() as s:
+        run = repo.create_run(s, "full", None, T0)
+        run_id = run.id
+        ingest._plan_batches(s, ctx, run, ["A", "B"])
+    run = run_row(run_id)
+    assert (run.planned_units, run.planned_batches, run.failed) == (2, 1, 0)
+    with session_scope() as s:
+        q = select(SyncBatch.channel, SyncBatch.skus, SyncBatch.group_key)
+        assert s.execute(q.where(SyncBatch.run_id == run_id)).all() == [("", ["A", "B"], None)]
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.published: list[list[int]] = []
+
+    def publish(
+        self, ids: list[int], countdown: float = 0.0, summary: dict[str, Any] | None = None
+    ) -> None:
+        self.published.append(ids)
+
+
+def lease_expiries() -> dict[str, datetime]:
+    with session_scope() as s:
+        return {lk.name: lk.expires_at for lk in s.execute(select(SyncLock)).scalars()}
+
+
+def cursor_row() -> tuple[str, datetime, uuid.UUID | None] | None:
+    with session_scope() as s:
+        row = s.get(SyncCursor, "ingest")
+        return None if row is None else (row.value, row.updated_at, row.run_id)
+
+
+def test_a_committed_group_renews_the_leases_of_its_read_and_its_channel_runs(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    analysed: list[tuple[tuple[str, ...], float]] = []
+    monkeypatch.setattr(
+        ingest, "analyze_if_stale", lambda s, tables, share: analysed.append((tables, share))
+    )
+    run_id = begin_full(harness, ["de_storefront", "uk_marketplace"])
+    later = T0 + timedelta(minutes=3)
+    harness.ctx.clock = lambda: later
+    assert commit(harness, run_id, [product("A")]) is True
+    # the read's lease: three slices (the default 120 s each); a channel run's: lock_ttl, 600 s
+    assert lease_expiries() == {
+        runs.ingest_lease(run_id): later + timedelta(seconds=360),
+        "full:de_storefront": later + timedelta(seconds=600),
+        "full:uk_marketplace": later + timedelta(seconds=600),
+    }
+    # the tables a read fills, analysed when half their rows or more are new
+    assert analysed == [(("pim_product", "channel_product", "sync_batch"), 1.0)]
+    run = run_row(run_id)
+    assert (run.heartbeat_at, run.resume_token, run.read) == (later, "next", 1)
+    with session_scope() as s:
+        a = s.get(PimProduct, "A")
+        assert a is not None
+        assert (a.last_seen_run, a.last_seen_at, a.ingested_at) == (run_id, later, later)
+    # the same product again, unchanged: only marked seen, by this run, now
+    even_later = later + timedelta(minutes=1)
+    harness.ctx.clock = lambda: even_later
+    assert commit(harness, run_id, [product("A")]) is True
+    with session_scope() as s:
+        a = s.get(PimProduct, "A")
+        assert a is not None
+        assert (a.last_seen_run, a.last_seen_at, a.ingested_at) == (run_id, even_later, later)
+
+
+def test_a_delta_group_renews_the_delta_lease(harness: Harness) -> None:
+    harness.ctx.clock = lambda: T0
+    with session_scope() as s:
+        run_id = ingest.start_delta(s, harness.ctx).id
+    take_read(harness, run_id)
+    later = T0 + timedelta(minutes=3)
+    harness.ctx.clock = lambda: later
+    assert commit(harness, run_id, [product("A")]) is True
+    assert lease_expiries() == {
+        runs.ingest_lease(run_id): later + timedelta(seconds=360),
+        "ingest:delta": later + timedelta(seconds=600),
+    }
+
+
+def test_a_read_refusing_a_product_the_mirror_holds_still_sees_it(harness: Harness) -> None:
+    mirror(product("KNOWN"))
+    run_id = begin_full(harness, ["de_storefront"])
+    later = T0 + timedelta(minutes=1)
+    harness.ctx.clock = lambda: later
+    items = [
+        product("KNOWN", enabled="no"),
+        product("OTHER", enabled=2),
+        product("KNOWN", enabled=1),
+    ]
+    # called without the identifier attribute: the SKU is where Akeneo keeps it by default
+    group = [Page(items=items, next_cursor="t", errors=["line 4: not JSON"])]
+    assert ingest._commit_group(harness.ctx, run_id, "reader", group, "t", False)
+    with session_scope() as s:
+        known = s.get(PimProduct, "KNOWN")
+        assert known is not None
+        assert (known.last_seen_run, known.last_seen_at) == (run_id, later)
+        letters = {
+            d.sku: (d.error, d.run_id, d.first_failed_at)
+            for d in s.execute(select(DeadLetter)).scalars()
+        }
+    # one dead letter per product, with its last reason
+    assert letters == {
+        "KNOWN": ("product 'KNOWN': field 'enabled': must be true or false, got 1", run_id, later),
+        "OTHER": ("product 'OTHER': field 'enabled': must be true or false, got 2", run_id, later),
+        "?": ("line 4: not JSON", run_id, later),
+    }
+    assert mirrored() == ["KNOWN"]
+    run = run_row(run_id)
+    assert (run.read, run.rejected) == (4, 4)
+
+
+def test_the_default_identifier_attribute_is_named_when_every_product_is_refused(
+    harness: Harness,
+) -> None:
+    run_id = begin_full(harness, ["de_storefront"])
+    group = [Page(items=[product(None)], next_cursor=None)]
+    assert ingest._commit_group(harness.ctx, run_id, "reader", group, None, True)
+    assert run_row(run_id).error == (
+        "every product read (1) was rejected (identifier attribute 'sku'; set "
+        "PIMSYNC_IDENTIFIER_ATTRIBUTE if the SKU is elsewhere); first reason: product "
+        "'<unknown>': field 'identifier': missing (no `identifier`, no `sku` value, no uuid)"
+    )
+
+
+def test_the_ingest_cursor_records_the_read_that_moved_it(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = small_catalog(monkeypatch, harness)
+    del h.source.products["BAD-1"]
+    run_id = h.full(["de_storefront"])
+    assert cursor_row() == ("2026-11-27T10:00:00+00:00", T0, run_id)
+    # a full read that started when the cursor already is leaves it (and who set it) alone
+    earlier = T0 - timedelta(hours=1)
+    with session_scope() as s:
+        repo.set_cursor(s, "ingest", "2026-11-27T10:00:00+00:00", earlier, None)
+    h.full(["de_storefront"])
+    assert cursor_row() == ("2026-11-27T10:00:00+00:00", earlier, None)
+    later = T0 + timedelta(minutes=5)
+    h.ctx.clock = lambda: later
+    with session_scope() as s:
+        delta_id = ingest.start_delta(s, h.ctx).id
+    h.drain()
+    assert cursor_row() == ("2026-11-27T10:05:00+00:00", later, delta_id)
