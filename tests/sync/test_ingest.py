@@ -830,6 +830,12 @@ def commit(
     return ingest._commit_group(h.ctx, run_id, lease, group, token, exhausted, attribute)
 
 
+def batch_ids(run_id: uuid.UUID) -> list[int]:
+    with session_scope() as s:
+        q = select(SyncBatch.id).where(SyncBatch.run_id == run_id).order_by(SyncBatch.id)
+        return list(s.execute(q).scalars())
+
+
 def mirrored() -> list[str]:
     with session_scope() as s:
         return sorted(s.execute(select(PimProduct.identifier)).scalars())
@@ -904,6 +910,27 @@ def test_a_channel_run_whose_lease_was_taken_over_is_abandoned(harness: Harness)
     assert after["at_storefront"].status == "running"
     assert batches_of(kids["at_storefront"].id) == [(["A", "B"], "enqueued")]
     assert run_row(run_id).read == 2
+    # the abandoned ones are planned nothing: no batch left pending, nothing sent for them
+    for code in ("de_storefront", "uk_marketplace"):
+        assert batches_of(kids[code].id) == [], code
+        assert (after[code].planned_units, after[code].planned_batches) == (0, 0), code
+    published = [args[0] for name, args in harness.dispatcher.queue if name == "publish"]
+    assert published == [batch_ids(kids["at_storefront"].id)]
+
+
+def test_a_full_read_whose_every_channel_run_was_taken_over_ends_there(harness: Harness) -> None:
+    run_id = begin_full(harness, ["de_storefront"])
+    kid = children(run_id)["de_storefront"]
+    with session_scope() as s:
+        other = repo.create_run(s, "full", "de_storefront", T0).id
+        s.delete(s.get(SyncLock, "full:de_storefront"))
+        s.flush()
+        assert repo.acquire_lock(s, "full:de_storefront", other, timedelta(minutes=5), T0).acquired
+    assert commit(harness, run_id, [product("A")]) is False
+    run = run_row(run_id)
+    assert (run.status, run.error, run.read) == ("cancelled", "no channel run left to feed", 0)
+    assert children(run_id)["de_storefront"].status == "abandoned"
+    assert batches_of(kid.id) == [] and mirrored() == []
 
 
 def test_a_delta_read_whose_lease_was_taken_over_is_abandoned(harness: Harness) -> None:
