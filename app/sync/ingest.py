@@ -514,10 +514,14 @@ def _commit_group(
         children = [c for c in repo.child_runs(session, run_id) if c.status == RUNNING]
         # Lock order everywhere: run row, then batch rows, then lease rows (publish tasks
         # do the same); so leases are only *read* here and renewed after planning.
+        taken_over = set()
         for child in children:
             holder = repo.lock_holder(session, runs.run_lock(child))
             if holder is None or holder.run_id != child.id:
                 runs.abandon(session, ctx, child.id, "its lease was taken over by another run")
+                taken_over.add(child.id)
+        # an abandoned channel run gets no batch (its open ones were just closed)
+        children = [c for c in children if c.id not in taken_over]
         if run.kind == DELTA and not repo.renew_lock(
             session, runs.DELTA_INGEST_LOCK, run.id, ctx.lock_ttl(), now
         ):
