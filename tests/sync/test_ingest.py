@@ -1022,10 +1022,16 @@ def test_a_slice_reads_until_its_time_is_up_then_hands_the_read_on(
     definitions = []
     h.source.definitions = lambda: definitions.append(1) or generator.generated_definitions()
 
-    def minute_per_page(page_no: int) -> None:
-        clock["now"] += timedelta(seconds=60)
+    # a minute per group written (not per page read: the next page is read ahead while a
+    # group is written, see test_read_ahead.py)
+    commit_group = ingest._commit_group
 
-    h.source.on_page = minute_per_page
+    def minute_per_group(*args: Any) -> bool:
+        done = commit_group(*args)
+        clock["now"] += timedelta(seconds=60)
+        return done
+
+    monkeypatch.setattr(ingest, "_commit_group", minute_per_group)
     with session_scope() as s:
         run = ingest.start_full(s, h.ctx, ["de_storefront"])
         assert run is not None
