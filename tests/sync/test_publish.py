@@ -21,6 +21,7 @@ from structlog.testing import capture_logs
 from app.channels.models import ChannelProduct
 from app.config import Settings
 from app.db import session_scope
+from app.maintenance import HOT_PATH_SHARE
 from app.mapping.errors import MappingError
 from app.pim import repository as pim_repo
 from app.pim.models import PimProduct
@@ -938,6 +939,44 @@ def test_products_the_pim_removed_are_disabled_in_every_channel(synced: Harness)
         sent.catalog == [{"at_storefront": ["GEN-0000004"], DE: ["GEN-0000001", "GEN-0000002"]}]
         and sent.projected == []
     )
+    with session_scope() as s:
+        reasons = {
+            r.sku: r.disabled_reason
+            for r in s.scalars(select(ChannelProduct).where(ChannelProduct.status == "removed"))
+        }
+    assert reasons == {"GEN-0000001": "removed", "GEN-0000002": "removed"}
+    # only the channels being published: de_storefront's row of another removed product stays
+    with session_scope() as s:
+        pim_repo.mark_removed(s, ["GEN-0000007"], T0)
+    (res,) = publish_to(["at_storefront"], ["GEN-0000007"]).values()
+    assert outcome(res) == (0, 0, 0, 0, 1, 0) and res.changes == []
+    assert row_states()["GEN-0000007"][0] == "published"
+
+
+def test_a_product_removed_between_the_two_reads_is_left_alone(
+    synced: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its head said it changed, its payload is gone by the time it is loaded: nothing is
+    decided for it (the removal's own publish disables it), and it is no failure."""
+    decide_again(*SKUS)
+    with session_scope() as s:
+        repo.upsert_dead_letters(
+            s, [publish._dead_letter(DE, "GEN-0000001", None, ValueError("old"), True, T0)]
+        )
+    real = pim_repo.load_products
+
+    def load_products(session: Any, identifiers: list[str]) -> Any:
+        loaded = real(session, identifiers)
+        del loaded["GEN-0000001"]
+        return loaded
+
+    monkeypatch.setattr(pim_repo, "load_products", load_products)
+    before = row_states()
+    (res,) = publish_to([DE], SKUS[:3]).values()
+    assert outcome(res) == (2, 0, 0, 0, 0, 0)
+    assert [c.sku for c in res.changes] == ["GEN-0000000", "GEN-0000002"]
+    assert row_states()["GEN-0000001"] == before["GEN-0000001"]
+    assert open_letters() == []  # nothing failed: its old dead letter is resolved
 
 
 def test_a_batch_projects_its_pages_itself_when_asked(synced: Harness) -> None:
@@ -1196,3 +1235,45 @@ def test_a_message_failing_midway_still_sends_what_it_released(
     assert sent.published == [([seconds[0]], {"channels": [DE], "units": 6})]
     assert "run_id" not in structlog.contextvars.get_contextvars()
     assert "channel" not in structlog.contextvars.get_contextvars()
+
+
+def test_a_batch_logs_under_its_run_and_channel_and_analyzes_the_hot_tables(
+    synced: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every log line of a batch names its run and channel; the hot tables' statistics are
+    refreshed (if stale) when a run ends and every eighth batch, not after each batch."""
+    decide_again(*SKUS)
+    with session_scope() as s:  # other batches first: the run's second gets a multiple of 8
+        filler = repo.create_run(s, "full", "b2b_portal", T0).id
+        last = repo.create_batches(s, filler, "b2b_portal", [["X"]])[0]
+        while (last + 2) % 8:
+            last = repo.create_batches(s, filler, "b2b_portal", [["X"]])[0]
+    run_id, ids = planned("republish", SKUS[:4], SKUS[4:8], SKUS[8:])
+    assert ids == [last + 1, last + 2, last + 3] and ids[1] % 8 == 0
+    seen: list[dict[str, Any]] = []
+    real = publish.publish_units
+
+    def publish_units(*args: Any, **kwargs: Any) -> Any:
+        seen.append(structlog.contextvars.get_contextvars())
+        return real(*args, **kwargs)
+
+    analyzed: list[tuple[Any, ...]] = []
+    monkeypatch.setattr(publish, "publish_units", publish_units)
+    monkeypatch.setattr(
+        publish,
+        "analyze_if_stale",
+        lambda session, tables, share: analyzed.append((tables, share)),
+    )
+    hot = (("channel_product", "product_page"), HOT_PATH_SHARE)
+    sent = Recorder()
+    run_batch(ids[0], sent, channel_inflight_batches=1)
+    assert analyzed == []
+    with session_scope() as s:
+        second = s.get(SyncBatch, ids[1])
+        assert second is not None and (second.status, second.enqueued_at) == ("enqueued", T0 + MIN)
+    run_batch(ids[1], sent, at=T0 + 2 * MIN)
+    assert analyzed == [hot]
+    run_batch(ids[2], sent, at=T0 + 3 * MIN)
+    assert analyzed == [hot, hot] and run_row(run_id).status == "completed"
+    assert seen == [{"run_id": str(run_id), "channel": DE}] * 3
+    structlog.contextvars.clear_contextvars()
