@@ -1277,3 +1277,31 @@ def test_a_batch_logs_under_its_run_and_channel_and_analyzes_the_hot_tables(
     assert analyzed == [hot, hot] and run_row(run_id).status == "completed"
     assert seen == [{"run_id": str(run_id), "channel": DE}] * 3
     structlog.contextvars.clear_contextvars()
+
+
+def test_without_options_a_unit_is_on_its_first_attempt_and_pages_follow_by_events(
+    synced: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    decide_again(*SKUS)
+    real = publish.evaluate
+
+    def evaluate(product: Product, rt: ChannelRuntime) -> UnitOutcome:
+        if product.identifier in ("GEN-0000001", "GEN-0000002"):
+            raise RuntimeError("DAM down")
+        return real(product, rt)
+
+    monkeypatch.setattr(publish, "evaluate", evaluate)
+    run_id, _ = planned("republish", SKUS)
+    sent = Recorder()
+    ctx = context(sent, at=T0 + MIN, publish_max_attempts=2, retry_backoff_base_seconds=0)
+    with session_scope() as s:
+        rt = REGISTRY.runtime(s, ctx.settings, DE)
+        one = publish.publish_units(s, ctx, rt, run_id, ["GEN-0000000", "GEN-0000001"])
+        many = publish.publish_channels(s, ctx, [rt], run_id, ["GEN-0000002", "GEN-0000004"])
+    assert (one.synced, one.retried, many[DE].synced, many[DE].retried) == (1, 1, 1, 1)
+    assert [(skus, attempt) for skus, _, attempt, _ in batches(run_id)[1:]] == [
+        (["GEN-0000001"], 2),
+        (["GEN-0000002"], 2),
+    ]
+    assert sent.projected == []
+    assert sent.catalog == [{DE: ["GEN-0000000", "GEN-0000004"]}]
