@@ -180,6 +180,7 @@ def test_a_run_without_failures_is_within_any_budget() -> None:
 
 def test_more_failures_than_the_limit_exceed_the_budget_whatever_the_sample() -> None:
     assert publish._over_budget(budget(max_failed=3), counted(failed=4))
+    assert publish._over_budget(budget(max_failed=0), counted(failed=1, synced=1))
     assert not publish._over_budget(budget(max_failed=3), counted(failed=3))
 
 
@@ -1246,7 +1247,7 @@ def test_a_batch_logs_under_its_run_and_channel_and_analyzes_the_hot_tables(
     with session_scope() as s:  # other batches first: the run's second gets a multiple of 8
         filler = repo.create_run(s, "full", "b2b_portal", T0).id
         last = repo.create_batches(s, filler, "b2b_portal", [["X"]])[0]
-        while (last + 2) % 8:
+        while (last + 2) % 8 or (last + 2) % 9 == 0:  # (not a multiple of 9 either)
             last = repo.create_batches(s, filler, "b2b_portal", [["X"]])[0]
     run_id, ids = planned("republish", SKUS[:4], SKUS[4:8], SKUS[8:])
     assert ids == [last + 1, last + 2, last + 3] and ids[1] % 8 == 0
