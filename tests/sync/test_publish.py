@@ -566,8 +566,9 @@ def test_a_delta_plans_the_changes_after_the_channel_cursor_in_batches(synced: H
         (SKUS[10:], "pending", 1),
     ]
     with session_scope() as s:
-        q = select(SyncBatch.id).where(SyncBatch.run_id == run_id).order_by(SyncBatch.id)
-        ids = list(s.scalars(q))
+        q = select(SyncBatch).where(SyncBatch.run_id == run_id).order_by(SyncBatch.id)
+        ids, enqueued = zip(*((b.id, b.enqueued_at) for b in s.scalars(q)), strict=True)
+    assert enqueued == (T0, T0, None)
     summary = {"channels": [DE], "units": 5}
     assert sent.published == [([ids[0]], summary), ([ids[1]], summary)]
     assert locks() == {"delta:de_storefront": (run_id, T0 + timedelta(seconds=600))}
