@@ -1,7 +1,13 @@
 """End-to-end full and delta sync of a generated catalog on real parts, against a bare COPY.
 
-    python -m bench.full_sync [--skus 50000] [--seed 7] [--delta 400] [--memory-compare 200000]
-                              [--copy-repeats 3] [--keep-logs]
+    python -m bench.full_sync [--skus 50000] [--seed 7] [--delta 400] [--copy-repeats 3]
+                              [--growth 10000,200000] [--scale-skus 10000] [--scale 1,2,4]
+                              [--events-at-200 2000] [--events-at-1000 3000]
+                              [--skip events,growth,scale | --quick] [--keep-logs]
+
+One run measures every figure of issue 18's table and prints it beside its target, "met" or
+"not met" (stderr; ``targets`` in the JSON report); ``--skip`` (or ``--quick``: all three)
+leaves out the event, growth and scale-out parts, whose rows then read "skipped".
 
 What runs (everything on this machine):
 
@@ -32,9 +38,22 @@ After the cold phase the ``channel_product`` rows it wrote are exported (COPY TO
 ``--copy-repeats`` times with one bare ``COPY FROM`` into an empty table with the same indexes
 and TOAST compression (likewise ``product_page`` and ``pim_product``): the ratio of the cold
 sync to the bare COPY of the two tables the storefront reads (channel_product + product_page)
-is the figure that holds on a noisy machine. ``--memory-compare M`` adds a cold full sync of
-M SKUs (own PIM, database and worker) to compare the workers' peak memory, which must not grow
-with the catalog.
+is the figure that holds on a noisy machine. Then ``bench.floor`` measures the per-product
+Python work in this process on ``--floor-products`` products of the catalog.
+
+4. ``events`` (on the same catalog and pages, after the delta): the sync's worker makes way for
+   one on every queue and ``pimsync web``, as ``bench.events`` runs them, and its paced phase
+   runs twice: ``--events-at-200`` events offered at 200/s, then ``--events-at-1000`` at
+   1,000/s (the senders may not reach it: the rate they did is reported); event -> page
+   visible p99 of each.
+5. ``growth``: a cold full sync of each ``--growth`` size (own PIM, database and worker):
+   worker CPU per product at every size beside the main one (linear cost: within 10 %), and
+   the workers' peak RSS at the largest size over the main one (flat: within 10 %).
+6. ``scale``: a cold full sync of ``--scale-skus`` with each of ``--scale`` worker processes
+   (own PIM, database and worker): products/s per worker process, PostgreSQL's CPU per wall
+   second, and the concurrency after which one more step gains less than 10 % in either (the
+   saturation point); the sizing figures: products/s one database core serves (1000 / its
+   CPU ms per product) over what one worker process did at the fewest processes.
 
 Measured per phase: wall seconds, units/s, the runs' counters per channel, rows written
 (``channel_product`` inserts and version bumps, rows tagged with the phase's runs;
@@ -254,17 +273,25 @@ def run(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
                 renamed = rename_products(st.pim, args.skus, args.delta)
                 phases["delta"] = run_phase(st, "delta", len(renamed) * len(st.channels))
                 phases["delta"]["renamed_products"] = len(renamed)
+            save_partial(report, logs)
             if "events" not in args.skip:
                 report["events"] = event_latency(st, args)
+                save_partial(report, logs)
         if not args.cold_only:
             report["summary"] = summary(report)
         if "growth" not in args.skip:
             report["growth"] = cost_growth(report, args, redis_url, logs)
+            save_partial(report, logs)
         if "scale" not in args.skip:
             report["scale_out"] = scale_out(args, redis_url, logs)
     report["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     report["targets"] = targets(report)
     return report
+
+
+def save_partial(report: dict[str, Any], logs: Path) -> None:
+    """What is measured so far, in the logs folder (kept when a later part fails)."""
+    (logs / "report-partial.json").write_text(json.dumps(report, indent=2, default=str))
 
 
 # the event rates of issue 18's table: event -> page visible p99 at each
@@ -309,6 +336,10 @@ def cold_figures(phase: dict[str, Any], skus: int) -> dict[str, Any]:
         "worker_peak_rss_sum_mib": phase["worker_memory"]["max_rss_sum_mib"],
         "problems": phase["problems"],
     }
+
+
+def _ratio_of(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a is not None and b else None
 
 
 def _ratio(values: list[float]) -> float | None:
@@ -471,6 +502,10 @@ def summary(report: dict[str, Any]) -> dict[str, Any]:
         "ratio_warm_to_cold": round(warm["wall_seconds"] / cold["wall_seconds"], 3),
         "worker_cpu_ms_per_product_cold": _worker_cpu_ms_per_product(cold, skus),
         "worker_cpu_ms_per_product_warm": _worker_cpu_ms_per_product(warm, skus),
+        # the same ratio in worker CPU: what other load on the machine changes least
+        "ratio_worker_cpu_warm_to_cold": _ratio_of(
+            _worker_cpu_ms_per_product(warm, skus), _worker_cpu_ms_per_product(cold, skus)
+        ),
         # the sync's database CPU (its backends) over the bare COPYs' of the three tables
         "postgres_cpu_cold_s": pg_cold,
         "postgres_copy_cpu_s": round(copy_cpu_all, 1),
@@ -546,7 +581,8 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
             s.get("ratio_warm_to_cold"),
             0.15,
             "",
-            f"rows {s.get('warm_channel_rows_written')}, pages {s.get('warm_pages_written')}",
+            f"rows {s.get('warm_channel_rows_written')}, pages {s.get('warm_pages_written')}; "
+            f"worker CPU warm / cold {s.get('ratio_worker_cpu_warm_to_cold')}",
         ),
         (
             f"delta of {delta.get('renamed_products')} changed SKUs, to storefront",

@@ -311,7 +311,9 @@ def stack_for(
         stack.callback(worker.stop)
         worker.start()
         say(f"worker: ready (pid {worker.pid}, concurrency {processes})")
-        pim.ready(timeout=120 + skus / 200)
+        # it is watched for dying meanwhile: the limit is for a hung load, and generous (200,000
+        # products took over 18 minutes on the two loaded cores)
+        pim.ready(timeout=300 + skus / 40)
         say(f"reference PIM: ready after {time.perf_counter() - started:.0f}s")
         channels = sorted(load_channels(SAMPLE_DIR / "channels.yaml"))
         yield Stack(
