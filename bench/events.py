@@ -68,7 +68,7 @@ import psutil
 import psycopg
 from sqlalchemy import create_engine, text
 
-from app.config import SAMPLE_DIR, get_settings
+from app.config import get_settings
 from app.db import session_scope
 from app.pim.sources import open_source
 from app.sync import ingest
@@ -85,6 +85,7 @@ from bench.harness.stack import (
     point_this_process_at,
     redis_database,
     scratch_database,
+    stack_env,
 )
 
 SECRET = "bench-webhook-secret"
@@ -750,6 +751,51 @@ def published_skus(url: str, worker: Service, timeout: float = 120) -> list[str]
         engine.dispose()
 
 
+def event_env(coalesce: float, log_level: str = "WARNING") -> dict[str, str]:
+    """The settings of the event intake: the webhook's secret, the sources' tokens, the page
+    readers' token, PIM event coalescing."""
+    return {
+        "PIMSYNC_WEBHOOK_SECRET": SECRET,
+        "PIMSYNC_READ_TOKEN": READ_TOKEN,
+        "PIMSYNC_EVENT_SOURCE_TOKENS": json.dumps(TOKENS),
+        "PIMSYNC_EVENT_COALESCE_SECONDS": str(coalesce),
+        "PIMSYNC_LOG_LEVEL": log_level,
+    }
+
+
+def event_services(
+    env: dict[str, str],
+    logs: Path,
+    services: ExitStack,
+    concurrency: int,
+    *,
+    prefetch: int = 1,
+    pool: str = "prefork",
+    nice: int = 0,
+    web_workers: int = 1,
+) -> tuple[Web, Worker]:
+    """This process pointed at ``env``, then one worker on every queue and ``pimsync web``
+    started (stopped when ``services`` closes)."""
+    point_this_process_at(env)
+    worker = Worker(
+        env,
+        logs / "worker-events.log",
+        concurrency,
+        queues=QUEUES,
+        loglevel="WARNING",
+        extra=(f"--prefetch-multiplier={prefetch}",),
+        pool=pool,
+        nice=nice,
+    )
+    services.callback(worker.stop)
+    worker.start()
+    web = Web(env, logs / "web.log", web_workers)
+    services.callback(web.stop)
+    web.start()
+    say(f"events: web :{web.port}, worker pid {worker.pid} on every queue")
+    return web, worker
+
+
 @contextmanager
 def stack(args: argparse.Namespace, logs: Path) -> Iterator[tuple[str, Web, Worker]]:
 
@@ -759,39 +805,53 @@ def stack(args: argparse.Namespace, logs: Path) -> Iterator[tuple[str, Web, Work
         pim = ReferencePim(catalog, CREDENTIALS, logs / "reference-pim.log")
         st.callback(pim.stop)
         pim.start(timeout=120 + args.skus / 200)
-        env = {
-            "PIMSYNC_DATABASE_URL": url,
-            "PIMSYNC_BROKER_URL": redis_url,
-            "PIMSYNC_REDIS_URL": redis_url,
-            "PIMSYNC_PIM_SOURCE": pim.base,
-            "PIMSYNC_CHANNELS_FILE": str(SAMPLE_DIR / "channels.yaml"),
-            "PIMSYNC_CONTRACTS_DIR": str(SAMPLE_DIR / "contracts"),
-            "PIMSYNC_WEBHOOK_SECRET": SECRET,
-            "PIMSYNC_READ_TOKEN": READ_TOKEN,
-            "PIMSYNC_EVENT_SOURCE_TOKENS": json.dumps(TOKENS),
-            "PIMSYNC_EVENT_COALESCE_SECONDS": str(args.coalesce),
-            "PIMSYNC_LOG_JSON": "true",
-            "PIMSYNC_LOG_LEVEL": args.log_level,
-            **CREDENTIALS,
-        }
-        point_this_process_at(env)
-        worker = Worker(
+        env = stack_env(url, redis_url, pim.base, **event_env(args.coalesce, args.log_level))
+        web, worker = event_services(
             env,
-            logs / "worker.log",
+            logs,
+            st,
             args.concurrency,
-            queues=QUEUES,
-            loglevel="WARNING",
-            extra=(f"--prefetch-multiplier={args.prefetch}",),
+            prefetch=args.prefetch,
             pool=args.pool,
             nice=args.worker_nice,
+            web_workers=args.web_workers,
         )
-        st.callback(worker.stop)
-        worker.start()
-        web = Web(env, logs / "web.log", args.web_workers)
-        st.callback(web.stop)
-        web.start()
         say(f"stack ready: web :{web.port}, worker pid {worker.pid}, catalog {args.skus}")
         yield url, web, worker
+
+
+def event_phases(
+    url: str,
+    web: Web,
+    worker: Service,
+    phases: list[tuple[str, float, int, int]],
+    webhooks: float = 0.2,
+    sample: int = 0,
+) -> tuple[dict[str, Any], list[str]]:
+    """Event phases, each ``(name, rate per second (0: unpaced), events, seed)``, one after
+    the other against the pages a full sync wrote: their results by name, the SKUs with a
+    page in de_storefront and the poller's polls; and those SKUs. Events go to ``sample``
+    of the SKUs (spread over the catalog; 0: all), whose products the webhooks carry."""
+
+    skus = published_skus(url, worker)
+    if not skus:
+        raise RuntimeError("no published product in de_storefront")
+    chosen = skus
+    if sample and len(skus) > sample:
+        chosen = skus[:: len(skus) // sample][:sample]
+    pim = open_source(get_settings().pim_source)
+    products = {sku: pim.get(sku) for sku in chosen}  # untimed: what webhooks carry
+    found: dict[str, Any] = {"skus_with_pages": len(skus), "skus_sent_events": len(chosen)}
+    tracker = Tracker(url)
+    tracker.start()
+    try:
+        for name, rate, count, seed in phases:
+            events = make_events(chosen, count, seed, name, products, webhooks)
+            found[name] = event_phase(name, events, tracker, web, worker, rate)
+    finally:
+        tracker.stop()
+    found["poller_polls"] = tracker.polls
+    return found, skus
 
 
 def run(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
@@ -810,25 +870,13 @@ def run(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
     with stack(args, logs) as (url, web, worker):
         say("full sync of the catalog (untimed): the pages the events land on")
         full_sync(worker)
-        skus = published_skus(url, worker)
-        if not skus:
-            raise RuntimeError("no published product in de_storefront")
-        report["skus_with_pages"] = len(skus)
-
-        pim = open_source(get_settings().pim_source)
-        products = {sku: pim.get(sku) for sku in skus}  # untimed: what webhooks carry
-        tracker = Tracker(url)
-        tracker.start()
-        try:
-            if "paced" in args.phases:
-                paced = make_events(skus, args.events, 11, "paced", products, args.webhooks)
-                report["paced"] = event_phase("paced", paced, tracker, web, worker, args.rate)
-            if "burst" in args.phases:
-                burst = make_events(skus, args.events, 12, "burst", products, args.webhooks)
-                report["burst"] = event_phase("burst", burst, tracker, web, worker, 0)
-        finally:
-            tracker.stop()
-        report["poller_polls"] = tracker.polls
+        phases = [
+            (name, rate, args.events, seed)
+            for name, rate, seed in (("paced", args.rate, 11), ("burst", 0.0, 12))
+            if name in args.phases
+        ]
+        found, skus = event_phases(url, web, worker, phases, args.webhooks)
+        report.update(found)
         base = f"http://127.0.0.1:{web.port}"
         if "listings" in args.phases:
             report["listings"] = listing_phase(web, args.read_seconds)

@@ -1,7 +1,13 @@
 """End-to-end full and delta sync of a generated catalog on real parts, against a bare COPY.
 
-    python -m bench.full_sync [--skus 50000] [--seed 7] [--delta 400] [--memory-compare 200000]
-                              [--copy-repeats 3] [--keep-logs]
+    python -m bench.full_sync [--skus 50000] [--seed 7] [--delta 400] [--copy-repeats 3]
+                              [--growth 10000,200000] [--scale-skus 10000] [--scale 1,2,4]
+                              [--events-at-200 2000] [--events-at-1000 3000]
+                              [--skip events,growth,scale | --quick] [--keep-logs]
+
+One run measures every figure of issue 18's table and prints it beside its target, "met" or
+"not met" (stderr; ``targets`` in the JSON report); ``--skip`` (or ``--quick``: all three)
+leaves out the event, growth and scale-out parts, whose rows then read "skipped".
 
 What runs (everything on this machine):
 
@@ -32,9 +38,22 @@ After the cold phase the ``channel_product`` rows it wrote are exported (COPY TO
 ``--copy-repeats`` times with one bare ``COPY FROM`` into an empty table with the same indexes
 and TOAST compression (likewise ``product_page`` and ``pim_product``): the ratio of the cold
 sync to the bare COPY of the two tables the storefront reads (channel_product + product_page)
-is the figure that holds on a noisy machine. ``--memory-compare M`` adds a cold full sync of
-M SKUs (own PIM, database and worker) to compare the workers' peak memory, which must not grow
-with the catalog.
+is the figure that holds on a noisy machine. Then ``bench.floor`` measures the per-product
+Python work in this process on ``--floor-products`` products of the catalog.
+
+4. ``events`` (on the same catalog and pages, after the delta): the sync's worker makes way for
+   one on every queue and ``pimsync web``, as ``bench.events`` runs them, and its paced phase
+   runs twice: ``--events-at-200`` events offered at 200/s, then ``--events-at-1000`` at
+   1,000/s (the senders may not reach it: the rate they did is reported); event -> page
+   visible p99 of each.
+5. ``growth``: a cold full sync of each ``--growth`` size (own PIM, database and worker):
+   worker CPU per product at every size beside the main one (linear cost: within 10 %), and
+   the workers' peak RSS at the largest size over the main one (flat: within 10 %).
+6. ``scale``: a cold full sync of ``--scale-skus`` with each of ``--scale`` worker processes
+   (own PIM, database and worker): products/s per worker process, PostgreSQL's CPU per wall
+   second, and the concurrency after which one more step gains less than 10 % in either (the
+   saturation point); the sizing figures: products/s one database core serves (1000 / its
+   CPU ms per product) over what one worker process did at the fewest processes.
 
 Measured per phase: wall seconds, units/s, the runs' counters per channel, rows written
 (``channel_product`` inserts and version bumps, rows tagged with the phase's runs;
@@ -60,7 +79,9 @@ import os
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from datetime import UTC, datetime
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +90,7 @@ from app.db import session_scope
 from app.dev.generator import PIM_LOCALES, sku_of
 from app.sync import ingest
 from app.sync.runtime import REGISTRY
-from bench import floor
+from bench import events, floor
 from bench.harness.measure import (
     Autoanalyze,
     PgActivity,
@@ -224,6 +245,7 @@ def run(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
         "seed": args.seed,
         "worker_concurrency": args.concurrency,
         "analyze_every_s": args.analyze_every or None,
+        "skipped": sorted(args.skip),
         "code": code_version(),
     }
     with redis_database(args.redis_db) as redis_url:
@@ -251,14 +273,162 @@ def run(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
                 renamed = rename_products(st.pim, args.skus, args.delta)
                 phases["delta"] = run_phase(st, "delta", len(renamed) * len(st.channels))
                 phases["delta"]["renamed_products"] = len(renamed)
+            save_partial(report, logs)
+            if "events" not in args.skip:
+                report["events"] = event_latency(st, args)
+                save_partial(report, logs)
         if not args.cold_only:
             report["summary"] = summary(report)
-        if args.memory_compare:
-            with stack_for(args.memory_compare, args.seed, redis_url, logs, args) as big:
-                units_m = args.memory_compare * len(big.channels)
-                cold_m = run_phase(big, "cold", units_m)
-            report["memory_compare"] = memory_compare(report, args.memory_compare, cold_m)
+        if "growth" not in args.skip:
+            report["growth"] = cost_growth(report, args, redis_url, logs)
+            save_partial(report, logs)
+        if "scale" not in args.skip:
+            report["scale_out"] = scale_out(args, redis_url, logs)
+    report["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    report["targets"] = targets(report)
     return report
+
+
+def save_partial(report: dict[str, Any], logs: Path) -> None:
+    """What is measured so far, in the logs folder (kept when a later part fails)."""
+    (logs / "report-partial.json").write_text(json.dumps(report, indent=2, default=str))
+
+
+# the event rates of issue 18's table: event -> page visible p99 at each
+EVENT_RATES = (200, 1000)
+
+
+def event_latency(st: Stack, args: argparse.Namespace) -> dict[str, Any]:
+    """bench.events' paced phases against the pages the cold sync wrote: the sync's worker
+    makes way for one on every queue, as bench.events runs it, and ``pimsync web`` takes the
+    events; ``--events-at-200`` then ``--events-at-1000`` events (20 % webhooks, 10 %
+    re-delivered, out of order), each phase timed until every event is visible on its page."""
+
+    st.worker.stop()
+    env = {**st.env, **events.event_env(args.coalesce)}
+    with ExitStack() as services:
+        web, worker = events.event_services(env, st.logs, services, args.concurrency)
+        phases = [
+            (f"at_{rate}", float(rate), count, seed)
+            for rate, count, seed in zip(
+                EVENT_RATES, (args.events_at_200, args.events_at_1000), (11, 12), strict=True
+            )
+        ]
+        found, _ = events.event_phases(st.url, web, worker, phases, sample=args.event_skus)
+    return {"coalesce_seconds": args.coalesce, **found}
+
+
+def cold_figures(phase: dict[str, Any], skus: int) -> dict[str, Any]:
+    """A cold phase's figures that growth and scale-out compare."""
+    groups = phase["cpu"]["by_group"]
+    wall = phase["wall_seconds"]
+    postgres = groups.get("postgres_backends", {}).get("cpu_s", 0.0)
+    busy, capacity = phase["cpu"]["machine_busy_cpu_s"], phase["cpu"]["machine_capacity_cpu_s"]
+    return {
+        "wall_seconds": wall,
+        "products_per_s": round(skus / wall, 1) if wall else None,
+        "worker_cpu_ms_per_product": _worker_cpu_ms_per_product(phase, skus),
+        "postgres_cpu_s": postgres,
+        "postgres_cpu_ms_per_product": round(postgres * 1000 / skus, 3),
+        # the database's CPU per wall second: the cores it kept busy
+        "postgres_cores": round(postgres / wall, 2) if wall else None,
+        "machine_busy_share": round(busy / capacity, 2) if capacity else None,
+        "worker_peak_rss_sum_mib": phase["worker_memory"]["max_rss_sum_mib"],
+        "problems": phase["problems"],
+    }
+
+
+def _ratio_of(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a is not None and b else None
+
+
+def _ratio(values: list[float]) -> float | None:
+    return round(max(values) / min(values), 3) if values and min(values) > 0 else None
+
+
+def cost_growth(
+    report: dict[str, Any], args: argparse.Namespace, redis_url: str, logs: Path
+) -> dict[str, Any]:
+    """A cold sync of each ``--growth`` size (own PIM, database and worker) beside the main
+    one: worker CPU per product at each size (linear cost: the same at every size) and the
+    workers' peak RSS (flat: the largest catalog's over the main one's)."""
+
+    main = args.skus
+    by_size = {main: cold_figures(report["phases"]["cold"], main)}
+    phases: dict[int, Any] = {}
+    for size in sorted(set(args.growth) - {main}):
+        with stack_for(size, args.seed, redis_url, logs, args) as st:
+            phases[size] = run_phase(st, f"cold-{size}", size * len(st.channels))
+        by_size[size] = cold_figures(phases[size], size)
+    by_size = dict(sorted(by_size.items()))
+    largest = max(by_size)
+    cpu = [f["worker_cpu_ms_per_product"] for f in by_size.values()]
+    return {
+        "sizes": list(by_size),
+        "by_size": by_size,
+        "cpu_per_product_ratio": _ratio([c for c in cpu if c is not None]),
+        "rss_sizes": [main, largest],
+        "rss_ratio": round(
+            by_size[largest]["worker_peak_rss_sum_mib"] / by_size[main]["worker_peak_rss_sum_mib"],
+            3,
+        ),
+        "reference_pim_max_rss_mib": {
+            size: p["reference_pim_max_rss_mib"] for size, p in phases.items()
+        },
+        "phases": phases,
+    }
+
+
+GROWS = 1.10  # scale-out: a step that gains less than this has reached saturation
+
+
+def scale_out(args: argparse.Namespace, redis_url: str, logs: Path) -> dict[str, Any]:
+    """A cold sync of ``--scale-skus`` with 1, 2, 4 worker processes (``--scale``), each on
+    its own PIM, database and worker: products/s per worker process, the database's CPU per
+    wall second, and where adding processes stops paying."""
+
+    skus = args.scale_skus
+    points: dict[int, dict[str, Any]] = {}
+    for c in sorted(args.scale):
+        with stack_for(skus, args.seed, redis_url, logs, args, concurrency=c) as st:
+            phase = run_phase(st, f"scale-c{c}", skus * len(st.channels))
+        points[c] = cold_figures(phase, skus)
+        points[c]["products_per_s_per_worker_process"] = round(points[c]["products_per_s"] / c, 1)
+    return {"skus": skus, "by_concurrency": points, **saturation(points)}
+
+
+def saturation(points: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """The concurrency after which one more step gains less than GROWS in products/s or in
+    the database's CPU per wall second (None: every step gained), and the sizing figures."""
+    at, why = None, "every step gained"
+    steps = sorted(points.items())
+    for (c0, a), (c1, b) in pairwise(steps):
+        throughput = b["products_per_s"] / a["products_per_s"]
+        database = b["postgres_cores"] / a["postgres_cores"] if a["postgres_cores"] else 0.0
+        if throughput < GROWS or database < GROWS:
+            at = c0
+            why = (
+                f"{c0} -> {c1} worker processes: products/s x{throughput:.2f}, PostgreSQL "
+                f"CPU per wall second x{database:.2f}, machine busy "
+                f"{b['machine_busy_share']:.0%}"
+            )
+            break
+    # sizing, from the fewest processes (the least contention on this machine): one database
+    # core does 1000 / (its CPU ms per product) products/s; one worker process does what it
+    # did here
+    first = steps[0][1]
+    db_core_products_per_s = 1000 / first["postgres_cpu_ms_per_product"]
+    return {
+        "saturates_at_concurrency": at,
+        "saturation": why,
+        "database_core_products_per_s": round(db_core_products_per_s, 1),
+        "workers_per_database_core": round(
+            db_core_products_per_s / first["products_per_s_per_worker_process"], 2
+        ),
+        "worker_to_postgres_cpu_per_product": round(
+            first["worker_cpu_ms_per_product"] / first["postgres_cpu_ms_per_product"], 2
+        ),
+    }
 
 
 def python_floor(st: Stack, copies: dict[str, Any], products: int) -> dict[str, Any]:
@@ -332,6 +502,10 @@ def summary(report: dict[str, Any]) -> dict[str, Any]:
         "ratio_warm_to_cold": round(warm["wall_seconds"] / cold["wall_seconds"], 3),
         "worker_cpu_ms_per_product_cold": _worker_cpu_ms_per_product(cold, skus),
         "worker_cpu_ms_per_product_warm": _worker_cpu_ms_per_product(warm, skus),
+        # the same ratio in worker CPU: what other load on the machine changes least
+        "ratio_worker_cpu_warm_to_cold": _ratio_of(
+            _worker_cpu_ms_per_product(warm, skus), _worker_cpu_ms_per_product(cold, skus)
+        ),
         # the sync's database CPU (its backends) over the bare COPYs' of the three tables
         "postgres_cpu_cold_s": pg_cold,
         "postgres_copy_cpu_s": round(copy_cpu_all, 1),
@@ -356,42 +530,117 @@ def summary(report: dict[str, Any]) -> dict[str, Any]:
         "worker_peak_pss_sum_mib": max(
             p["worker_memory"]["max_pss_sum_mib"] for p in phases.values()
         ),
-        "not_measured_here": {
-            "event_to_page_p99": "python -m bench.events",
-            "cost_growth_10k_50k_200k": "one run per size (--skus), compare "
-            "worker_cpu_ms_per_product_cold",
-        },
         "problems": {k: p["problems"] for k, p in phases.items() if p["problems"]},
     }
 
 
-def memory_compare(report: dict[str, Any], m: int, cold_m: dict[str, Any]) -> dict[str, Any]:
-    cold_n = report["phases"]["cold"]
-    n = report["skus"]
+def _get(report: dict[str, Any], *path: Any) -> Any:
+    for key in path:
+        if not isinstance(report, dict) or key not in report:
+            return None
+        report = report[key]
+    return report
 
-    def peak(phase: dict[str, Any]) -> dict[str, Any]:
-        mem = phase["worker_memory"]
-        return {
-            "max_rss_sum_mib": mem["max_rss_sum_mib"],
-            "max_pss_sum_mib": mem["max_pss_sum_mib"],
-            "max_rss_per_process_mib": mem["max_rss_mib"],
-            "per_process": mem["per_process"],
-        }
 
-    a, b = peak(cold_n), peak(cold_m)
-    return {
-        "skus": {"n": n, "m": m},
-        "cold_n": a,
-        "cold_m": b,
-        "rss_sum_ratio_m_to_n": (
-            round(b["max_rss_sum_mib"] / a["max_rss_sum_mib"], 2) if a["max_rss_sum_mib"] else None
+def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 18's table: every figure beside its target, met or not (None: not measured)."""
+    s = report.get("summary", {})
+    cold = report["phases"]["cold"]
+    delta = report["phases"].get("delta", {})
+    rows = [
+        (
+            "cold full sync to storefront / bare COPY of channel_product + product_page",
+            s.get("ratio_cold_to_bare_copy_storefront"),
+            2.5,
+            "x",
+            f"{cold['wall_seconds']} s / {s.get('bare_copy_storefront_seconds')} s",
         ),
-        "reference_pim_max_rss_mib": {
-            "n": cold_n["reference_pim_max_rss_mib"],
-            "m": cold_m["reference_pim_max_rss_mib"],
-        },
-        "cold_m_phase": cold_m,
-    }
+        (
+            "worker CPU per product, all channels",
+            _worker_cpu_ms_per_product(cold, report["skus"]),
+            1.0,
+            " ms",
+            f"{len(report.get('channels', []))} channels",
+        ),
+        (
+            "Python work per product (bench.floor)",
+            _get(report, "floor", "python", "total_cpu_ms_per_product"),
+            0.5,
+            " ms",
+            f"{_get(report, 'floor', 'python', 'products')} products",
+        ),
+        (
+            "PostgreSQL CPU of the sync / its bare COPY CPU",
+            s.get("ratio_postgres_cpu_to_copy_cpu"),
+            1.3,
+            "x",
+            f"{s.get('postgres_cpu_cold_s')} s / {s.get('postgres_copy_cpu_s')} s",
+        ),
+        (
+            "warm full sync (no change) / cold, zero rows written",
+            s.get("ratio_warm_to_cold"),
+            0.15,
+            "",
+            f"rows {s.get('warm_channel_rows_written')}, pages {s.get('warm_pages_written')}; "
+            f"worker CPU warm / cold {s.get('ratio_worker_cpu_warm_to_cold')}",
+        ),
+        (
+            f"delta of {delta.get('renamed_products')} changed SKUs, to storefront",
+            s.get("delta_seconds"),
+            1.0,
+            " s",
+            f"{s.get('delta_pages_written')} pages",
+        ),
+    ]
+    for rate, limit in zip(EVENT_RATES, (250.0, 1000.0), strict=True):
+        phase = _get(report, "events", f"at_{rate}") or {}
+        rows.append(
+            (
+                f"event -> page visible p99 at {rate} ev/s",
+                _get(phase, "event_to_visible", "p99_ms"),
+                limit,
+                " ms",
+                f"{phase.get('events')} events, sent at {phase.get('intake_events_per_s')}/s",
+            )
+        )
+    growth = report.get("growth", {})
+    rows += [
+        (
+            "worker peak RSS, largest / main catalog (flat)",
+            growth.get("rss_ratio"),
+            1.1,
+            "x",
+            " vs ".join(
+                f"{growth['by_size'][n]['worker_peak_rss_sum_mib']} MiB at {n}"
+                for n in growth.get("rss_sizes", [])
+            ),
+        ),
+        (
+            "cost growth: worker CPU per product, max / min over sizes (linear)",
+            growth.get("cpu_per_product_ratio"),
+            1.1,
+            "x",
+            ", ".join(
+                f"{f['worker_cpu_ms_per_product']} ms at {n}"
+                for n, f in growth.get("by_size", {}).items()
+            ),
+        ),
+    ]
+    table = []
+    for figure, value, limit, unit, detail in rows:
+        met = None if value is None else value <= limit
+        if met and figure.startswith("warm"):
+            met = bool(s.get("warm_wrote_nothing"))
+        table.append(
+            {
+                "figure": figure,
+                "value": value,
+                "target": f"<= {limit}{unit}",
+                "met": met,
+                "detail": detail if value is not None else "not measured (--skip, --cold-only)",
+            }
+        )
+    return table
 
 
 def print_table(report: dict[str, Any]) -> None:
@@ -401,10 +650,8 @@ def print_table(report: dict[str, Any]) -> None:
     head += f"{'worker RSS MiB':>16}{'problems':>10}"
     print(head, file=out)
     phases = dict(report.get("phases", {}))
-    if "memory_compare" in report:
-        phases[f"cold@{report['memory_compare']['skus']['m']}"] = report["memory_compare"][
-            "cold_m_phase"
-        ]
+    for size, phase in report.get("growth", {}).get("phases", {}).items():
+        phases[f"cold@{size}"] = phase
     for name, p in phases.items():
         print(
             f"{name:<10}{p['wall_seconds']:>10.1f}{p['units_per_s']:>10.0f}"
@@ -460,6 +707,34 @@ def print_table(report: dict[str, Any]) -> None:
             f"; worker CPU {worker * 1000 / read:.2f} ms/product" if read and worker else ""
         )
         print(f"{name} CPU (avg cores): {shown}{per_product}", file=out)
+    scale = report.get("scale_out")
+    if scale:
+        print(
+            f"\nscale-out, {scale['skus']} SKUs: worker processes, products/s, per process, "
+            "PostgreSQL cores, machine busy",
+            file=out,
+        )
+        for c, f in scale["by_concurrency"].items():
+            print(
+                f"  {c:>2} {f['products_per_s']:>10.1f} "
+                f"{f['products_per_s_per_worker_process']:>10.1f} "
+                f"{f['postgres_cores']:>8.2f} {f['machine_busy_share']:>8.0%}",
+                file=out,
+            )
+        print(
+            f"  saturates at {scale['saturates_at_concurrency']} ({scale['saturation']}); one "
+            f"database core: {scale['database_core_products_per_s']} products/s = "
+            f"{scale['workers_per_database_core']} worker processes",
+            file=out,
+        )
+    print(f"\n{'figure':<76}{'value':>10}  {'target':<14}{'':<9}detail", file=out)
+    for row in report.get("targets", []):
+        value = "-" if row["value"] is None else row["value"]
+        met = {True: "met", False: "not met", None: "skipped"}[row["met"]]
+        print(
+            f"{row['figure']:<76}{value:>10}  {row['target']:<14}{met:<9}{row['detail']}",
+            file=out,
+        )
 
 
 def main() -> None:
@@ -470,8 +745,39 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--delta", type=int, default=400, help="products renamed for the delta")
     parser.add_argument(
-        "--memory-compare", type=int, default=0, metavar="M", help="also a cold sync of M SKUs"
+        "--growth",
+        type=_sizes,
+        default=[10_000, 200_000],
+        metavar="N,M",
+        help="catalog sizes also synced cold (own PIM, database, worker) for the cost growth "
+        "and the workers' memory beside --skus",
     )
+    parser.add_argument(
+        "--scale-skus", type=int, default=10_000, help="catalog size of the scale-out runs"
+    )
+    parser.add_argument(
+        "--scale",
+        type=_sizes,
+        default=[1, 2, 4],
+        metavar="C,C",
+        help="worker processes of the scale-out runs",
+    )
+    parser.add_argument("--events-at-200", type=int, default=2000, metavar="N")
+    parser.add_argument("--events-at-1000", type=int, default=3000, metavar="N")
+    parser.add_argument(
+        "--event-skus", type=int, default=1000, help="SKUs the events go to (spread out)"
+    )
+    parser.add_argument(
+        "--coalesce", type=float, default=0.25, help="PIM event coalescing (s), as bench.events"
+    )
+    parser.add_argument(
+        "--skip",
+        type=lambda v: set(filter(None, v.split(","))),
+        default=set(),
+        metavar="PARTS",
+        help=f"comma-separated, of {','.join(PARTS)}",
+    )
+    parser.add_argument("--quick", action="store_true", help=f"--skip {','.join(PARTS)}")
     parser.add_argument("--copy-repeats", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=2, help="worker pool processes")
     parser.add_argument("--redis-db", type=int, default=12, help="preferred Redis database")
@@ -494,8 +800,20 @@ def main() -> None:
     )
     parser.add_argument("--keep-logs", action="store_true")
     args = parser.parse_args()
+    if args.quick:
+        args.skip |= set(PARTS)
+    if args.skip - set(PARTS):
+        parser.error(f"--skip: unknown {sorted(args.skip - set(PARTS))}, of {','.join(PARTS)}")
 
     run_bench(run, args, "pimsync-bench-logs-", print_table)
+
+
+# what --skip and --quick leave out
+PARTS = ("events", "growth", "scale")
+
+
+def _sizes(value: str) -> list[int]:
+    return [int(v) for v in value.split(",") if v]
 
 
 if __name__ == "__main__":

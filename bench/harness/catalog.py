@@ -3,6 +3,7 @@ channels' runtimes over it."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from pathlib import Path
@@ -20,7 +21,10 @@ from app.pim.catalog import definitions_from_dict
 from app.sync.units import ChannelRuntime
 from bench.harness.report import say
 
-CACHE = Path(__file__).resolve().parents[1] / ".cache"
+# where generated catalogs are kept (a test points it at a temporary folder)
+CACHE = Path(
+    os.environ.get("PIMSYNC_BENCH_CACHE") or Path(__file__).resolve().parents[1] / ".cache"
+)
 
 
 def ensure_catalog(count: int, seed: int) -> Path:

@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -163,6 +163,10 @@ class ReferencePim(Service):
 
     def start(self, timeout: float) -> ReferencePim:
         self.spawn()
+        return self.ready(timeout)
+
+    def ready(self, timeout: float) -> ReferencePim:
+        """Wait until the spawned PIM answers (it loads its catalog first)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self.check_alive()
@@ -261,6 +265,8 @@ class Stack:
     catalog: Path
     analyze_every: float = 0.0
     log_offset: int = 0
+    env: dict[str, str] = field(default_factory=dict)
+    concurrency: int = 0
 
     def context(self) -> Any:
         # tasks reads the settings when imported: only once this process points at the stack
@@ -271,8 +277,16 @@ class Stack:
 
 @contextmanager
 def stack_for(
-    skus: int, seed: int, redis_url: str, logs: Path, args: argparse.Namespace
+    skus: int,
+    seed: int,
+    redis_url: str,
+    logs: Path,
+    args: argparse.Namespace,
+    concurrency: int | None = None,
 ) -> Iterator[Stack]:
+    """A reference PIM serving the catalog of ``skus``, a fresh database and a worker of
+    ``concurrency`` pool processes (``args.concurrency`` by default) on the storefront's
+    queues; this process pointed at them. Stopped and dropped on leaving."""
 
     catalog = ensure_catalog(skus, seed)
     flush_redis(redis_url)
@@ -285,29 +299,51 @@ def stack_for(
         stack.callback(pim.stop)
         say(f"reference PIM: loading {skus} products on port {pim.port}")
         started = time.perf_counter()
-        pim.start(timeout=120 + skus / 200)
-        say(f"reference PIM: ready after {time.perf_counter() - started:.0f}s")
-        env = {
-            "PIMSYNC_DATABASE_URL": url,
-            "PIMSYNC_BROKER_URL": redis_url,
-            "PIMSYNC_REDIS_URL": redis_url,
-            "PIMSYNC_PIM_SOURCE": pim.base,
-            "PIMSYNC_CHANNELS_FILE": str(SAMPLE_DIR / "channels.yaml"),
-            "PIMSYNC_CONTRACTS_DIR": str(SAMPLE_DIR / "contracts"),
-            "PIMSYNC_LOG_JSON": "true",
-            **CREDENTIALS,
-        }
+        pim.spawn()  # it loads while the worker starts
+        env = stack_env(url, redis_url, pim.base)
         point_this_process_at(env)
         # the catalog events queue too: a cold sync is over when the storefront's pages are
         # written, not when channel_product is (the page projection is in the timed path)
+        processes = concurrency or args.concurrency
         worker = Worker(
-            env, logs / f"worker-{skus}.log", args.concurrency, queues=STOREFRONT_QUEUES
+            env, logs / f"worker-{skus}-c{processes}.log", processes, queues=STOREFRONT_QUEUES
         )
         stack.callback(worker.stop)
         worker.start()
-        say(f"worker: ready (pid {worker.pid}, concurrency {args.concurrency})")
+        say(f"worker: ready (pid {worker.pid}, concurrency {processes})")
+        # it is watched for dying meanwhile: the limit is for a hung load, and generous (200,000
+        # products took over 18 minutes on the two loaded cores)
+        pim.ready(timeout=300 + skus / 40)
+        say(f"reference PIM: ready after {time.perf_counter() - started:.0f}s")
         channels = sorted(load_channels(SAMPLE_DIR / "channels.yaml"))
-        yield Stack(skus, url, database, pim, worker, channels, logs, catalog, args.analyze_every)
+        yield Stack(
+            skus,
+            url,
+            database,
+            pim,
+            worker,
+            channels,
+            logs,
+            catalog,
+            args.analyze_every,
+            env=env,
+            concurrency=processes,
+        )
+
+
+def stack_env(url: str, redis_url: str, pim_base: str, **extra: str) -> dict[str, str]:
+    """The settings every process of a bench stack runs with (``extra`` added)."""
+    return {
+        "PIMSYNC_DATABASE_URL": url,
+        "PIMSYNC_BROKER_URL": redis_url,
+        "PIMSYNC_REDIS_URL": redis_url,
+        "PIMSYNC_PIM_SOURCE": pim_base,
+        "PIMSYNC_CHANNELS_FILE": str(SAMPLE_DIR / "channels.yaml"),
+        "PIMSYNC_CONTRACTS_DIR": str(SAMPLE_DIR / "contracts"),
+        "PIMSYNC_LOG_JSON": "true",
+        **CREDENTIALS,
+        **extra,
+    }
 
 
 @contextmanager
