@@ -51,9 +51,9 @@ Python work in this process on ``--floor-products`` products of the catalog.
    the workers' peak RSS at the largest size over the main one (flat: within 10 %).
 6. ``scale``: a cold full sync of ``--scale-skus`` with each of ``--scale`` worker processes
    (own PIM, database and worker): products/s per worker process, PostgreSQL's CPU per wall
-   second, and the concurrency after which one more step gains less than 10 % in either (the
-   saturation point); the sizing figures: products/s one database core serves (1000 / its
-   CPU ms per product) over what one worker process did at the fewest processes.
+   second, and the fewest processes within 10 % of the most products/s or database CPU any
+   concurrency reached (the saturation point); the sizing rule: worker processes (a core
+   each) per database core = worker CPU ms per product / PostgreSQL CPU ms per product.
 
 Measured per phase: wall seconds, units/s, the runs' counters per channel, rows written
 (``channel_product`` inserts and version bumps, rows tagged with the phase's runs;
@@ -81,7 +81,6 @@ import tempfile
 import time
 from contextlib import ExitStack
 from datetime import UTC, datetime
-from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -398,35 +397,39 @@ def scale_out(args: argparse.Namespace, redis_url: str, logs: Path) -> dict[str,
 
 
 def saturation(points: dict[int, dict[str, Any]]) -> dict[str, Any]:
-    """The concurrency after which one more step gains less than GROWS in products/s or in
-    the database's CPU per wall second (None: every step gained), and the sizing figures."""
-    at, why = None, "every step gained"
+    """Where PostgreSQL saturates: the fewest worker processes whose products/s, or whose
+    database CPU per wall second, is within GROWS of the most any concurrency reached (more
+    processes gained less than 10 %); None when that is only the largest concurrency (every
+    step paid). And the sizing figures."""
+    at: int | None = None
+    for key in ("products_per_s", "postgres_cores"):
+        best = max(p[key] for p in points.values())
+        least = min(c for c, p in points.items() if p[key] * GROWS >= best)
+        at = least if at is None else min(at, least)
+    if at == max(points):
+        at = None
     steps = sorted(points.items())
-    for (c0, a), (c1, b) in pairwise(steps):
-        throughput = b["products_per_s"] / a["products_per_s"]
-        database = b["postgres_cores"] / a["postgres_cores"] if a["postgres_cores"] else 0.0
-        if throughput < GROWS or database < GROWS:
-            at = c0
-            why = (
-                f"{c0} -> {c1} worker processes: products/s x{throughput:.2f}, PostgreSQL "
-                f"CPU per wall second x{database:.2f}, machine busy "
-                f"{b['machine_busy_share']:.0%}"
-            )
-            break
-    # sizing, from the fewest processes (the least contention on this machine): one database
-    # core does 1000 / (its CPU ms per product) products/s; one worker process does what it
-    # did here
+    why = ", ".join(
+        f"{c}: {p['products_per_s']} products/s, PostgreSQL {p['postgres_cores']} cores, "
+        f"machine busy {p['machine_busy_share']:.0%}"
+        for c, p in steps
+    )
+    # sizing, at the fewest processes (the least contention): one database core does
+    # 1000 / (its CPU ms per product) products/s; a worker process with a core of its own
+    # 1000 / (its CPU ms per product), and what it did here at its share of the machine
     first = steps[0][1]
     db_core_products_per_s = 1000 / first["postgres_cpu_ms_per_product"]
     return {
         "saturates_at_concurrency": at,
         "saturation": why,
         "database_core_products_per_s": round(db_core_products_per_s, 1),
+        "worker_core_products_per_s": round(1000 / first["worker_cpu_ms_per_product"], 1),
+        # the rule: worker processes (a core each) that keep one database core busy
         "workers_per_database_core": round(
-            db_core_products_per_s / first["products_per_s_per_worker_process"], 2
-        ),
-        "worker_to_postgres_cpu_per_product": round(
             first["worker_cpu_ms_per_product"] / first["postgres_cpu_ms_per_product"], 2
+        ),
+        "workers_per_database_core_at_measured_throughput": round(
+            db_core_products_per_s / first["products_per_s_per_worker_process"], 2
         ),
     }
 
@@ -722,9 +725,12 @@ def print_table(report: dict[str, Any]) -> None:
                 file=out,
             )
         print(
-            f"  saturates at {scale['saturates_at_concurrency']} ({scale['saturation']}); one "
-            f"database core: {scale['database_core_products_per_s']} products/s = "
-            f"{scale['workers_per_database_core']} worker processes",
+            f"  PostgreSQL saturates at {scale['saturates_at_concurrency']} worker processes "
+            f"(None: not reached); one database core: {scale['database_core_products_per_s']} "
+            f"products/s, one worker core {scale['worker_core_products_per_s']}: "
+            f"{scale['workers_per_database_core']} worker processes per database core "
+            f"({scale['workers_per_database_core_at_measured_throughput']} at the products/s "
+            "measured)",
             file=out,
         )
     print(f"\n{'figure':<76}{'value':>10}  {'target':<14}{'':<9}detail", file=out)
