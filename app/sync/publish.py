@@ -201,7 +201,10 @@ def publish_channels(
         ):
             results[change.channel].changes.append(change)
         for res in results.values():
-            res.disabled += len(gone)
+            # the rows this run disabled; a removed SKU the channel never held, or holds
+            # removed already, is a unit decided with nothing to write: unchanged
+            res.disabled += len(res.changes)
+            res.unchanged += len(gone) - len(res.changes)
     removed = set(gone)
     present = [s for s in skus if s not in removed]
     todo: dict[str, list[str]] = {}
