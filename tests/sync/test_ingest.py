@@ -103,6 +103,11 @@ def test_pages_are_grouped_until_the_group_holds_the_batch_size() -> None:
     assert got[0][0][0] is p[0] and got[1][0][1] is p[3]
 
 
+def test_a_group_short_of_the_size_by_one_takes_the_next_page() -> None:
+    p = pages((2, "1"), (2, "2"), (1, None))
+    assert list(ingest._groups(iter(p), 5)) == [([p[0], p[1], p[2]], None, True)]
+
+
 def test_the_last_page_ends_its_group_and_the_read_whatever_the_size() -> None:
     p = pages((1, "1"), (1, None), (9, "never read"))
     assert list(ingest._groups(iter(p), 100)) == [([p[0], p[1]], None, True)]
@@ -271,6 +276,13 @@ def test_products_the_mirror_holds_unchanged_are_set_aside(pg_db: str) -> None:
             ("NO-VALUES", no_values),
         ]
     }
+
+
+def test_the_sku_is_looked_for_where_akeneo_keeps_it_unless_told(pg_db: str) -> None:
+    item = product(None, values={"sku": [{"locale": None, "scope": None, "data": "BYVAL"}]})
+    mirror(dict(item, identifier="BYVAL"))
+    rest, held, _ = ingest._split_known([Page(items=[item])])
+    assert held == [item] and rest == [Page(items=[])]
 
 
 @pytest.mark.parametrize(
