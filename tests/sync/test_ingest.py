@@ -1321,3 +1321,97 @@ def test_the_ingest_cursor_records_the_read_that_moved_it(
         delta_id = ingest.start_delta(s, h.ctx).id
     h.drain()
     assert cursor_row() == ("2026-11-27T10:05:00+00:00", later, delta_id)
+
+
+# --- the end of a read, called alone -------------------------------------------------------
+
+
+def finish(h: Harness, run_id: uuid.UUID, at: datetime) -> None:
+    h.ctx.clock = lambda: at
+    with session_scope() as s:
+        run = repo.get_run(s, run_id)
+        assert run is not None
+        kids = [c for c in repo.child_runs(s, run_id) if c.status == "running"]
+        ingest._finish_ingest(s, h.ctx, run, kids)
+
+
+def test_the_end_of_a_delta_read_moves_the_cursor_and_lets_every_channel_catch_up(
+    harness: Harness, debug_logs: list[dict[str, Any]]
+) -> None:
+    harness.ctx.clock = lambda: T0
+    with session_scope() as s:
+        run_id = ingest.start_delta(s, harness.ctx).id
+        run = repo.get_run(s, run_id)
+        assert run is not None
+        run.read, run.rejected = 7, 2
+    take_read(harness, run_id)
+    debug_logs.clear()
+    later = T0 + timedelta(minutes=2)
+    finish(harness, run_id, later)
+    run = run_row(run_id)
+    assert (run.status, run.finished_at) == ("completed", later)
+    assert held_locks() == {}
+    # the cursor is where the delta started, set by it when it ended
+    assert cursor_row() == ("2026-11-27T10:00:00+00:00", later, run_id)
+    assert list(harness.dispatcher.queue) == [
+        ("catch_up", (code, run_id, "delta")) for code in CHANNELS
+    ]
+    assert ingest_lines(debug_logs) == [
+        {
+            "event": "delta_ingest_complete",
+            "log_level": "info",
+            "phase": "read",
+            "run_id": str(run_id),
+            "read": 7,
+            "rejected": 2,
+            "cursor": "2026-11-27T10:00:00+00:00",
+        }
+    ]
+
+
+def test_the_end_of_a_full_read_ends_its_channel_runs_and_moves_the_cursor(
+    harness: Harness, debug_logs: list[dict[str, Any]]
+) -> None:
+    run_id = begin_full(harness, ["de_storefront", "uk_marketplace"])
+    with session_scope() as s:
+        run = repo.get_run(s, run_id)
+        assert run is not None
+        run.read = 5
+    debug_logs.clear()
+    later = T0 + timedelta(minutes=2)
+    finish(harness, run_id, later)
+    run = run_row(run_id)
+    assert (run.status, run.finished_at) == ("completed", later)
+    kids = children(run_id)
+    for code in ("de_storefront", "uk_marketplace"):
+        # nothing planned, nothing pending: planning done ends them here
+        assert (kids[code].planning_done, kids[code].status) == (True, "completed"), code
+        assert kids[code].finished_at == later
+    assert held_locks() == {}
+    assert cursor_row() == ("2026-11-27T10:00:00+00:00", later, run_id)
+    assert [e for e in ingest_lines(debug_logs) if e["event"] == "full_ingest_complete"] == [
+        {
+            "event": "full_ingest_complete",
+            "log_level": "info",
+            "phase": "read",
+            "run_id": str(run_id),
+            "read": 5,
+            "rejected": 0,
+            "channels": ["de_storefront", "uk_marketplace"],
+        }
+    ]
+
+
+def test_the_end_of_a_full_read_that_refused_a_product_leaves_the_cursor(
+    harness: Harness,
+) -> None:
+    with session_scope() as s:
+        repo.set_cursor(s, "ingest", "2026-11-27T09:00:00+00:00", T0, None)
+    run_id = begin_full(harness, ["de_storefront"])
+    with session_scope() as s:
+        run = repo.get_run(s, run_id)
+        assert run is not None
+        run.read, run.rejected = 5, 1
+    finish(harness, run_id, T0 + timedelta(minutes=2))
+    assert cursor_row() == ("2026-11-27T09:00:00+00:00", T0, None)
+    assert run_row(run_id).status == "completed"
