@@ -785,7 +785,7 @@ def test_a_channels_batches_are_planned_counted_and_released_up_to_its_cap(
     assert (run.planned_units, run.planned_batches, run.failed, run.heartbeat_at) == (6, 3, 1, T0)
     with session_scope() as s:
         batches = [
-            (b.channel, b.skus, b.units, b.status, b.group_key)
+            (b.channel, b.skus, b.units, b.status, b.group_key, b.enqueued_at)
             for b in s.execute(
                 select(SyncBatch).where(SyncBatch.run_id == child_id).order_by(SyncBatch.id)
             ).scalars()
@@ -795,10 +795,11 @@ def test_a_channels_batches_are_planned_counted_and_released_up_to_its_cap(
                 select(SyncBatch.id).where(SyncBatch.run_id == child_id).order_by("id")
             ).scalars()
         )
+    # sent when (the sweeper sends again a batch enqueued too long ago)
     assert batches == [
-        ("web", ["A", "B"], 2, "enqueued", "g:0"),
-        ("web", ["C", "D"], 2, "enqueued", "g:1"),
-        ("web", ["E"], 1, "pending", "g:2"),
+        ("web", ["A", "B"], 2, "enqueued", "g:0", T0),
+        ("web", ["C", "D"], 2, "enqueued", "g:1", T0),
+        ("web", ["E"], 1, "pending", "g:2", None),
     ]
     assert sent == [
         ([ids[0]], {"channels": ["web"], "units": 2}),
