@@ -1259,7 +1259,7 @@ def test_a_delta_group_renews_the_delta_lease(harness: Harness) -> None:
 
 
 def test_a_read_refusing_a_product_the_mirror_holds_still_sees_it(harness: Harness) -> None:
-    mirror(product("KNOWN"))
+    mirror(product("KNOWN"), product("?"))  # "?" also names an item that could not be decoded
     run_id = begin_full(harness, ["de_storefront"])
     later = T0 + timedelta(minutes=1)
     harness.ctx.clock = lambda: later
@@ -1275,6 +1275,8 @@ def test_a_read_refusing_a_product_the_mirror_holds_still_sees_it(harness: Harne
         known = s.get(PimProduct, "KNOWN")
         assert known is not None
         assert (known.last_seen_run, known.last_seen_at) == (run_id, later)
+        odd = s.get(PimProduct, "?")
+        assert odd is not None and odd.last_seen_run is None  # not seen by this read
         letters = {
             d.sku: (d.error, d.run_id, d.first_failed_at)
             for d in s.execute(select(DeadLetter)).scalars()
@@ -1285,7 +1287,7 @@ def test_a_read_refusing_a_product_the_mirror_holds_still_sees_it(harness: Harne
         "OTHER": ("product 'OTHER': field 'enabled': must be true or false, got 2", run_id, later),
         "?": ("line 4: not JSON", run_id, later),
     }
-    assert mirrored() == ["KNOWN"]
+    assert mirrored() == ["?", "KNOWN"]
     run = run_row(run_id)
     assert (run.read, run.rejected) == (4, 4)
 
