@@ -103,6 +103,11 @@ def test_pages_are_grouped_until_the_group_holds_the_batch_size() -> None:
     assert got[0][0][0] is p[0] and got[1][0][1] is p[3]
 
 
+def test_a_group_short_of_the_size_by_one_takes_the_next_page() -> None:
+    p = pages((2, "1"), (2, "2"), (1, None))
+    assert list(ingest._groups(iter(p), 5)) == [([p[0], p[1], p[2]], None, True)]
+
+
 def test_the_last_page_ends_its_group_and_the_read_whatever_the_size() -> None:
     p = pages((1, "1"), (1, None), (9, "never read"))
     assert list(ingest._groups(iter(p), 100)) == [([p[0], p[1]], None, True)]
@@ -271,6 +276,13 @@ def test_products_the_mirror_holds_unchanged_are_set_aside(pg_db: str) -> None:
             ("NO-VALUES", no_values),
         ]
     }
+
+
+def test_the_sku_is_looked_for_where_akeneo_keeps_it_unless_told(pg_db: str) -> None:
+    item = product(None, values={"sku": [{"locale": None, "scope": None, "data": "BYVAL"}]})
+    mirror(dict(item, identifier="BYVAL"))
+    rest, held, _ = ingest._split_known([Page(items=[item])])
+    assert held == [item] and rest == [Page(items=[])]
 
 
 @pytest.mark.parametrize(
@@ -773,7 +785,7 @@ def test_a_channels_batches_are_planned_counted_and_released_up_to_its_cap(
     assert (run.planned_units, run.planned_batches, run.failed, run.heartbeat_at) == (6, 3, 1, T0)
     with session_scope() as s:
         batches = [
-            (b.channel, b.skus, b.units, b.status, b.group_key)
+            (b.channel, b.skus, b.units, b.status, b.group_key, b.enqueued_at)
             for b in s.execute(
                 select(SyncBatch).where(SyncBatch.run_id == child_id).order_by(SyncBatch.id)
             ).scalars()
@@ -783,10 +795,11 @@ def test_a_channels_batches_are_planned_counted_and_released_up_to_its_cap(
                 select(SyncBatch.id).where(SyncBatch.run_id == child_id).order_by("id")
             ).scalars()
         )
+    # sent when (the sweeper sends again a batch enqueued too long ago)
     assert batches == [
-        ("web", ["A", "B"], 2, "enqueued", "g:0"),
-        ("web", ["C", "D"], 2, "enqueued", "g:1"),
-        ("web", ["E"], 1, "pending", "g:2"),
+        ("web", ["A", "B"], 2, "enqueued", "g:0", T0),
+        ("web", ["C", "D"], 2, "enqueued", "g:1", T0),
+        ("web", ["E"], 1, "pending", "g:2", None),
     ]
     assert sent == [
         ([ids[0]], {"channels": ["web"], "units": 2}),
@@ -1252,7 +1265,7 @@ def test_a_delta_group_renews_the_delta_lease(harness: Harness) -> None:
 
 
 def test_a_read_refusing_a_product_the_mirror_holds_still_sees_it(harness: Harness) -> None:
-    mirror(product("KNOWN"))
+    mirror(product("KNOWN"), product("?"))  # "?" also names an item that could not be decoded
     run_id = begin_full(harness, ["de_storefront"])
     later = T0 + timedelta(minutes=1)
     harness.ctx.clock = lambda: later
@@ -1268,6 +1281,8 @@ def test_a_read_refusing_a_product_the_mirror_holds_still_sees_it(harness: Harne
         known = s.get(PimProduct, "KNOWN")
         assert known is not None
         assert (known.last_seen_run, known.last_seen_at) == (run_id, later)
+        odd = s.get(PimProduct, "?")
+        assert odd is not None and odd.last_seen_run is None  # not seen by this read
         letters = {
             d.sku: (d.error, d.run_id, d.first_failed_at)
             for d in s.execute(select(DeadLetter)).scalars()
@@ -1278,7 +1293,7 @@ def test_a_read_refusing_a_product_the_mirror_holds_still_sees_it(harness: Harne
         "OTHER": ("product 'OTHER': field 'enabled': must be true or false, got 2", run_id, later),
         "?": ("line 4: not JSON", run_id, later),
     }
-    assert mirrored() == ["KNOWN"]
+    assert mirrored() == ["?", "KNOWN"]
     run = run_row(run_id)
     assert (run.read, run.rejected) == (4, 4)
 
@@ -1315,3 +1330,97 @@ def test_the_ingest_cursor_records_the_read_that_moved_it(
         delta_id = ingest.start_delta(s, h.ctx).id
     h.drain()
     assert cursor_row() == ("2026-11-27T10:05:00+00:00", later, delta_id)
+
+
+# --- the end of a read, called alone -------------------------------------------------------
+
+
+def finish(h: Harness, run_id: uuid.UUID, at: datetime) -> None:
+    h.ctx.clock = lambda: at
+    with session_scope() as s:
+        run = repo.get_run(s, run_id)
+        assert run is not None
+        kids = [c for c in repo.child_runs(s, run_id) if c.status == "running"]
+        ingest._finish_ingest(s, h.ctx, run, kids)
+
+
+def test_the_end_of_a_delta_read_moves_the_cursor_and_lets_every_channel_catch_up(
+    harness: Harness, debug_logs: list[dict[str, Any]]
+) -> None:
+    harness.ctx.clock = lambda: T0
+    with session_scope() as s:
+        run_id = ingest.start_delta(s, harness.ctx).id
+        run = repo.get_run(s, run_id)
+        assert run is not None
+        run.read, run.rejected = 7, 2
+    take_read(harness, run_id)
+    debug_logs.clear()
+    later = T0 + timedelta(minutes=2)
+    finish(harness, run_id, later)
+    run = run_row(run_id)
+    assert (run.status, run.finished_at) == ("completed", later)
+    assert held_locks() == {}
+    # the cursor is where the delta started, set by it when it ended
+    assert cursor_row() == ("2026-11-27T10:00:00+00:00", later, run_id)
+    assert list(harness.dispatcher.queue) == [
+        ("catch_up", (code, run_id, "delta")) for code in CHANNELS
+    ]
+    assert ingest_lines(debug_logs) == [
+        {
+            "event": "delta_ingest_complete",
+            "log_level": "info",
+            "phase": "read",
+            "run_id": str(run_id),
+            "read": 7,
+            "rejected": 2,
+            "cursor": "2026-11-27T10:00:00+00:00",
+        }
+    ]
+
+
+def test_the_end_of_a_full_read_ends_its_channel_runs_and_moves_the_cursor(
+    harness: Harness, debug_logs: list[dict[str, Any]]
+) -> None:
+    run_id = begin_full(harness, ["de_storefront", "uk_marketplace"])
+    with session_scope() as s:
+        run = repo.get_run(s, run_id)
+        assert run is not None
+        run.read = 5
+    debug_logs.clear()
+    later = T0 + timedelta(minutes=2)
+    finish(harness, run_id, later)
+    run = run_row(run_id)
+    assert (run.status, run.finished_at) == ("completed", later)
+    kids = children(run_id)
+    for code in ("de_storefront", "uk_marketplace"):
+        # nothing planned, nothing pending: planning done ends them here
+        assert (kids[code].planning_done, kids[code].status) == (True, "completed"), code
+        assert kids[code].finished_at == later
+    assert held_locks() == {}
+    assert cursor_row() == ("2026-11-27T10:00:00+00:00", later, run_id)
+    assert [e for e in ingest_lines(debug_logs) if e["event"] == "full_ingest_complete"] == [
+        {
+            "event": "full_ingest_complete",
+            "log_level": "info",
+            "phase": "read",
+            "run_id": str(run_id),
+            "read": 5,
+            "rejected": 0,
+            "channels": ["de_storefront", "uk_marketplace"],
+        }
+    ]
+
+
+def test_the_end_of_a_full_read_that_refused_a_product_leaves_the_cursor(
+    harness: Harness,
+) -> None:
+    with session_scope() as s:
+        repo.set_cursor(s, "ingest", "2026-11-27T09:00:00+00:00", T0, None)
+    run_id = begin_full(harness, ["de_storefront"])
+    with session_scope() as s:
+        run = repo.get_run(s, run_id)
+        assert run is not None
+        run.read, run.rejected = 5, 1
+    finish(harness, run_id, T0 + timedelta(minutes=2))
+    assert cursor_row() == ("2026-11-27T09:00:00+00:00", T0, None)
+    assert run_row(run_id).status == "completed"
