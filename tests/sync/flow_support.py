@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections import Counter
 from typing import Any
 
@@ -55,3 +56,12 @@ def assert_counters_are_the_rows(run: SyncRun) -> None:
     # product that cannot be parsed fails in every channel of the run
     rejected = letters(run_id=run.parent_id, kind="ingest") if run.parent_id else []
     assert run.failed == len(letters(run_id=run.id)) + len(rejected), run.failed
+
+
+def run_row(run_id: uuid.UUID) -> SyncRun:
+    """The run's row as committed, detached (its columns readable after the session)."""
+    with session_scope() as s:
+        run = repo.get_run(s, run_id)
+        assert run is not None
+        s.expunge(run)
+        return run

@@ -32,6 +32,7 @@ from app.sync import repository as repo
 from app.sync.context import SyncContext
 from app.sync.models import DeadLetter, SyncBatch, SyncCursor, SyncLock, SyncRun
 from tests.sync.conftest import Harness
+from tests.sync.flow_support import run_row
 from tests.sync.memory_source import MemorySource
 
 T0 = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
@@ -320,14 +321,6 @@ def test_a_group_with_nothing_known_is_handed_back_as_it_is(pg_db: str) -> None:
 
 
 # --- start_full, start_delta ---------------------------------------------------------------
-
-
-def run_row(run_id: uuid.UUID) -> SyncRun:
-    with session_scope() as s:
-        run = repo.get_run(s, run_id)
-        assert run is not None
-        s.expunge(run)
-        return run
 
 
 def children(run_id: uuid.UUID) -> dict[str | None, SyncRun]:

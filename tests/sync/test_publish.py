@@ -33,6 +33,7 @@ from app.sync.models import DeadLetter, SyncBatch, SyncCursor, SyncLock, SyncRun
 from app.sync.runtime import REGISTRY
 from app.sync.units import ChannelRuntime, UnitOutcome
 from tests.sync.conftest import Harness
+from tests.sync.flow_support import run_row
 from tests.sync.memory_source import MemorySource
 
 T0 = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
@@ -252,14 +253,6 @@ def new_run(kind: str, channel: str | None = DE, **fields: Any) -> uuid.UUID:
         for name, value in fields.items():
             setattr(run, name, value)
         return run.id
-
-
-def run_row(run_id: uuid.UUID) -> SyncRun:
-    with session_scope() as s:
-        run = repo.get_run(s, run_id)
-        assert run is not None
-        s.expunge(run)
-        return run
 
 
 def cursor(name: str) -> tuple[str, datetime, uuid.UUID | None] | None:

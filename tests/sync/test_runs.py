@@ -19,7 +19,8 @@ from app.db import session_scope
 from app.sync import repository as repo
 from app.sync import runs
 from app.sync.context import DispatchError, SyncContext
-from app.sync.models import SyncBatch, SyncLock, SyncRun
+from app.sync.models import SyncBatch, SyncLock
+from tests.sync.flow_support import run_row
 
 T0 = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
 MIN = timedelta(minutes=1)
@@ -59,14 +60,6 @@ def context(dispatcher: Recorder | None = None, at: datetime = T0, **settings: A
 def new_run(kind: str = "full", channel: str | None = "web", parent: uuid.UUID | None = None):
     with session_scope() as s:
         return repo.create_run(s, kind, channel, T0, parent_id=parent).id
-
-
-def run_row(run_id: uuid.UUID) -> SyncRun:
-    with session_scope() as s:
-        run = repo.get_run(s, run_id)
-        assert run is not None
-        s.expunge(run)
-        return run
 
 
 def locks() -> dict[str, uuid.UUID]:
