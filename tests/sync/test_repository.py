@@ -5,18 +5,37 @@ statement's edges (strict or not, whose rows, which fields) are pinned down one 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
-from app.db import session_scope
+from app.db import get_engine, session_scope
 from app.sync import repository as repo
-from app.sync.models import DeadLetter, SyncBatch
+from app.sync.models import DeadLetter, SyncBatch, SyncRun
 
 T0 = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
 MIN = timedelta(minutes=1)
 RUN_A = uuid.UUID("00000000-0000-0000-0000-00000000000a")
 RUN_B = uuid.UUID("00000000-0000-0000-0000-00000000000b")
+
+
+@contextmanager
+def _row_locked(table: str, row_id: object) -> Iterator[None]:
+    """Another transaction holds the row's lock (SELECT ... FOR UPDATE) while the block runs."""
+    with get_engine().connect() as other:
+        other.execute(text(f"SELECT 1 FROM {table} WHERE id = :id FOR UPDATE"), {"id": row_id})
+        yield
+        other.rollback()
+
+
+def _wait_for_locks_at_most(s: Session, timeout: str) -> None:
+    """A statement of this transaction waiting longer than ``timeout`` for a lock fails."""
+    s.execute(text(f"SET LOCAL lock_timeout = '{timeout}'"))
 
 
 # --- runs ------------------------------------------------------------------------------------
@@ -102,6 +121,137 @@ def test_recent_runs_newest_first_with_filters(pg_db: str) -> None:
         assert sorted(r.channel or "" for r in repo.running_runs(s)) == ["", "web", "web"]
 
 
+def test_a_new_run_keeps_the_other_fields_it_is_given(pg_db: str) -> None:
+    with session_scope() as s:
+        run_id = repo.create_run(
+            s, "full", None, T0, cursor_to="42", source_kind="akeneo", source="http://pim"
+        ).id
+    with session_scope() as s:
+        run = repo.get_run(s, run_id)
+        assert run is not None
+        assert (run.cursor_to, run.source_kind, run.source) == ("42", "akeneo", "http://pim")
+
+
+def test_get_run_reads_a_row_another_transaction_holds_without_waiting(pg_db: str) -> None:
+    with session_scope() as s:
+        run_id = repo.create_run(s, "delta", "web", T0).id
+    with _row_locked("sync_run", run_id), session_scope() as s:
+        _wait_for_locks_at_most(s, "1s")
+        run = repo.get_run(s, run_id)
+        assert run is not None and run.status == "running"
+
+
+def test_get_run_for_update_waits_for_the_transaction_holding_the_row(pg_db: str) -> None:
+    with session_scope() as s:
+        run_id = repo.create_run(s, "delta", "web", T0).id
+    waited = pytest.raises(OperationalError, match="canceling statement due to lock timeout")
+    with _row_locked("sync_run", run_id), waited, session_scope() as s:
+        _wait_for_locks_at_most(s, "200ms")
+        repo.get_run(s, run_id, for_update=True)
+
+
+def test_add_counts_returns_the_rows_counters_not_the_sessions_older_copy(pg_db: str) -> None:
+    with session_scope() as s:
+        run_id = repo.create_run(s, "delta", "web", T0).id
+    with session_scope() as s:
+        held = repo.get_run(s, run_id)  # this session now holds the run, read and synced 0
+        with session_scope() as other:  # another worker adds to the same run meanwhile
+            repo.add_counts(other, run_id, T0 + MIN, read=10, synced=7)
+        run = repo.add_counts(s, run_id, T0 + 2 * MIN, read=5)
+        assert run is held
+        assert (run.read, run.synced, run.heartbeat_at) == (15, 7, T0 + 2 * MIN)
+
+
+def test_planning_done_is_marked_on_that_run_only(pg_db: str) -> None:
+    with session_scope() as s:
+        run_id = repo.create_run(s, "full", "web", T0).id
+        other_id = repo.create_run(s, "full", "app", T0).id
+    with session_scope() as s:
+        repo.mark_planning_done(s, run_id)
+    with session_scope() as s:
+        run, other = repo.get_run(s, run_id), repo.get_run(s, other_id)
+        assert run is not None and other is not None
+        assert (run.planning_done, other.planning_done) == (True, False)
+
+
+def test_recent_runs_lists_twenty_by_default(pg_db: str) -> None:
+    with session_scope() as s:
+        for minute in range(21):
+            repo.create_run(s, "delta", "web", T0 + minute * MIN)
+    with session_scope() as s:
+        started = [int((r.started_at - T0) / MIN) for r in repo.recent_runs(s)]
+    assert started == [20, 19, 18, 17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1]
+
+
+def _run_with_id(s: Session, run_id: str, started_at: datetime) -> None:
+    s.add(
+        SyncRun(
+            id=uuid.UUID(run_id),
+            kind="delta",
+            channel="web",
+            status="running",
+            started_at=started_at,
+        )
+    )
+    s.flush()
+
+
+def test_a_run_is_found_by_the_start_of_its_id_dashes_and_case_ignored(pg_db: str) -> None:
+    with session_scope() as s:
+        _run_with_id(s, "abcdef01-2345-6789-abcd-ef0123456789", T0)
+        _run_with_id(s, "abcdef01-9999-4000-8000-000000000000", T0 + MIN)
+        _run_with_id(s, "abcdef02-0000-4000-8000-000000000000", T0 + 2 * MIN)
+        _run_with_id(s, "12345678-0000-4000-8000-000000000000", T0 + 3 * MIN)
+    with session_scope() as s:
+
+        def found(prefix: str, **kw: int) -> list[str]:
+            return [str(r.id)[:13] for r in repo.runs_by_prefix(s, prefix, **kw)]
+
+        assert found("ABCDEF01") == ["abcdef01-9999", "abcdef01-2345"]
+        assert found("abcdef0123") == ["abcdef01-2345"]
+        assert found("abcdef01-23") == ["abcdef01-2345"]
+        assert found("abcdef0") == ["abcdef02-0000", "abcdef01-9999", "abcdef01-2345"]
+        assert found("abcdef0", limit=2) == ["abcdef02-0000", "abcdef01-9999"]
+        assert found("123") == ["12345678-0000"]
+        assert found("9") == []
+        # LIKE's wildcards are plain characters here, matching no hex digit
+        assert found("abcdef0_") == []
+        assert found("%") == []
+
+
+def test_runs_by_prefix_lists_ten_by_default(pg_db: str) -> None:
+    with session_scope() as s:
+        for minute in range(11):
+            _run_with_id(s, f"abcdef{minute:02x}-0000-4000-8000-000000000000", T0 + minute * MIN)
+    with session_scope() as s:
+        started = [int((r.started_at - T0) / MIN) for r in repo.runs_by_prefix(s, "abcdef")]
+    assert started == [10, 9, 8, 7, 6, 5, 4, 3, 2, 1]
+
+
+def test_the_last_finished_run_of_each_kind(pg_db: str) -> None:
+    with session_scope() as s:
+
+        def run(kind: str, channel: str | None, finished_minute: int | None) -> uuid.UUID:
+            made = repo.create_run(s, kind, channel, T0)
+            if finished_minute is not None:
+                repo.finish_run(s, made, "completed", T0 + finished_minute * MIN)
+            return made.id
+
+        run("delta", None, 3)
+        delta = run("delta", None, 5)
+        run("delta", "web", 9)  # a delta's channel run: not the PIM read
+        run("delta", None, None)  # still running
+        full = run("full", None, 2)
+        run("full", "app", 8)
+        run("republish", "web", 1)
+        republish = run("republish", "app", 4)
+        run("republish", "web", None)
+        run("replay", "web", None)  # no replay has finished yet
+    with session_scope() as s:
+        last = {kind: r.id for kind, r in repo.last_finished_runs(s).items()}
+    assert last == {"delta": delta, "full": full, "republish": republish}
+
+
 # --- cursors ---------------------------------------------------------------------------------
 
 
@@ -177,6 +327,29 @@ def test_only_the_holder_renews_or_releases_a_lease(pg_db: str) -> None:
     with session_scope() as s:
         assert repo.lock_holder(s, "sync") is None
         assert repo.lock_holder(s, "other") is not None
+
+
+def test_a_wrong_token_neither_renews_nor_releases_the_lease(pg_db: str) -> None:
+    with session_scope() as s:
+        repo.acquire_lock(s, "sync", RUN_A, MIN, T0, token="t-1")
+    with session_scope() as s:
+        assert repo.renew_lock(s, "sync", RUN_A, 10 * MIN, T0 + MIN, "t-2") is False
+        repo.release_lock(s, "sync", RUN_A, "t-2")
+    with session_scope() as s:
+        held = repo.lock_holder(s, "sync")
+        assert held is not None
+        assert (held.run_id, held.token, held.expires_at) == (RUN_A, "t-1", T0 + MIN)
+
+
+def test_the_holders_token_renews_then_releases_the_lease(pg_db: str) -> None:
+    with session_scope() as s:
+        repo.acquire_lock(s, "sync", RUN_A, MIN, T0, token="t-1")
+    with session_scope() as s:
+        assert repo.renew_lock(s, "sync", RUN_A, 10 * MIN, T0 + MIN, "t-1") is True
+        held = repo.lock_holder(s, "sync")
+        assert held is not None and held.expires_at == T0 + 11 * MIN
+        repo.release_lock(s, "sync", RUN_A, "t-1")
+        assert repo.lock_holder(s, "sync") is None
 
 
 # --- batches ---------------------------------------------------------------------------------
@@ -261,6 +434,73 @@ def test_discarding_a_stopped_runs_batches_closes_only_its_open_ones(pg_db: str)
     assert list(_batches(RUN_B)) == other
 
 
+def test_another_runs_batches_in_flight_leave_this_runs_room_alone(pg_db: str) -> None:
+    with session_scope() as s:
+        repo.create_batches(s, RUN_B, "web", [["X"], ["Y"]])
+        repo.release_batches(s, RUN_B, 2, T0)
+        ids = repo.create_batches(s, RUN_A, "app", [["A"], ["B"], ["C"]])
+    with session_scope() as s:
+        assert repo.release_batches(s, RUN_A, 2, T0) == [
+            (ids[0], None, None, "app", 1),
+            (ids[1], None, None, "app", 1),
+        ]
+
+
+def test_release_goes_in_plan_order_whatever_the_tables_physical_order(pg_db: str) -> None:
+    with session_scope() as s:
+        ids = repo.create_batches(s, RUN_A, "web", [["A"], ["B"], ["C"]])
+        # the first batch's row rewritten twice through an indexed column (status, then back):
+        # its current version, and its index entries, now come last in the table and indexes
+        for status in ("enqueued", "pending"):
+            s.execute(
+                text("UPDATE sync_batch SET status = :status WHERE id = :id"),
+                {"status": status, "id": ids[0]},
+            )
+    with session_scope() as s:
+        assert repo.release_batches(s, RUN_A, 2, T0) == [
+            (ids[0], None, None, "web", 1),
+            (ids[1], None, None, "web", 1),
+        ]
+
+
+def test_release_skips_a_batch_another_transaction_holds_without_waiting(pg_db: str) -> None:
+    with session_scope() as s:
+        ids = repo.create_batches(s, RUN_A, "web", [["A"], ["B"], ["C"]])
+    with _row_locked("sync_batch", ids[0]), session_scope() as s:
+        _wait_for_locks_at_most(s, "1s")
+        assert repo.release_batches(s, RUN_A, 2, T0) == [
+            (ids[1], None, None, "web", 1),
+            (ids[2], None, None, "web", 1),
+        ]
+    assert [b.status for _, b in sorted(_batches(RUN_A).items())] == [
+        "pending",
+        "enqueued",
+        "enqueued",
+    ]
+
+
+def test_get_batch_reads_the_row_again_not_the_sessions_copy(pg_db: str) -> None:
+    with session_scope() as s:
+        (batch_id,) = repo.create_batches(s, RUN_A, "web", [["A"]])
+    with session_scope() as s:
+        first = repo.get_batch(s, batch_id)
+        assert first is not None and first.status == "pending"
+        with session_scope() as other:  # a worker finishes it meanwhile
+            repo.mark_batch_done(other, batch_id, T0)
+        again = repo.get_batch(s, batch_id)
+        assert again is not None and (again.status, again.done_at) == ("done", T0)
+
+
+def test_discarding_skips_a_batch_another_transaction_holds_without_waiting(pg_db: str) -> None:
+    with session_scope() as s:
+        ids = repo.create_batches(s, RUN_A, "web", [["A"], ["B"]])
+    with _row_locked("sync_batch", ids[0]), session_scope() as s:
+        _wait_for_locks_at_most(s, "1s")
+        assert repo.discard_open_batches(s, RUN_A, T0) == 1
+    done = {i: (b.status, b.done_at) for i, b in _batches(RUN_A).items()}
+    assert done == {ids[0]: ("pending", None), ids[1]: ("done", T0)}
+
+
 def test_batches_of_runs_finished_before_the_cutoff_are_deleted(pg_db: str) -> None:
     with session_scope() as s:
         old = repo.create_run(s, "full", "web", T0)
@@ -296,6 +536,52 @@ def test_stale_enqueued_batches_are_those_of_running_runs_untouched_since(pg_db:
         assert repo.stale_enqueued_batches(s, cutoff) == [ids[0], edge[0]]
         assert repo.stale_enqueued_batches(s, cutoff, limit=1) == [ids[0]]
     assert late and pending  # D waits for its not_before; F was never enqueued
+
+
+def test_stale_enqueued_batches_are_listed_in_id_order(pg_db: str) -> None:
+    with session_scope() as s:
+        running = repo.create_run(s, "full", "web", T0).id
+        ids = repo.create_batches(s, running, "web", [["A"], ["B"], ["C"]])
+        repo.release_batches(s, running, 3, T0)
+        # A sent again, long ago too: its row's new version goes to the end of the table
+        repo.touch_batches(s, [ids[0]], T0 + MIN)
+    with session_scope() as s:
+        assert repo.stale_enqueued_batches(s, T0 + 10 * MIN) == [ids[0], ids[1], ids[2]]
+
+
+def test_stale_enqueued_batches_lists_500_by_default(pg_db: str) -> None:
+    with session_scope() as s:
+        running = repo.create_run(s, "full", "web", T0).id
+        ids = repo.create_batches(s, running, "web", [[f"S{i}"] for i in range(501)])
+        repo.release_batches(s, running, 501, T0)
+    with session_scope() as s:
+        stale = repo.stale_enqueued_batches(s, T0 + MIN)
+    assert len(stale) == 500
+    assert stale == ids[:500]
+
+
+def test_touching_batches_sets_when_they_were_last_sent(pg_db: str) -> None:
+    with session_scope() as s:
+        ids = repo.create_batches(s, RUN_A, "web", [["A"], ["B"]])
+        repo.release_batches(s, RUN_A, 2, T0)
+    with session_scope() as s:
+        repo.touch_batches(s, [ids[1]], T0 + 5 * MIN)
+    sent = {i: b.enqueued_at for i, b in _batches(RUN_A).items()}
+    assert sent == {ids[0]: T0, ids[1]: T0 + 5 * MIN}
+
+
+def test_enqueued_batches_are_the_runs_own_sent_and_not_done_in_id_order(pg_db: str) -> None:
+    with session_scope() as s:
+        ids = repo.create_batches(s, RUN_A, "web", [["A"], ["B"], ["C"], ["D"], ["E"]])
+        other = repo.create_batches(s, RUN_B, "web", [["F"]])
+        repo.release_batches(s, RUN_A, 4, T0)  # A, B, C, D sent; E pending
+        repo.release_batches(s, RUN_B, 1, T0)
+        repo.mark_batch_done(s, ids[1], T0 + MIN)  # B done
+        # A sent again: its row's new version goes to the end of the table
+        repo.touch_batches(s, [ids[0]], T0 + MIN)
+    with session_scope() as s:
+        assert repo.enqueued_batches(s, RUN_A) == [ids[0], ids[2], ids[3]]
+        assert repo.enqueued_batches(s, RUN_B) == other
 
 
 # --- dead letters ----------------------------------------------------------------------------
@@ -407,9 +693,49 @@ def test_listing_counting_and_replaying_dead_letters(pg_db: str) -> None:
     assert _letters()[("web", "A", "replayed")] == (1, "boom", T0, T0 + 5 * MIN)
 
 
-def test_lock_holder_reads_the_row_again_not_the_sessions_copy(pg_db: str) -> None:
-    from sqlalchemy import text
+def test_letters_failing_at_the_same_instant_are_listed_newest_first(pg_db: str) -> None:
+    with session_scope() as s:
+        repo.upsert_dead_letters(s, [_letter("web", "A", T0)])
+        repo.upsert_dead_letters(s, [_letter("web", "B", T0 + MIN), _letter("web", "C", T0 + MIN)])
+        # A fails again at the same instant as B and C: its row's new version comes last in
+        # the table and in the index on the failure time (neither is in id order any more)
+        repo.upsert_dead_letters(s, [_letter("web", "A", T0 + MIN)])
+    with session_scope() as s:
+        assert [d.sku for d in repo.list_dead_letters(s)] == ["C", "B", "A"]
 
+
+def test_list_dead_letters_lists_a_hundred_by_default(pg_db: str) -> None:
+    with session_scope() as s:
+        repo.upsert_dead_letters(s, [_letter("web", f"S{i:03}", T0 + i * MIN) for i in range(101)])
+    with session_scope() as s:
+        listed = [d.sku for d in repo.list_dead_letters(s)]
+    assert len(listed) == 100
+    assert (listed[0], listed[-1]) == ("S100", "S001")
+
+
+def test_a_products_open_dead_letters_in_every_channel_newest_first(pg_db: str) -> None:
+    with session_scope() as s:
+        repo.upsert_dead_letters(
+            s,
+            [
+                _letter("*", "A", T0 + 2 * MIN),  # its payload was unreadable
+                _letter("app", "A", T0 + MIN),
+                _letter("shop", "A", T0 + 3 * MIN),
+                _letter("web", "A", T0),
+                _letter("web", "B", T0 + 3 * MIN),
+                _letter("xbox", "A", T0 + 2 * MIN),
+            ],
+        )
+        # app fails again with "*" and xbox: its row's new version comes last in the table and
+        # in the index on the failure time; the three are listed newest id first all the same
+        repo.upsert_dead_letters(s, [_letter("app", "A", T0 + 2 * MIN)])
+        repo.resolve_dead_letters(s, {"shop": ["A"]}, T0 + 4 * MIN)
+    with session_scope() as s:
+        channels = [d.channel for d in repo.open_dead_letters_of(s, "A")]
+    assert channels == ["xbox", "app", "*", "web"]
+
+
+def test_lock_holder_reads_the_row_again_not_the_sessions_copy(pg_db: str) -> None:
     with session_scope() as s:
         repo.acquire_lock(s, "sync", RUN_A, MIN, T0)
     with session_scope() as s:
