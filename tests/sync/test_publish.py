@@ -23,6 +23,7 @@ from app.config import Settings
 from app.db import session_scope
 from app.maintenance import HOT_PATH_SHARE
 from app.mapping.errors import MappingError
+from app.mapping.models import DriftEvent
 from app.pim import repository as pim_repo
 from app.pim.models import PimProduct
 from app.pim.product import Product
@@ -1146,6 +1147,32 @@ def test_products_decoded_for_another_channel_are_reused_when_unchanged(
     assert loads == [SKUS[:3], ["GEN-0000001"]]
     assert cache["GEN-0000001"].content_hash == "edited-GEN-0000001"
     assert row_states()["GEN-0000001"][0] == "disabled_in_pim"
+
+
+def test_attributes_the_contract_does_not_map_are_counted_as_drift_per_batch(
+    synced: Harness,
+) -> None:
+    """storefront_de@1 (``unmapped: warn``) has no mapping for ``sustainability_score``: each
+    product carrying it publishes, and the batch adds one count per product to its drift."""
+    with session_scope() as s:
+        s.execute(delete(DriftEvent))
+    score = [{"locale": None, "scope": None, "data": 42}]
+    for sku in ("GEN-0000001", "GEN-0000004"):
+        with session_scope() as s:
+            row = s.get(PimProduct, sku)
+            assert row is not None
+            values = {k: v for k, v in row.raw["values"].items() if k != "sustainability_score"}
+        edit_mirror(sku, values={**values, "sustainability_score": score})
+    decide_again(*SKUS)
+    publish_to([DE], ["GEN-0000001", "GEN-0000002", "GEN-0000004"])
+    publish_to([DE], ["GEN-0000004"])  # decided again: unchanged, not counted
+    with session_scope() as s:
+        drift = [
+            (d.contract_id, d.contract_version, d.attribute, d.channel, d.strategy, d.count)
+            for d in s.scalars(select(DriftEvent))
+        ]
+    assert drift == [("storefront_de", 1, "sustainability_score", DE, "warn", 2)]
+    assert row_states()["GEN-0000004"][0] == "published"
 
 
 def test_a_suspect_product_is_refused_where_its_document_holds_the_nul(synced: Harness) -> None:
