@@ -23,6 +23,7 @@ from structlog.testing import capture_logs
 from app.config import Settings
 from app.db import session_scope
 from app.dev import generator
+from app.mapping.models import OwnershipViolation
 from app.pim import repository as pim_repo
 from app.pim.models import PimProduct
 from app.pim.product import MAX_PRODUCT_BYTES, content_hash, parse_product
@@ -408,9 +409,11 @@ def test_a_full_sync_skips_its_busy_channels_and_none_at_all_when_every_one_is(
     )
     assert parent.details == {"channels": ["at_storefront"]}
     kids = children(second_id)
-    assert (kids["de_storefront"].status, kids["de_storefront"].error) == (
+    skipped = kids["de_storefront"]
+    assert (skipped.status, skipped.error, skipped.finished_at) == (
         "skipped",
         f"a run holding 'full:de_storefront' is still in progress (run {busy})",
+        T0,
     )
     assert kids["at_storefront"].status == "running"
 
@@ -916,6 +919,51 @@ def test_a_read_whose_run_is_cancelled_meanwhile_waits_and_writes_nothing(
     assert committed == [False]
     assert mirrored() == [] and run_row(run_id).read == 0
     assert run_row(run_id).status == "cancelled"
+
+
+PRICE = [{"locale": None, "scope": None, "data": [{"amount": "9.99", "currency": "EUR"}]}]
+
+
+def violations() -> dict[tuple[str, str, str], tuple[int, str | None]]:
+    with session_scope() as s:
+        return {
+            (v.source, v.domain, v.attribute): (v.count, v.sample_sku)
+            for v in s.execute(select(OwnershipViolation)).scalars()
+        }
+
+
+def test_every_product_read_counts_its_ownership_violations_changed_or_not(
+    harness: Harness,
+) -> None:
+    """The PIM carrying a price (the ERP's domain) is counted once per product read: a product
+    the mirror already holds unchanged counts again (the ownership table may have changed)."""
+    run_id = begin_full(harness, ["de_storefront"])
+    a, b = product("A", values={"price": PRICE}), product("B")
+    assert commit(harness, run_id, [a, b]) is True
+    assert violations() == {("pim", "pricing", "price"): (1, "A")}
+    assert commit(harness, run_id, [a, b]) is True  # both unchanged now
+    assert violations() == {("pim", "pricing", "price"): (2, "A")}
+
+
+def test_the_batches_one_group_plans_for_every_channel_share_the_groups_key(
+    harness: Harness,
+) -> None:
+    """One key per group (the run and how many products were read before it; ``:i`` the i-th
+    batch of it), so the channels' batches of a group go out in one message and decode its
+    products once."""
+    run_id = begin_full(harness, ["de_storefront", "at_storefront"])
+    assert commit(harness, run_id, [product("A"), product("B")]) is True
+    assert commit(harness, run_id, [product("C")]) is True
+    kids = [c.id for c in children(run_id).values()]
+    with session_scope() as s:
+        q = select(SyncBatch.skus, SyncBatch.group_key).where(SyncBatch.run_id.in_(kids))
+        keys = sorted((b.group_key, b.skus) for b in s.execute(q))
+    assert keys == [
+        (f"{run_id}:0:0", ["A", "B"]),
+        (f"{run_id}:0:0", ["A", "B"]),
+        (f"{run_id}:2:0", ["C"]),
+        (f"{run_id}:2:0", ["C"]),
+    ]
 
 
 def test_a_full_read_with_no_channel_run_left_ends_there(harness: Harness) -> None:
