@@ -1,4 +1,5 @@
-"""``apply_projections`` on real PostgreSQL: one version-guarded statement per call."""
+"""The page repository on real PostgreSQL: ``apply_projections`` (one version-guarded statement
+per call), the in-transaction catalog projection, the reads, resets and lag."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
+from app.channels.models import ChannelProduct
 from app.db import session_scope
 from app.pages.models import ProductPage
 from app.pages.repository import (
@@ -15,7 +17,10 @@ from app.pages.repository import (
     apply_projections,
     get_page,
     list_pages,
+    project_catalog_rows,
+    projection_lag,
     readiness_counts,
+    reset_version,
 )
 
 CH = "de_storefront"
@@ -272,3 +277,183 @@ def test_list_pages_pages_through_the_channels_catalogued_pages_by_sku(pg_db: st
         assert skus(None, 10) == ["A", "B", "C", "D"]
         assert skus(None, 2) == ["A", "B"]
         assert skus("B", 10) == ["C", "D"]
+
+
+def test_list_pages_is_in_sku_order_when_the_table_is_read_in_its_physical_order(
+    pg_db: str,
+) -> None:
+    # stored out of sku order, then B rewritten (its new row version goes to the end of the
+    # table); with index scans off the database reads the rows as stored: D, C, A, B
+    for sku in ("D", "C", "B", "A"):
+        apply("catalog", Projection(CH, sku, 1, {"sku": sku}, True, "published"))
+    apply("catalog", Projection(CH, "B", 2, {"sku": "B2"}, True, "published"))
+    with session_scope() as s:
+        s.execute(text("SET LOCAL enable_indexscan = off"))
+        s.execute(text("SET LOCAL enable_bitmapscan = off"))
+        s.execute(text("SET LOCAL enable_indexonlyscan = off"))
+        stored = s.execute(text("SELECT sku FROM product_page")).scalars().all()
+        assert stored != ["A", "B", "C", "D"]  # the order the listing must not rely on
+        assert [r.sku for r in list_pages(s, CH, None, 10)] == ["A", "B", "C", "D"]
+        assert [r.sku for r in list_pages(s, CH, "A", 2)] == ["B", "C"]
+
+
+def add_catalog_rows(
+    *rows: tuple[str, str, int, dict[str, Any] | None, bool, str, datetime],
+) -> None:
+    """channel_product rows: (channel, sku, version, doc, enabled, status, synced_at)."""
+    with session_scope() as s:
+        for channel, sku, version, doc, enabled, status, synced_at in rows:
+            s.add(
+                ChannelProduct(
+                    channel=channel,
+                    sku=sku,
+                    version=version,
+                    doc=doc,
+                    enabled=enabled,
+                    status=status,
+                    synced_at=synced_at,
+                    input_hash="h",
+                )
+            )
+
+
+def test_project_catalog_rows_copies_the_rows_onto_older_pages_only(pg_db: str) -> None:
+    at = "at_storefront"
+    add_catalog_rows(
+        (CH, "A", 3, {"title": "a"}, True, "published", T0),
+        # disabled: its last published document is projected with the flags
+        (CH, "B", 2, {"title": "b-last"}, False, "disabled_in_pim", T0),
+        (at, "A", 1, {"title": "at-a"}, True, "published", T0),
+        (CH, "Z", 9, {"title": "z"}, True, "published", T0),  # not asked for
+    )
+    apply("catalog", Projection(CH, "B", 1, {"title": "b-old"}, True, "published"))
+    apply("pricing", Projection(CH, "B", 5, {"amount": "5"}))
+    apply("catalog", Projection(at, "A", 4, {"title": "at-newer"}, True, "published"))
+    later = T0 + timedelta(hours=2)
+    keys = [(CH, "B"), (at, "A"), (CH, "MISSING"), (CH, "A")]
+    with session_scope() as s:
+        written = project_catalog_rows(s, keys, later)
+    assert sorted(written) == [(CH, "A"), (CH, "B")]
+    a = page("A")
+    assert (a.catalog, a.catalog_version, a.catalog_enabled, a.catalog_status) == (
+        {"title": "a"},
+        3,
+        True,
+        "published",
+    )
+    assert (a.pricing_version, a.inventory_version, a.media_version) == (0, 0, 0)
+    assert (a.pricing, a.inventory, a.media, a.updated_at) == (None, None, None, later)
+    b = page("B")
+    assert (b.catalog, b.catalog_version, b.catalog_enabled, b.catalog_status) == (
+        {"title": "b-last"},
+        2,
+        False,
+        "disabled_in_pim",
+    )
+    assert (b.pricing, b.pricing_version, b.updated_at) == ({"amount": "5"}, 5, later)
+    # the page holding a newer catalog version keeps it
+    newer = page("A", at)
+    assert (newer.catalog, newer.catalog_version, newer.updated_at) == (
+        {"title": "at-newer"},
+        4,
+        T0,
+    )
+    with session_scope() as s:
+        assert get_page(s, CH, "Z") is None
+        assert get_page(s, CH, "MISSING") is None
+        # redelivered: every page already holds the row's version
+        assert project_catalog_rows(s, keys, later + timedelta(hours=1)) == []
+    assert page("A").updated_at == later
+
+
+def test_project_catalog_rows_of_no_keys_writes_nothing(pg_db: str) -> None:
+    add_catalog_rows((CH, "A", 3, {"title": "a"}, True, "published", T0))
+    with session_scope() as s:
+        assert project_catalog_rows(s, [], T0) == []
+        assert s.execute(text("SELECT count(*) FROM product_page")).scalar_one() == 0
+
+
+def test_projection_lag_counts_rows_ahead_of_their_page_and_the_oldest_age(
+    pg_db: str,
+) -> None:
+    at, fr = "at_storefront", "fr_storefront"
+    now = T0 + timedelta(hours=1)
+    add_catalog_rows(
+        # de: A is on its page (and the oldest row, not counted); B's page holds an older
+        # version; C has no page; D's page has no catalog yet
+        (CH, "A", 3, {}, True, "published", T0 - timedelta(days=1)),
+        (CH, "B", 5, {}, True, "published", T0 + timedelta(minutes=10)),
+        (CH, "C", 1, {}, True, "published", T0),
+        (CH, "D", 1, {}, True, "published", T0 + timedelta(minutes=30)),
+        # at: on its page, left out (its page's version is below de A's row version)
+        (at, "A", 2, {}, True, "published", T0 - timedelta(days=2)),
+        # fr: behind, synced "after" now (a clock ahead): an age of zero, never negative
+        (fr, "X", 7, {}, True, "published", now + timedelta(minutes=5)),
+    )
+    apply("catalog", Projection(CH, "A", 3, {}, True, "published"))
+    apply("catalog", Projection(CH, "B", 4, {}, True, "published"))
+    apply("pricing", Projection(CH, "D", 8, {}))
+    apply("catalog", Projection(at, "A", 2, {}, True, "published"))
+    apply("catalog", Projection(fr, "X", 6, {}, True, "published"))
+    with session_scope() as s:
+        lag = projection_lag(s, now)
+    assert lag == {CH: (3, 3600.0), fr: (1, 0.0)}
+
+
+def test_projection_lag_is_empty_when_every_row_is_on_its_page(pg_db: str) -> None:
+    with session_scope() as s:
+        assert projection_lag(s, T0) == {}
+    add_catalog_rows((CH, "A", 2, {}, True, "published", T0))
+    apply("catalog", Projection(CH, "A", 2, {}, True, "published"))
+    with session_scope() as s:
+        assert projection_lag(s, T0 + timedelta(hours=1)) == {}
+
+
+@pytest.mark.parametrize("domain", ["stock", "catalog"])
+def test_reset_version_refuses_unknown_domains_and_the_catalog(pg_db: str, domain: str) -> None:
+    apply("catalog", cat(3, {"title": "x"}))
+    with session_scope() as s, pytest.raises(ValueError) as refused:
+        reset_version(s, domain, "A", None, T0 + timedelta(hours=1))
+    assert str(refused.value) == f"reset one of pricing, inventory, media, not '{domain}'"
+    p = page()
+    assert (p.catalog, p.catalog_version, p.updated_at) == ({"title": "x"}, 3, T0)
+
+
+def reset_fixture() -> None:
+    """A and B in de and at, each with a catalog and media; A's media ran ahead."""
+    for channel in (CH, "at_storefront"):
+        apply("catalog", Projection(channel, "A", 2, {"t": "a"}, True, "published"))
+        apply("media", Projection(channel, "A", 2**53, {"images": ["a.jpg"]}))
+        apply("media", Projection(channel, "B", 4, {"images": ["b.jpg"]}))
+
+
+def test_reset_version_in_one_channel_leaves_the_other_channels_page(pg_db: str) -> None:
+    reset_fixture()
+    later = T0 + timedelta(hours=1)
+    with session_scope() as s:
+        assert reset_version(s, "media", "A", CH, later) == 1
+    a = page("A")
+    assert (a.media, a.media_version, a.updated_at) == (None, 0, later)
+    assert (a.catalog, a.catalog_version) == ({"t": "a"}, 2)  # other domains kept
+    other = page("A", "at_storefront")
+    assert (other.media, other.media_version, other.updated_at) == (
+        {"images": ["a.jpg"]},
+        2**53,
+        T0,
+    )
+    b = page("B")
+    assert (b.media, b.media_version, b.updated_at) == ({"images": ["b.jpg"]}, 4, T0)
+
+
+def test_reset_version_without_a_channel_resets_every_channel(pg_db: str) -> None:
+    reset_fixture()
+    later = T0 + timedelta(hours=1)
+    with session_scope() as s:
+        assert reset_version(s, "media", "A", None, later) == 2
+        assert reset_version(s, "inventory", "NONE", None, later) == 0
+    for channel in (CH, "at_storefront"):
+        a = page("A", channel)
+        assert (a.media, a.media_version, a.updated_at) == (None, 0, later)
+        assert (a.catalog, a.catalog_version) == ({"t": "a"}, 2)
+        b = page("B", channel)
+        assert (b.media, b.media_version, b.updated_at) == ({"images": ["b.jpg"]}, 4, T0)
