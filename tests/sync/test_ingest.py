@@ -25,6 +25,7 @@ from app.db import session_scope
 from app.dev import generator
 from app.mapping.models import OwnershipViolation
 from app.pim import repository as pim_repo
+from app.pim.catalog import build_definitions
 from app.pim.models import PimProduct
 from app.pim.product import MAX_PRODUCT_BYTES, content_hash, parse_product
 from app.pim.source import Page
@@ -32,6 +33,7 @@ from app.sync import ingest, runs
 from app.sync import repository as repo
 from app.sync.context import SyncContext
 from app.sync.models import DeadLetter, SyncBatch, SyncCursor, SyncLock, SyncRun
+from app.sync.runtime import REGISTRY
 from tests.sync.conftest import Harness
 from tests.sync.flow_support import run_row
 from tests.sync.memory_source import MemorySource
@@ -1253,6 +1255,264 @@ def test_a_delta_slice_reads_what_changed_since_its_cursor_with_the_definitions_
     h.dispatcher.queue.clear()
     assert ingest.ingest_slice(h.ctx, run_id, "reader") is True
     assert run_row(run_id).read == 0 and len(definitions) == 2
+
+
+def started_full(h: Harness, channels: list[str]) -> uuid.UUID:
+    """A full sync started, its read not yet taken by any reader, its message not sent."""
+    with session_scope() as s:
+        run = ingest.start_full(s, h.ctx, channels)
+        assert run is not None
+        run_id = run.id
+    h.dispatcher.queue.clear()
+    return run_id
+
+
+# definitions the PIM changes to: its identifier attribute and a name, nothing else
+SKU_AND_NAME = build_definitions(
+    attributes=[
+        {"code": "sku", "type": "pim_catalog_identifier"},
+        {"code": "name", "type": "pim_catalog_text", "localizable": True},
+    ]
+)
+
+
+def test_a_full_syncs_first_slice_reads_the_definitions_again_even_when_they_are_fresh(
+    harness: Harness,
+) -> None:
+    h = harness
+    h.source = MemorySource.generated(2)
+    clock = {"now": T0}
+    h.ctx.clock = lambda: clock["now"]
+    assert h.ctx.settings.definitions_refresh_seconds == 3600
+    first = started_full(h, ["de_storefront"])
+    assert ingest.ingest_slice(h.ctx, first, "reader-1") is True
+    # the PIM's definitions change a minute later, well within the refresh period
+    h.source.defs = SKU_AND_NAME
+    clock["now"] = T0 + timedelta(seconds=60)
+    second = started_full(h, ["uk_marketplace"])
+    assert ingest.ingest_slice(h.ctx, second, "reader-2") is True
+    assert run_row(second).status == "completed"
+    with session_scope() as s:
+        assert pim_repo.definitions_fetched_at(s) == T0 + timedelta(seconds=60)
+        assert sorted(REGISTRY.definitions(s)[0].attributes) == ["name", "sku"]
+
+
+def test_a_delta_syncs_first_slice_uses_the_definitions_it_has_while_they_are_fresh(
+    harness: Harness,
+) -> None:
+    h = harness
+    h.source = MemorySource.generated(2)
+    clock = {"now": T0}
+    h.ctx.clock = lambda: clock["now"]
+    first = started_full(h, ["de_storefront"])
+    assert ingest.ingest_slice(h.ctx, first, "reader-1") is True
+    h.source.defs = SKU_AND_NAME
+    clock["now"] = T0 + timedelta(seconds=60)
+    with session_scope() as s:
+        delta = ingest.start_delta(s, h.ctx).id
+    h.dispatcher.queue.clear()
+    assert ingest.ingest_slice(h.ctx, delta, "reader-2") is True
+    assert run_row(delta).status == "completed"
+    with session_scope() as s:
+        assert pim_repo.definitions_fetched_at(s) == T0
+        # still the generated ones, read by the full sync
+        generated = generator.generated_definitions().attributes
+        assert REGISTRY.definitions(s)[0].attributes.keys() == generated.keys()
+
+
+def ean_catalog(harness: Harness, items: list[dict[str, Any]]) -> Harness:
+    """A PIM whose identifier attribute is ``ean`` (not ``sku``), serving ``items``."""
+    assert harness.ctx.settings.identifier_attribute is None  # the definitions say where
+    defs = build_definitions(
+        attributes=[
+            {"code": "ean", "type": "pim_catalog_identifier"},
+            {"code": "name", "type": "pim_catalog_text", "localizable": True},
+        ]
+    )
+    harness.source = MemorySource([], defs)
+    harness.source.products = {f"{i:03}": item for i, item in enumerate(items)}
+    harness.ctx.clock = lambda: T0
+    return harness
+
+
+def by_ean(ean: str, **fields: object) -> dict[str, object]:
+    """A product carrying its SKU only in ``values`` (as Akeneo's products-uuid endpoint)."""
+    raw = product(None, **fields)
+    del raw["identifier"]
+    raw["values"] = {
+        "ean": [{"locale": None, "scope": None, "data": ean}],
+        "name": [{"locale": "en_US", "scope": None, "data": f"Name {ean}"}],
+    }
+    return raw
+
+
+def test_a_slice_mirrors_products_under_the_sku_the_pims_identifier_attribute_holds(
+    harness: Harness,
+) -> None:
+    h = ean_catalog(harness, [by_ean("EAN-1"), by_ean("EAN-2")])
+    run_id = started_full(h, ["de_storefront"])
+    assert ingest.ingest_slice(h.ctx, run_id, "reader") is True
+    run = run_row(run_id)
+    assert (run.status, run.read, run.rejected, run.error) == ("completed", 2, 0, None)
+    assert mirrored() == ["EAN-1", "EAN-2"]
+
+
+def test_a_slice_refusing_every_product_names_the_identifier_attribute_in_use(
+    harness: Harness,
+) -> None:
+    h = ean_catalog(harness, [by_ean("EAN-1", enabled="yes")])
+    run_id = started_full(h, ["de_storefront"])
+    assert ingest.ingest_slice(h.ctx, run_id, "reader") is True
+    run = run_row(run_id)
+    assert (run.status, run.read, run.rejected) == ("failed", 1, 1)
+    assert run.error == (
+        "every product read (1) was rejected (identifier attribute 'ean'; set "
+        "PIMSYNC_IDENTIFIER_ATTRIBUTE if the SKU is elsewhere); first reason: product "
+        "'EAN-1': field 'enabled': must be true or false, got 'yes'"
+    )
+
+
+def take_over_after_first_group(
+    monkeypatch: pytest.MonkeyPatch, run_id: uuid.UUID, clock: dict[str, datetime]
+) -> None:
+    """Once the slice has written its first group, another reader of the run takes its read
+    lease over (a new fencing token) and the clock moves on to ``clock["then"]``."""
+    commit_group = ingest._commit_group
+    calls = []
+
+    def then_taken_over(*args: Any) -> bool:
+        done = commit_group(*args)
+        calls.append(done)
+        if len(calls) == 1:
+            with session_scope() as s:
+                lock = s.get(SyncLock, runs.ingest_lease(run_id))
+                assert lock is not None and lock.token == "stale-reader"
+                lock.token = "other-reader"
+            clock["now"] = clock["then"]
+        return done
+
+    monkeypatch.setattr(ingest, "_commit_group", then_taken_over)
+
+
+def ingest_lease_row(run_id: uuid.UUID) -> tuple[uuid.UUID, str] | None:
+    with session_scope() as s:
+        lock = s.get(SyncLock, runs.ingest_lease(run_id))
+        return None if lock is None else (lock.run_id, lock.token)
+
+
+def test_a_slice_whose_lease_another_reader_took_over_writes_no_further_group(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = sliced_catalog(monkeypatch, harness, 4)  # two groups
+    clock = {"now": T0, "then": T0 + timedelta(seconds=60)}  # within the slice
+    h.ctx.clock = lambda: clock["now"]
+    run_id = started_full(h, ["de_storefront"])
+    take_over_after_first_group(monkeypatch, run_id, clock)
+    assert ingest.ingest_slice(h.ctx, run_id, "stale-reader") is True
+    run = run_row(run_id)
+    assert (run.status, run.read, run.resume_token) == ("running", 2, "2")
+    assert mirrored() == ["GEN-0000000", "GEN-0000001"]
+    assert ingest_lease_row(run_id) == (run_id, "other-reader")
+    assert [m for m in h.dispatcher.queue if m[0] == "ingest"] == []
+
+
+def test_a_slice_at_its_end_leaves_the_lease_another_reader_took_over(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = sliced_catalog(monkeypatch, harness, 4)
+    clock = {"now": T0, "then": T0 + timedelta(seconds=120)}  # the slice's end
+    h.ctx.clock = lambda: clock["now"]
+    run_id = started_full(h, ["de_storefront"])
+    take_over_after_first_group(monkeypatch, run_id, clock)
+    assert ingest.ingest_slice(h.ctx, run_id, "stale-reader") is False
+    run = run_row(run_id)
+    assert (run.status, run.read, run.resume_token) == ("running", 2, "2")
+    assert mirrored() == ["GEN-0000000", "GEN-0000001"]
+    assert ingest_lease_row(run_id) == (run_id, "other-reader")
+
+
+def test_a_slice_whose_group_is_not_committed_stops_there_and_reads_no_further(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    h = sliced_catalog(monkeypatch, harness, 10)  # five pages, five groups
+    h.ctx.clock = lambda: T0
+    served: list[int] = []
+    third_page = threading.Event()
+
+    def count(n: int) -> None:
+        served.append(n)
+        if n == 3:
+            third_page.set()
+
+    h.source.on_page = count
+    run_id = started_full(h, ["de_storefront"])
+    commit_group = ingest._commit_group
+    calls = []
+
+    def cancelled_after_the_first(*args: Any) -> bool:
+        done = commit_group(*args)
+        calls.append(done)
+        if len(calls) == 1:
+            with session_scope() as s:
+                run = repo.get_run(s, run_id)
+                assert run is not None
+                repo.finish_run(s, run, "cancelled", T0)
+        else:
+            # the read-ahead thread holds the group after this one (and reads no further)
+            assert third_page.wait(10)
+        return done
+
+    monkeypatch.setattr(ingest, "_commit_group", cancelled_after_the_first)
+    assert ingest.ingest_slice(h.ctx, run_id, "reader") is True
+    assert calls == [True, False]
+    assert served == [1, 2, 3]
+    run = run_row(run_id)
+    assert (run.status, run.read) == ("cancelled", 2)
+    assert [m for m in h.dispatcher.queue if m[0] == "ingest"] == []
+
+
+def test_a_product_met_again_later_in_a_slice_is_written_as_read_not_as_unchanged(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, debug_logs: list[dict[str, Any]]
+) -> None:
+    """The group after the first is judged by the read-ahead thread before the first is
+    written: a product of both takes the full path (an idempotent upsert) the second time,
+    as judged then, even though the mirror holds it unchanged by the time it commits."""
+    h = sliced_catalog(monkeypatch, harness, 0)  # two to a page and a group
+    h.source.products = {
+        "1": product("TWICE"),
+        "2": product("ONCE-1"),
+        "3": product("TWICE"),
+        "4": product("ONCE-2"),
+    }
+    h.ctx.clock = lambda: T0
+    run_id = started_full(h, ["de_storefront"])
+    assert ingest.ingest_slice(h.ctx, run_id, "reader") is True
+    pages = [
+        (e["products"], e["unchanged"], e["read"])
+        for e in ingest_lines(debug_logs)
+        if e["event"] == "ingest_page"
+    ]
+    assert pages == [(2, 0, 2), (2, 0, 4)]
+    assert mirrored() == ["ONCE-1", "ONCE-2", "TWICE"]
+
+
+def test_everything_a_slice_logs_carries_its_run_and_no_channel(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = sliced_catalog(monkeypatch, harness, 2)
+    h.ctx.clock = lambda: T0
+    seen: list[dict[str, Any]] = []
+    h.source.on_page = lambda n: seen.append(structlog.contextvars.get_contextvars())
+    run_id = started_full(h, ["de_storefront"])
+    with structlog.contextvars.bound_contextvars(channel="uk_marketplace", task="t-1"):
+        assert ingest.ingest_slice(h.ctx, run_id, "reader") is True
+        assert structlog.contextvars.get_contextvars() == {
+            "channel": "uk_marketplace",
+            "task": "t-1",
+        }
+    assert seen == [{"channel": None, "task": "t-1", "run_id": str(run_id)}]
 
 
 def test_batches_of_a_run_without_a_channel_or_refusals(pg_db: str) -> None:
