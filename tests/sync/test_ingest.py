@@ -1084,6 +1084,22 @@ def test_a_last_group_of_only_page_errors_fails_the_read_with_its_first_error(
     )
 
 
+def test_a_read_whose_refusals_were_all_in_earlier_groups_points_to_the_dead_letters(
+    harness: Harness,
+) -> None:
+    """The last group (an empty last page) has no refusal of its own to quote."""
+    run_id = begin_full(harness, ["de_storefront"])
+    assert commit(harness, run_id, [product("B", enabled=1)], exhausted=False) is True
+    assert commit(harness, run_id, [], exhausted=True) is True
+    run = run_row(run_id)
+    assert (run.status, run.read, run.rejected) == ("failed", 1, 1)
+    assert run.error == (
+        "every product read (1) was rejected (identifier attribute 'sku'; set "
+        "PIMSYNC_IDENTIFIER_ATTRIBUTE if the SKU is elsewhere); first reason: see pimsync "
+        "dead-letters"
+    )
+
+
 def test_a_read_of_nothing_completes(harness: Harness) -> None:
     run_id = begin_full(harness, ["de_storefront"])
     assert commit(harness, run_id, [], exhausted=True) is True

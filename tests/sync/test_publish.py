@@ -1172,29 +1172,34 @@ def test_attributes_the_contract_does_not_map_are_counted_as_drift_per_batch(
             for d in s.scalars(select(DriftEvent))
         ]
     assert drift == [("storefront_de", 1, "sustainability_score", DE, "warn", 2)]
+    with session_scope() as s:
+        (sample,) = s.scalars(select(DriftEvent.sample_sku))
+    assert sample == "GEN-0000001"  # the first product of the batch that carried it
     assert row_states()["GEN-0000004"][0] == "published"
 
 
 def test_a_suspect_product_is_refused_where_its_document_holds_the_nul(synced: Harness) -> None:
-    with session_scope() as s:
-        product = s.get(PimProduct, "GEN-0000001")
-        assert product is not None
-        values = {**product.raw["values"]}
-    values["name"] = [{"locale": "de_DE", "scope": None, "data": "Bad\x00"}]
     decide_again(*SKUS)
-    edit_mirror("GEN-0000001", values=values)
-    (res,) = publish_to([DE], ["GEN-0000001", "GEN-0000002"]).values()
-    assert outcome(res) == (1, 0, 0, 0, 0, 1)
+    for sku in ("GEN-0000001", "GEN-0000004"):
+        with session_scope() as s:
+            product = s.get(PimProduct, sku)
+            assert product is not None
+            values = {**product.raw["values"]}
+        values["name"] = [{"locale": "de_DE", "scope": None, "data": "Bad\x00"}]
+        edit_mirror(sku, values=values)
+    (res,) = publish_to([DE], ["GEN-0000001", "GEN-0000002", "GEN-0000004"]).values()
+    assert outcome(res) == (1, 0, 0, 0, 0, 2)  # each refused product counts
     assert open_letters() == [
         (
             DE,
-            "GEN-0000001",
+            sku,
             "UnstorableText",
             "value of `name` in de_DE contains a NUL character",
             True,
             1,
             RUN,
         )
+        for sku in ("GEN-0000001", "GEN-0000004")
     ]
 
 
