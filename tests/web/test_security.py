@@ -12,7 +12,15 @@ from typing import Any
 import pytest
 from starlette.requests import Request
 
-from app.web.security import Refused, bearer, check_timestamp, read_body
+from app.web.security import (
+    MAX_JSON_DEPTH,
+    Refused,
+    bearer,
+    check_timestamp,
+    json_depth_exceeds,
+    parse_json,
+    read_body,
+)
 
 NOW = 1_700_000_000.0  # a fixed "now", far from the real clock
 MAX_AGE = 300
@@ -104,3 +112,62 @@ def test_bearer_is_none_for_another_scheme_or_no_token() -> None:
     assert bearer(_request({"Authorization": "Basic dXNlcjpwdw=="})) is None
     assert bearer(_request({"Authorization": "Bearer "})) is None
     assert bearer(_request({})) is None
+
+
+# --- JSON depth --------------------------------------------------------------------------
+
+
+def nested(levels: int) -> object:
+    """``levels`` containers, one inside the other, alternating lists and objects."""
+    value: object = 1
+    for i in range(levels):
+        value = [value] if i % 2 else {"k": value}
+    return value
+
+
+@pytest.mark.parametrize(
+    ("value", "limit", "exceeds"),
+    [
+        (7, 0, False),  # a scalar nests nothing
+        ({}, 1, False),  # one container: depth 1
+        ({}, 0, True),
+        (nested(3), 3, False),  # exactly at the limit
+        (nested(3), 2, True),  # one past it
+        (nested(64), 64, False),
+        (nested(65), 64, True),
+        # the deepest branch counts, wherever it is among its siblings
+        ({"a": 1, "b": [], "c": [[[]]], "d": {}}, 3, True),
+        ({"a": 1, "b": [], "c": [[[]]], "d": {}}, 4, False),
+        ([[[[]]], "x", {"y": {}}], 3, True),
+        ([[[[]]], "x", {"y": {}}], 4, False),
+    ],
+)
+def test_json_depth_counts_the_deepest_nesting_of_containers(
+    value: object, limit: int, exceeds: bool
+) -> None:
+    assert json_depth_exceeds(value, limit) is exceeds
+
+
+def test_a_body_nested_up_to_the_limit_parses_one_level_more_is_refused() -> None:
+    at_limit = "[" * MAX_JSON_DEPTH + "]" * MAX_JSON_DEPTH
+    assert MAX_JSON_DEPTH == 64
+    value = parse_json(at_limit.encode())
+    for _ in range(MAX_JSON_DEPTH - 1):
+        assert isinstance(value, list) and len(value) == 1
+        value = value[0]
+    assert value == []
+    with pytest.raises(Refused) as refused:
+        parse_json(("[" * 65 + "]" * 65).encode())
+    assert (refused.value.status_code, refused.value.reason, refused.value.detail) == (
+        400,
+        "too_deep",
+        "body nests JSON more than 64 levels deep",
+    )
+
+
+def test_a_malformed_body_is_refused_saying_why() -> None:
+    with pytest.raises(Refused) as refused:
+        parse_json(b'{"a": ')
+    assert (refused.value.status_code, refused.value.reason) == (400, "malformed_json")
+    assert refused.value.detail.startswith("body is not JSON: ")
+    assert parse_json(b'{"a": [1, {"b": null}]}') == {"a": [1, {"b": None}]}
