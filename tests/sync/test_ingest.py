@@ -1373,6 +1373,23 @@ def test_a_slice_mirrors_products_under_the_sku_the_pims_identifier_attribute_ho
     assert mirrored() == ["EAN-1", "EAN-2"]
 
 
+def test_products_identified_in_values_the_mirror_holds_unchanged_are_set_aside(
+    harness: Harness, debug_logs: list[dict[str, Any]]
+) -> None:
+    """A second full sync of the same catalog: the products whose SKU is only in ``values``
+    are recognised as held unchanged (marked seen, not parsed and written again)."""
+    h = ean_catalog(harness, [by_ean("EAN-1"), by_ean("EAN-2")])
+    for _ in range(2):
+        h.source.products = {"000": by_ean("EAN-1"), "001": by_ean("EAN-2")}  # as served
+        run_id = started_full(h, ["de_storefront"])
+        assert ingest.ingest_slice(h.ctx, run_id, "reader") is True
+        assert run_row(run_id).status == "completed"
+        h.ctx.clock = lambda: T0 + timedelta(hours=1)  # the next sync starts later
+    pages = [(e["products"], e["unchanged"]) for e in debug_logs if e["event"] == "ingest_page"]
+    assert pages == [(2, 0), (2, 2)]
+    assert mirrored() == ["EAN-1", "EAN-2"]
+
+
 def test_a_slice_refusing_every_product_names_the_identifier_attribute_in_use(
     harness: Harness,
 ) -> None:
