@@ -1,6 +1,7 @@
 """Mutation testing, module by module: ``make mutation [MODULES="app/web/security.py ..."]``
 (``--survivors`` among them: run again only the last run's survivors; ``--report``: run
-nothing, print the last verdicts).
+nothing, print the last verdicts; ``--direct``: each module against its own tests only, as
+listed in ``[tool.pimsync.mutation.direct]``).
 
 Runs mutmut (configured in pyproject.toml, ``[tool.mutmut]``) over each module in turn and
 prints its score: mutants killed / mutants made, and the survivors by name (see one with
@@ -10,7 +11,10 @@ prints its score: mutants killed / mutants made, and the survivors by name (see 
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import time
@@ -23,9 +27,52 @@ from tests.conftest import create_pg_database, drop_pg_database
 KILLED = {"killed", "timeout"}  # a mutant that hangs the tests is caught too
 
 
+PYPROJECT = Path("pyproject.toml")
+
+
 def configured_modules() -> list[str]:
-    config = tomllib.loads(Path("pyproject.toml").read_text())["tool"]["mutmut"]
+    config = tomllib.loads(PYPROJECT.read_text())["tool"]["mutmut"]
     return list(config["only_mutate"])
+
+
+def direct_tests(path: str) -> list[str]:
+    """The tests of ``path`` alone (``[tool.pimsync.mutation.direct]``); SystemExit if none."""
+    table = tomllib.loads(PYPROJECT.read_text())["tool"]["pimsync"]["mutation"]["direct"]
+    if path not in table:
+        raise SystemExit(
+            f"--direct: {path} has no entry in [tool.pimsync.mutation.direct] of pyproject.toml"
+            f" (modules with one: {', '.join(table)})"
+        )
+    return list(table[path])
+
+
+def _toml_list(name: str, items: list[str], text: str) -> str:
+    """``text`` with the top-level array ``name = [...]`` replaced by ``items``."""
+    pattern = re.compile(rf"^{name} = \[.*?\]$", re.M | re.S)
+    if not pattern.search(text):
+        raise SystemExit(f"pyproject.toml: no `{name} = [...]` under [tool.mutmut]")
+    return pattern.sub(lambda _: f"{name} = {json.dumps(items)}", text, count=1)
+
+
+def start_afresh_if_reconfigured() -> None:
+    """mutmut keeps verdicts in mutants/ (with a copy of pyproject.toml); verdicts reached
+    with another module list or test selection say nothing about this run: drop them."""
+    kept = Path("mutants") / "pyproject.toml"
+    if not kept.exists():
+        return
+    keys = ("only_mutate", "pytest_add_cli_args_test_selection")
+    then = tomllib.loads(kept.read_text())["tool"].get("mutmut", {})
+    now = tomllib.loads(PYPROJECT.read_text())["tool"]["mutmut"]
+    if any(then.get(k) != now.get(k) for k in keys):
+        print("mutants/ was made with other modules or tests: starting afresh")
+        shutil.rmtree("mutants")
+
+
+def narrowed(text: str, path: str, tests: list[str]) -> str:
+    """pyproject.toml's text with mutmut mutating ``path`` only, against ``tests`` only.
+    (mutmut notices the changed selection and runs its stats and every mutant again.)"""
+    text = _toml_list("only_mutate", [path], text)
+    return _toml_list("pytest_add_cli_args_test_selection", tests, text)
 
 
 def statuses(path: str) -> dict[str, str]:
@@ -46,6 +93,7 @@ def run_module(path: str, mode: str) -> tuple[int, int, list[str]]:
     elif mode == "--report":
         names = []
     if names:
+        start_afresh_if_reconfigured()
         mutmut = Path(sys.executable).with_name("mutmut")
         subprocess.run([str(mutmut), "run", "--max-children", "1", *names], check=True)
     verdicts = statuses(path)
@@ -55,9 +103,12 @@ def run_module(path: str, mode: str) -> tuple[int, int, list[str]]:
 
 
 def main(argv: list[str]) -> int:
+    direct = "--direct" in argv
+    argv = [a for a in argv if a != "--direct"]
     modes = [a for a in argv if a in ("--survivors", "--report")]
     mode = modes[0] if modes else ""
     modules = [a for a in argv if a not in modes] or configured_modules()
+    selections = {path: direct_tests(path) for path in modules} if direct else {}
     report = []
     # one database for every mutant's tests (each test empties it first): creating and
     # dropping one per mutant costs ~10 s, more than most mutants' tests
@@ -66,7 +117,15 @@ def main(argv: list[str]) -> int:
     try:
         for path in modules:
             started = time.monotonic()
-            killed, total, survivors = run_module(path, mode)
+            if direct and mode != "--report":
+                original = PYPROJECT.read_text()
+                PYPROJECT.write_text(narrowed(original, path, selections[path]))
+                try:
+                    killed, total, survivors = run_module(path, mode)
+                finally:
+                    PYPROJECT.write_text(original)
+            else:
+                killed, total, survivors = run_module(path, mode)
             report.append((path, killed, total, survivors, time.monotonic() - started))
     finally:
         if url:
