@@ -734,6 +734,24 @@ def test_a_batch_writes_its_rows_counts_them_and_sends_the_next(synced: Harness)
     assert locks() == {}
 
 
+def test_a_batch_adds_every_kind_of_decision_to_its_run_and_is_done_when_it_ran(
+    synced: Harness,
+) -> None:
+    """b2b_portal (never synced here) filters 4 of the 12 products; GEN-0000006 is disabled in
+    the PIM: the run counts each decision, and the batch is done at the time it ran."""
+    edit_mirror("GEN-0000006", enabled=False)
+    run_id, (only,) = planned("republish", SKUS, channel="b2b_portal")
+    with session_scope() as s:
+        repo.release_batches(s, run_id, 1, T0)
+    run_batch(only, Recorder(), at=T0 + 5 * MIN)
+    # (synced, unchanged, incomplete, filtered, disabled, failed, planned, pending)
+    assert counters(run_id) == (7, 0, 0, 4, 1, 0, 1, 0)
+    with session_scope() as s:
+        batch = s.get(SyncBatch, only)
+        assert batch is not None
+        assert (batch.status, batch.done_at) == ("done", T0 + 5 * MIN)
+
+
 def test_a_batch_delivered_again_or_unknown_changes_nothing(synced: Harness) -> None:
     decide_again(*SKUS)
     run_id, (first,) = planned("republish", SKUS[:3])
@@ -915,6 +933,14 @@ def test_each_channel_counts_what_it_decided(synced: Harness) -> None:
     assert all(r.retried == 0 and r.retry_batches == [] for r in results.values())
     rows = row_states()
     assert rows["GEN-0000006"] == ("disabled_in_pim", False, RUN, T0 + MIN)
+
+
+def test_each_product_disabled_in_the_pim_counts(synced: Harness) -> None:
+    edit_mirror("GEN-0000006", enabled=False)
+    edit_mirror("GEN-0000010", enabled=False)
+    (res,) = publish_to([DE], SKUS).values()
+    assert outcome(res) == (0, 10, 0, 0, 2, 0)
+    assert sorted(c.sku for c in res.changes) == ["GEN-0000006", "GEN-0000010"]
 
 
 def test_products_the_pim_removed_are_disabled_in_every_channel(synced: Harness) -> None:
@@ -1108,7 +1134,7 @@ def test_a_row_the_database_refuses_is_dead_lettered_alone(
 
     def evaluate(product: Product, rt: ChannelRuntime) -> UnitOutcome:
         out = real(product, rt)
-        if product.identifier == "GEN-0000002":
+        if product.identifier in ("GEN-0000000", "GEN-0000002"):
             out.doc = {**(out.doc or {}), "title": "nul\x00inside"}
         return out
 
@@ -1118,11 +1144,13 @@ def test_a_row_the_database_refuses_is_dead_lettered_alone(
             s, [publish._dead_letter(DE, "GEN-0000002", None, ValueError("old"), True, T0)]
         )
     (res,) = publish_to([DE], SKUS[:3]).values()
-    assert outcome(res) == (2, 0, 0, 0, 0, 1)
-    assert sorted(c.sku for c in res.changes) == ["GEN-0000000", "GEN-0000001"]
-    (letter,) = open_letters()
-    assert letter[:3] == (DE, "GEN-0000002", "UntranslatableCharacter")
-    assert (letter[4], letter[5], letter[6]) == (True, 2, RUN)
+    assert outcome(res) == (1, 0, 0, 0, 0, 2)  # each refused row counts; the rest are written
+    assert [c.sku for c in res.changes] == ["GEN-0000001"]
+    first, second = open_letters()
+    assert first[:3] == (DE, "GEN-0000000", "UntranslatableCharacter")
+    assert (first[4], first[5], first[6]) == (True, 1, RUN)
+    assert second[:3] == (DE, "GEN-0000002", "UntranslatableCharacter")
+    assert (second[4], second[5], second[6]) == (True, 2, RUN)
     assert row_states()["GEN-0000002"][2] != RUN  # the row as it was
 
 
