@@ -292,3 +292,58 @@ def test_every_field_of_a_row_is_stored(any_db):
             1,
         )
         assert a.version == 1
+
+
+def test_catalog_rows_reads_the_asked_rows_of_each_channel_as_they_stand(any_db):
+    with session_scope() as s:
+        repo.upsert_rows(
+            s,
+            [
+                row("A"),
+                row("B"),
+                row("C"),
+                row("D", status="disabled_in_pim"),
+                row("A", channel="app"),
+                row("B", channel="app"),
+            ],
+        )
+        repo.upsert_rows(s, [row("A", {"sku": "A", "title": "New A"}, seq=2)])
+    with session_scope() as s:
+        got = repo.catalog_rows(s, {"web": ["A", "D", "Z"], "app": ["B"]})
+        assert sorted(got) == [
+            ("app", "B", 1, {"sku": "B", "title": "Title B"}, True, "published"),
+            ("web", "A", 2, {"sku": "A", "title": "New A"}, True, "published"),
+            ("web", "D", 1, None, False, "disabled_in_pim"),
+        ]
+        assert repo.catalog_rows(s, {}) == []
+        assert repo.catalog_rows(s, {"web": []}) == []
+
+
+def test_catalog_rows_after_pages_every_row_in_channel_then_sku_order(any_db):
+    # written out of order: the listing's order is its own, not the table's
+    keys = [("web", "C"), ("app", "B"), ("web", "A"), ("app", "A"), ("web", "B")]
+    with session_scope() as s:
+        for channel, sku in keys:
+            repo.upsert_rows(s, [row(sku, channel=channel)])
+
+    def page(last: tuple[str, str] | None, limit: int = 2) -> list[tuple[str, str]]:
+        with session_scope() as s:
+            rows = repo.catalog_rows_after(s, last, limit)
+        assert all(
+            r[2:] == (1, {"sku": r[1], "title": f"Title {r[1]}"}, True, "published") for r in rows
+        )
+        return [(r[0], r[1]) for r in rows]
+
+    assert page(None) == [("app", "A"), ("app", "B")]
+    # the next channel starts again from its first SKU, even one before the last one's
+    assert page(("app", "B")) == [("web", "A"), ("web", "B")]
+    assert page(("app", "A")) == [("app", "B"), ("web", "A")]
+    assert page(("web", "B")) == [("web", "C")]
+    assert page(("web", "C")) == []
+    assert page(None, limit=10) == [
+        ("app", "A"),
+        ("app", "B"),
+        ("web", "A"),
+        ("web", "B"),
+        ("web", "C"),
+    ]
