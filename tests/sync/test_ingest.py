@@ -1405,26 +1405,37 @@ def test_a_slice_refusing_every_product_names_the_identifier_attribute_in_use(
     )
 
 
+def after_each_group(monkeypatch: pytest.MonkeyPatch, then: Any) -> list[bool]:
+    """``ingest._commit_group`` as it is, followed by ``then(n)`` after the n-th group's commit
+    (1, 2, ...); returns what each commit answered, as they come."""
+    commit_group = ingest._commit_group
+    calls: list[bool] = []
+
+    def committed_then(*args: Any) -> bool:
+        done = commit_group(*args)
+        calls.append(done)
+        then(len(calls))
+        return done
+
+    monkeypatch.setattr(ingest, "_commit_group", committed_then)
+    return calls
+
+
 def take_over_after_first_group(
     monkeypatch: pytest.MonkeyPatch, run_id: uuid.UUID, clock: dict[str, datetime]
 ) -> None:
     """Once the slice has written its first group, another reader of the run takes its read
     lease over (a new fencing token) and the clock moves on to ``clock["then"]``."""
-    commit_group = ingest._commit_group
-    calls = []
 
-    def then_taken_over(*args: Any) -> bool:
-        done = commit_group(*args)
-        calls.append(done)
-        if len(calls) == 1:
+    def taken_over(n: int) -> None:
+        if n == 1:
             with session_scope() as s:
                 lock = s.get(SyncLock, runs.ingest_lease(run_id))
                 assert lock is not None and lock.token == "stale-reader"
                 lock.token = "other-reader"
             clock["now"] = clock["then"]
-        return done
 
-    monkeypatch.setattr(ingest, "_commit_group", then_taken_over)
+    after_each_group(monkeypatch, taken_over)
 
 
 def ingest_lease_row(run_id: uuid.UUID) -> tuple[uuid.UUID, str] | None:
@@ -1481,13 +1492,9 @@ def test_a_slice_whose_group_is_not_committed_stops_there_and_reads_no_further(
 
     h.source.on_page = count
     run_id = started_full(h, ["de_storefront"])
-    commit_group = ingest._commit_group
-    calls = []
 
-    def cancelled_after_the_first(*args: Any) -> bool:
-        done = commit_group(*args)
-        calls.append(done)
-        if len(calls) == 1:
+    def cancelled_after_the_first(n: int) -> None:
+        if n == 1:
             with session_scope() as s:
                 run = repo.get_run(s, run_id)
                 assert run is not None
@@ -1495,9 +1502,8 @@ def test_a_slice_whose_group_is_not_committed_stops_there_and_reads_no_further(
         else:
             # the read-ahead thread holds the group after this one (and reads no further)
             assert third_page.wait(10)
-        return done
 
-    monkeypatch.setattr(ingest, "_commit_group", cancelled_after_the_first)
+    calls = after_each_group(monkeypatch, cancelled_after_the_first)
     assert ingest.ingest_slice(h.ctx, run_id, "reader") is True
     assert calls == [True, False]
     assert served == [1, 2, 3]
