@@ -16,10 +16,11 @@ from structlog.testing import capture_logs
 
 from app.config import Settings
 from app.db import session_scope
+from app.pim.throttle import PimHealth
 from app.sync import repository as repo
 from app.sync import runs
 from app.sync.context import DispatchError, SyncContext
-from app.sync.models import SyncBatch, SyncLock
+from app.sync.models import SyncBatch, SyncLock, SyncRun
 from tests.sync.flow_support import run_row
 
 T0 = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
@@ -32,12 +33,14 @@ class Recorder:
     def __init__(self, broken: bool = False) -> None:
         self.broken = broken
         self.ingested: list[uuid.UUID] = []
+        self.countdowns: list[float] = []
         self.published: list[list[int]] = []
 
-    def ingest(self, run_id: uuid.UUID) -> None:
+    def ingest(self, run_id: uuid.UUID, countdown: float = 0.0) -> None:
         if self.broken:
             raise DispatchError("broker unreachable: connection refused")
         self.ingested.append(run_id)
+        self.countdowns.append(countdown)
 
     def catch_up(self, channel: str, parent_id: uuid.UUID | None, kind: str) -> None:
         raise AssertionError("not expected")
@@ -392,6 +395,213 @@ def test_resuming_a_run_that_ended_only_frees_its_lease(pg_db: str) -> None:
     assert run_row(run_id).status == "done"
 
 
+# --- defer_read: the PIM asked for quiet ---------------------------------------------------
+
+READER = "a" * 32
+
+
+def waiting_read(token: str = READER) -> uuid.UUID:
+    """A delta's read holding its leases (its read lease under ``token``), with one running
+    channel run that holds its own."""
+    parent = new_run("delta", None)
+    web = new_run("delta", "web", parent)
+    with session_scope() as s:
+        assert repo.acquire_lock(s, runs.ingest_lease(parent), parent, MIN, T0, token).acquired
+    ctx = context()
+    assert take(ctx, runs.DELTA_INGEST_LOCK, parent) is None
+    assert take(ctx, "delta:web", web) is None
+    return parent
+
+
+def expiries() -> dict[str, datetime]:
+    with session_scope() as s:
+        return {lk.name: lk.expires_at for lk in s.execute(select(SyncLock)).scalars()}
+
+
+def test_a_deferred_read_is_sent_again_for_the_instant_the_pim_named(pg_db: str) -> None:
+    parent = waiting_read()
+    sent = Recorder()
+    not_before = T0 + 3 * MIN + timedelta(seconds=0.5)
+    countdown = runs.defer_read(context(sent, at=T0 + MIN), parent, None, not_before, 429, "x")
+    assert countdown == 122.0  # 120.5 s, in whole seconds, and one more
+    assert (sent.ingested, sent.countdowns) == ([parent], [122.0])
+
+
+def test_a_deferred_read_says_it_waits_since_when_until_when_and_why(pg_db: str) -> None:
+    parent = waiting_read()
+    not_before = T0 + 3 * MIN
+    runs.defer_read(context(at=T0 + MIN), parent, None, not_before, 429, "asked 120 s")
+    run = run_row(parent)
+    assert run.details["waiting"] == {
+        "status": 429,
+        "since": "2026-11-27T10:01:00+00:00",
+        "until": "2026-11-27T10:03:00+00:00",
+        "reason": "asked 120 s",
+    }
+    assert run.details["deferrals"] == 1
+    assert (run.status, run.heartbeat_at) == ("running", T0 + MIN)
+
+
+def test_a_deferred_read_is_logged_with_its_status_instant_and_countdown(pg_db: str) -> None:
+    parent = waiting_read()
+    with capture_logs() as logs:
+        runs.defer_read(context(at=T0 + MIN), parent, None, T0 + 3 * MIN, 503, "asked 120 s")
+    assert logs == [
+        {
+            "event": "pim_read_deferred",
+            "log_level": "warning",
+            "run_id": str(parent),
+            "status": 503,
+            "not_before": "2026-11-27T10:03:00+00:00",
+            "countdown": 121.0,
+        }
+    ]
+
+
+def test_a_read_deferred_again_keeps_when_its_wait_began_and_counts_each_time(
+    pg_db: str,
+) -> None:
+    parent = waiting_read()
+    runs.defer_read(context(at=T0 + MIN), parent, None, T0 + 3 * MIN, 429, "asked 120 s")
+    runs.defer_read(context(at=T0 + 4 * MIN), parent, None, T0 + 9 * MIN, 503, "asked 300 s")
+    run = run_row(parent)
+    assert run.details["waiting"] == {
+        "status": 503,
+        "since": "2026-11-27T10:01:00+00:00",
+        "until": "2026-11-27T10:09:00+00:00",
+        "reason": "asked 300 s",
+    }
+    assert run.details["deferrals"] == 2
+
+
+def test_a_read_the_pim_already_allows_is_sent_again_a_second_later(pg_db: str) -> None:
+    parent = waiting_read()
+    sent = Recorder()
+    assert runs.defer_read(context(sent, at=T0 + MIN), parent, None, T0, 429, "x") == 1.0
+    assert sent.countdowns == [1.0]
+
+
+def test_a_deferred_read_gives_its_read_lease_back_and_extends_the_others(pg_db: str) -> None:
+    parent = waiting_read()
+    ctx = context(at=T0 + MIN, lock_ttl_seconds=60)
+    # the reader's name is longer than a token: its first 32 characters hold the lease
+    runs.defer_read(ctx, parent, READER + "-0001", T0 + 3 * MIN, 429, "x")
+    assert set(locks()) == {runs.DELTA_INGEST_LOCK, "delta:web"}
+    # 60 s of lease past the 121 s countdown
+    assert expiries() == {
+        runs.DELTA_INGEST_LOCK: T0 + MIN + timedelta(seconds=181),
+        "delta:web": T0 + MIN + timedelta(seconds=181),
+    }
+
+
+def test_a_deferred_read_leaves_the_read_lease_another_reader_took(pg_db: str) -> None:
+    parent = waiting_read(token="b" * 32)
+    runs.defer_read(context(at=T0 + MIN), parent, READER, T0 + 3 * MIN, 429, "x")
+    assert runs.ingest_lease(parent) in locks()
+
+
+def test_deferring_a_read_that_ended_changes_nothing(pg_db: str) -> None:
+    parent = waiting_read()
+    with session_scope() as s:
+        run = repo.get_run(s, parent)
+        assert run is not None
+        repo.finish_run(s, run, "completed", T0)
+    sent = Recorder()
+    assert runs.defer_read(context(sent), parent, None, T0 + 3 * MIN, 429, "x") == 0.0
+    assert runs.defer_read(context(sent), uuid.uuid4(), None, T0 + 3 * MIN, 429, "x") == 0.0
+    assert sent.ingested == []
+    assert "waiting" not in (run_row(parent).details or {})
+    assert runs.ingest_lease(parent) in locks()
+
+
+# --- waiting_until, waiting_note ---------------------------------------------------------------
+
+# a wait that is not over when the tests run (the notes compare with the wall clock)
+LATER = datetime(2099, 1, 1, 12, 6, 10, tzinfo=UTC)
+
+
+def read_with(details: dict[str, Any] | None, status: str = "running") -> SyncRun:
+    """A delta's read with these details (and this status)."""
+    run_id = new_run("delta", None)
+    with session_scope() as s:
+        run = repo.get_run(s, run_id)
+        assert run is not None
+        run.details = details
+        if status != "running":
+            repo.finish_run(s, run, status, T0)
+    return run_row(run_id)
+
+
+def down_since(at: datetime) -> PimHealth:
+    """A connection that has failed with 503 since ``at``."""
+    return PimHealth("k", "http://pim", False, at.timestamp(), "503", None, None, {})
+
+
+def test_a_run_that_does_not_wait_has_no_instant_to_go_on(pg_db: str) -> None:
+    assert runs.waiting_until(read_with(None)) is None
+    assert runs.waiting_until(read_with({"waiting": {"status": 429}})) is None
+    assert runs.waiting_until(read_with({"waiting": {"until": "soon"}})) is None
+    assert runs.waiting_until(read_with({"waiting": {"until": LATER.isoformat()}})) == LATER
+
+
+def test_a_waiting_read_says_what_the_pim_answered_since_when_and_the_next_try(
+    pg_db: str,
+) -> None:
+    parent = waiting_read()
+    runs.defer_read(context(at=T0), parent, None, LATER, 429, "asked a long wait")
+    assert runs.waiting_note(run_row(parent)) == (
+        "waiting for PIM: 429 since 10:00:00, next try 12:06:10"
+    )
+
+
+def test_the_note_of_a_wait_without_a_status_names_none(pg_db: str) -> None:
+    waiting = {"status": None, "since": T0.isoformat(), "until": LATER.isoformat()}
+    assert runs.waiting_note(read_with({"waiting": waiting})) == (
+        "waiting for PIM since 10:00:00, next try 12:06:10"
+    )
+
+
+def test_the_note_of_a_wait_without_a_start_gives_only_the_next_try(pg_db: str) -> None:
+    waiting = {"status": 503, "until": LATER.isoformat()}
+    assert runs.waiting_note(read_with({"waiting": waiting})) == (
+        "waiting for PIM: 503, next try 12:06:10"
+    )
+
+
+def test_a_wait_that_is_over_has_no_note(pg_db: str) -> None:
+    waiting = {"status": 429, "since": T0.isoformat(), "until": (T0 + MIN).isoformat()}
+    assert runs.waiting_note(read_with({"waiting": waiting})) is None
+
+
+def test_a_wait_is_over_at_its_instant(pg_db: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    waiting = {"status": 429, "since": T0.isoformat(), "until": (T0 + 2 * MIN).isoformat()}
+    run = read_with({"waiting": waiting})
+    monkeypatch.setattr(runs.time, "time", lambda: (T0 + 2 * MIN).timestamp() - 1)
+    assert runs.waiting_note(run) == "waiting for PIM: 429 since 10:00:00, next try 10:02:00"
+    monkeypatch.setattr(runs.time, "time", lambda: (T0 + 2 * MIN).timestamp())
+    assert runs.waiting_note(run) is None
+
+
+def test_a_read_that_does_not_wait_tells_the_connections_failure(pg_db: str) -> None:
+    note = runs.waiting_note(read_with(None), down_since(T0 - 2 * MIN))
+    assert note == "waiting for PIM: 503 since 09:58:00"
+
+
+def test_a_read_that_does_not_wait_has_no_note_without_the_connections_health(
+    pg_db: str,
+) -> None:
+    assert runs.waiting_note(read_with(None)) is None
+    assert runs.waiting_note(read_with({})) is None
+
+
+def test_only_a_running_read_has_a_waiting_note(pg_db: str) -> None:
+    waiting = {"status": 429, "since": T0.isoformat(), "until": LATER.isoformat()}
+    ended = read_with({"waiting": waiting}, status="completed")
+    channel_run = run_row(new_run("delta", "web"))
+    assert runs.waiting_note(ended, down_since(T0)) is None
+    assert runs.waiting_note(channel_run, down_since(T0)) is None
+
+
 # --- concurrent changes of one run ---------------------------------------------------------
 
 
@@ -438,6 +648,17 @@ def test_cancelling_a_run_that_ends_meanwhile_leaves_its_ending(pg_db: str) -> N
 def test_failing_a_read_that_ends_meanwhile_leaves_its_ending(pg_db: str) -> None:
     run_id = new_run("delta", None)
     finished_meanwhile(run_id, lambda: runs.fail_ingest(context(at=T0 + 2 * MIN), run_id, "x"))
+
+
+def test_deferring_a_read_that_ends_meanwhile_leaves_its_ending(pg_db: str) -> None:
+    run_id = new_run("delta", None)
+    sent = Recorder()
+    finished_meanwhile(
+        run_id,
+        lambda: runs.defer_read(context(sent, at=T0 + 2 * MIN), run_id, None, T0, 429, "x"),
+    )
+    assert "waiting" not in (run_row(run_id).details or {})
+    assert sent.ingested == []
 
 
 def test_resuming_a_run_that_ends_meanwhile_leaves_its_ending(pg_db: str) -> None:
