@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections import Counter
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -65,3 +68,32 @@ def run_row(run_id: uuid.UUID) -> SyncRun:
         assert run is not None
         s.expunge(run)
         return run
+
+
+def ended_meanwhile(
+    run_id: uuid.UUID, status: str, at: datetime, change: Callable[[], Any]
+) -> None:
+    """Another transaction ends the run (``status`` at ``at``) and holds its row while
+    ``change`` runs in a thread: ``change`` reads the run, so it waits for that commit and
+    must then see the run ended. Bounded: both threads are joined, neither may hang."""
+    locked, release = threading.Event(), threading.Event()
+
+    def other_transaction() -> None:
+        with session_scope() as s:
+            run = repo.get_run(s, run_id, for_update=True)
+            assert run is not None
+            repo.finish_run(s, run, status, at)
+            s.flush()
+            locked.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=other_transaction)
+    holder.start()
+    assert locked.wait(10)
+    worker = threading.Thread(target=change)
+    worker.start()
+    worker.join(0.5)  # it reads the run, and so waits for the other transaction's lock
+    release.set()
+    holder.join(10)
+    worker.join(10)
+    assert not holder.is_alive() and not worker.is_alive()

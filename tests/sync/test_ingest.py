@@ -35,7 +35,7 @@ from app.sync.context import SyncContext
 from app.sync.models import DeadLetter, SyncBatch, SyncCursor, SyncLock, SyncRun
 from app.sync.runtime import REGISTRY
 from tests.sync.conftest import Harness
-from tests.sync.flow_support import run_row
+from tests.sync.flow_support import ended_meanwhile, run_row
 from tests.sync.memory_source import MemorySource
 
 T0 = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
@@ -891,33 +891,14 @@ def test_a_read_whose_run_is_cancelled_meanwhile_waits_and_writes_nothing(
     """Another transaction holds the run's row (cancelling it) when a group commits: the group
     waits for it, then sees the run stopped. Read without the row lock, it would have taken
     the run as running and written its products into the mirror of a cancelled sync."""
-    import threading
-
     run_id = begin_full(harness, ["de_storefront"])
-    locked, release = threading.Event(), threading.Event()
     committed: list[bool] = []
-
-    def canceller() -> None:
-        with session_scope() as s:
-            run = repo.get_run(s, run_id, for_update=True)
-            assert run is not None
-            repo.finish_run(s, run, "cancelled", T0)
-            s.flush()
-            locked.set()
-            release.wait(10)
-
-    holder = threading.Thread(target=canceller)
-    holder.start()
-    assert locked.wait(10)
-    reader = threading.Thread(
-        target=lambda: committed.append(commit(harness, run_id, [product("A")]))
+    ended_meanwhile(
+        run_id,
+        "cancelled",
+        T0,
+        lambda: committed.append(commit(harness, run_id, [product("A")])),
     )
-    reader.start()
-    reader.join(0.5)  # it reads the run, and so waits for the canceller's lock
-    release.set()
-    holder.join(10)
-    reader.join(10)
-    assert not holder.is_alive() and not reader.is_alive()
     assert committed == [False]
     assert mirrored() == [] and run_row(run_id).read == 0
     assert run_row(run_id).status == "cancelled"

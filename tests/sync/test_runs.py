@@ -21,7 +21,7 @@ from app.sync import repository as repo
 from app.sync import runs
 from app.sync.context import DispatchError, SyncContext
 from app.sync.models import SyncBatch, SyncLock, SyncRun
-from tests.sync.flow_support import run_row
+from tests.sync.flow_support import ended_meanwhile, run_row
 
 T0 = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
 MIN = timedelta(minutes=1)
@@ -608,29 +608,7 @@ def test_only_a_running_read_has_a_waiting_note(pg_db: str) -> None:
 def finished_meanwhile(run_id: uuid.UUID, change: Any) -> None:
     """Another transaction finishes the run (done) while ``change`` runs: ``change`` must wait
     for it and see the run as it is after that commit, never overwrite the ending."""
-    import threading
-
-    locked, release = threading.Event(), threading.Event()
-
-    def other_transaction() -> None:
-        with session_scope() as s:
-            run = repo.get_run(s, run_id, for_update=True)
-            assert run is not None
-            repo.finish_run(s, run, "done", T0 + MIN)
-            s.flush()
-            locked.set()
-            release.wait(10)
-
-    holder = threading.Thread(target=other_transaction)
-    holder.start()
-    assert locked.wait(10)
-    worker = threading.Thread(target=change)
-    worker.start()
-    worker.join(0.5)  # it reads the run, and so waits for the other transaction's lock
-    release.set()
-    holder.join(10)
-    worker.join(10)
-    assert not holder.is_alive() and not worker.is_alive()
+    ended_meanwhile(run_id, "done", T0 + MIN, change)
     run = run_row(run_id)
     assert (run.status, run.error, run.finished_at) == ("done", None, T0 + MIN)
 
