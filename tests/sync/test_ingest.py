@@ -1425,35 +1425,29 @@ def ingest_lease_row(run_id: uuid.UUID) -> tuple[uuid.UUID, str] | None:
         return None if lock is None else (lock.run_id, lock.token)
 
 
+@pytest.mark.parametrize(
+    ("seconds", "more_slices"),
+    [(60, False), (120, True)],
+    ids=["within-the-slice", "at-the-slices-end"],
+)
 def test_a_slice_whose_lease_another_reader_took_over_writes_no_further_group(
-    harness: Harness, monkeypatch: pytest.MonkeyPatch
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, seconds: int, more_slices: bool
 ) -> None:
+    """Taken over after its first group, within its time (the next commit finds the lease
+    gone: the slice ends, sending nothing) or at its end (it hands the read on without
+    releasing the lease it no longer holds)."""
     h = sliced_catalog(monkeypatch, harness, 4)  # two groups
-    clock = {"now": T0, "then": T0 + timedelta(seconds=60)}  # within the slice
+    clock = {"now": T0, "then": T0 + timedelta(seconds=seconds)}
     h.ctx.clock = lambda: clock["now"]
     run_id = started_full(h, ["de_storefront"])
     take_over_after_first_group(monkeypatch, run_id, clock)
-    assert ingest.ingest_slice(h.ctx, run_id, "stale-reader") is True
+    assert ingest.ingest_slice(h.ctx, run_id, "stale-reader") is (not more_slices)
     run = run_row(run_id)
     assert (run.status, run.read, run.resume_token) == ("running", 2, "2")
     assert mirrored() == ["GEN-0000000", "GEN-0000001"]
     assert ingest_lease_row(run_id) == (run_id, "other-reader")
-    assert [m for m in h.dispatcher.queue if m[0] == "ingest"] == []
-
-
-def test_a_slice_at_its_end_leaves_the_lease_another_reader_took_over(
-    harness: Harness, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    h = sliced_catalog(monkeypatch, harness, 4)
-    clock = {"now": T0, "then": T0 + timedelta(seconds=120)}  # the slice's end
-    h.ctx.clock = lambda: clock["now"]
-    run_id = started_full(h, ["de_storefront"])
-    take_over_after_first_group(monkeypatch, run_id, clock)
-    assert ingest.ingest_slice(h.ctx, run_id, "stale-reader") is False
-    run = run_row(run_id)
-    assert (run.status, run.read, run.resume_token) == ("running", 2, "2")
-    assert mirrored() == ["GEN-0000000", "GEN-0000001"]
-    assert ingest_lease_row(run_id) == (run_id, "other-reader")
+    resent = [m for m in h.dispatcher.queue if m[0] == "ingest"]
+    assert len(resent) == (1 if more_slices else 0)
 
 
 def test_a_slice_whose_group_is_not_committed_stops_there_and_reads_no_further(
