@@ -806,6 +806,18 @@ def failing(monkeypatch: pytest.MonkeyPatch, *victims: str) -> None:
     monkeypatch.setattr(publish, "evaluate", evaluate)
 
 
+def raising(monkeypatch: pytest.MonkeyPatch, exc: Exception, *victims: str) -> None:
+    """Deciding these products raises ``exc`` (unexpectedly, as a lookup that broke)."""
+    real = publish.evaluate
+
+    def evaluate(product: Product, rt: ChannelRuntime) -> UnitOutcome:
+        if product.identifier in victims:
+            raise exc
+        return real(product, rt)
+
+    monkeypatch.setattr(publish, "evaluate", evaluate)
+
+
 def test_a_full_sync_over_its_error_budget_is_aborted_and_stops(
     synced: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -838,14 +850,7 @@ def test_a_unit_failing_unexpectedly_is_planned_again_alone_with_backoff(
     synced: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     decide_again(*SKUS)
-    real = publish.evaluate
-
-    def evaluate(product: Product, rt: ChannelRuntime) -> UnitOutcome:
-        if product.identifier in ("GEN-0000001", "GEN-0000004"):
-            raise ConnectionResetError("DAM lookup reset")
-        return real(product, rt)
-
-    monkeypatch.setattr(publish, "evaluate", evaluate)
+    raising(monkeypatch, ConnectionResetError("DAM lookup reset"), "GEN-0000001", "GEN-0000004")
     run_id, (first,) = planned("republish", SKUS[:6])
     ctx = context(Recorder(), at=T0 + MIN)
     waits: list[int] = []
@@ -1340,14 +1345,7 @@ def test_without_options_a_unit_is_on_its_first_attempt_and_pages_follow_by_even
     synced: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     decide_again(*SKUS)
-    real = publish.evaluate
-
-    def evaluate(product: Product, rt: ChannelRuntime) -> UnitOutcome:
-        if product.identifier in ("GEN-0000001", "GEN-0000002"):
-            raise RuntimeError("DAM down")
-        return real(product, rt)
-
-    monkeypatch.setattr(publish, "evaluate", evaluate)
+    raising(monkeypatch, RuntimeError("DAM down"), "GEN-0000001", "GEN-0000002")
     run_id, _ = planned("republish", SKUS)
     sent = Recorder()
     ctx = context(sent, at=T0 + MIN, publish_max_attempts=2, retry_backoff_base_seconds=0)
