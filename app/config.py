@@ -78,6 +78,10 @@ class Settings(BaseSettings):
     reconcile_cron: str = "30 3 * * *"
     publish_batch_size: int = Field(500, ge=1, le=10_000)
     channel_inflight_batches: int = Field(4, ge=1, le=1000)
+    # A catch-up (delta, republish) smaller than this many batches is cut into this many
+    # publish messages, so that many worker processes decide it side by side: set it to the
+    # publish queue's worker processes.
+    publish_spread: int = Field(2, ge=1, le=256)
     lock_ttl_seconds: int = Field(600, ge=10)
     publish_max_attempts: int = Field(5, ge=1, le=50)
     retry_backoff_base_seconds: float = Field(2.0, ge=0)
@@ -100,7 +104,8 @@ class Settings(BaseSettings):
     webhook_secret_secondary: SecretStr = SecretStr("")
     webhook_max_age_seconds: int = Field(300, ge=1)
     webhook_max_body_bytes: int = Field(1_048_576, ge=1024)
-    # Events of one product within this window are applied once, with the newest state.
+    # A product's first event is applied at once; events within this window of the mirror's
+    # last write of it wait for the window's end and are applied once, the newest state.
     event_coalesce_seconds: float = Field(1.0, ge=0, le=300)
     # Event Platform deliveries get 429 (they slow down) past this much pending work.
     event_backlog_limit: int = Field(10_000, ge=1)

@@ -46,10 +46,10 @@ class CeleryDispatcher:
     def ingest(self, run_id: uuid.UUID, countdown: float = 0.0) -> None:
         _send("sync.ingest", args=[str(run_id)], queue="sync", countdown=countdown or None)
 
-    def catch_up(self, channel: str, parent_id: uuid.UUID | None, kind: str) -> None:
+    def catch_up(self, channels: list[str], parent_id: uuid.UUID | None, kind: str) -> None:
         _send(
             "sync.catch_up",
-            args=[channel],
+            args=[list(channels)],
             kwargs={"parent_id": str(parent_id) if parent_id else None, "kind": kind},
             queue="sync",
         )

@@ -9,7 +9,7 @@ from app.errors import TRANSIENT, task_retry_policy
 from app.pim.source import PimThrottled, SourceError
 from app.sync.ingest import ingest_slice, start_delta, start_full
 from app.sync.publish import republish as republish_channel
-from app.sync.publish import start_catchup
+from app.sync.publish import start_catchups
 from app.sync.runs import defer_read, fail_ingest
 from app.sync.sweep import sweep as sweep_once
 from tasks import PimsyncTask, celery_app
@@ -54,12 +54,12 @@ def ingest(self: PimsyncTask, run_id: str) -> None:
 
 
 @celery_app.task(name="sync.catch_up", base=PimsyncTask, **RETRY)
-def catch_up(channel: str, parent_id: str | None = None, kind: str = "delta") -> None:
-    """Plan one channel's catch-up from the mirror (delta) after an ingest."""
+def catch_up(channels: list[str] | str, parent_id: str | None = None, kind: str = "delta") -> None:
+    """Plan the channels' catch-ups from the mirror (delta) after an ingest, in one
+    transaction (a single channel's name: a message of an earlier release)."""
+    codes = [channels] if isinstance(channels, str) else list(channels)
     with session_scope() as session:
-        start_catchup(
-            session, context(), channel, kind, uuid.UUID(parent_id) if parent_id else None
-        )
+        start_catchups(session, context(), codes, kind, uuid.UUID(parent_id) if parent_id else None)
 
 
 @celery_app.task(name="sync.republish", base=PimsyncTask, **RETRY)

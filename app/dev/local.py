@@ -29,8 +29,8 @@ class LocalDispatcher:
     def ingest(self, run_id: uuid.UUID, countdown: float = 0.0) -> None:
         self._put("ingest", (run_id,))
 
-    def catch_up(self, channel: str, parent_id: uuid.UUID | None, kind: str) -> None:
-        self._put("catch_up", (channel, parent_id, kind))
+    def catch_up(self, channels: list[str], parent_id: uuid.UUID | None, kind: str) -> None:
+        self._put("catch_up", (list(channels), parent_id, kind))
 
     def publish(
         self, batch_ids: list[int], countdown: float = 0.0, summary: dict[str, Any] | None = None
@@ -73,5 +73,5 @@ def drain(ctx: SyncContext, max_steps: int = 1_000_000) -> int:
             process(ctx, args[0])
         elif name == "catch_up":
             with session_scope() as session:
-                publish.start_catchup(session, ctx, args[0], args[2], args[1])
+                publish.start_catchups(session, ctx, args[0], args[2], args[1])
     return steps

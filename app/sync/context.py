@@ -35,7 +35,9 @@ class Dispatcher(Protocol):
         """The run's next read slice (``countdown``: not before that many seconds)."""
         ...
 
-    def catch_up(self, channel: str, parent_id: uuid.UUID | None, kind: str) -> None: ...
+    def catch_up(self, channels: list[str], parent_id: uuid.UUID | None, kind: str) -> None:
+        """Plan these channels' catch-ups (one run each) in one message."""
+        ...
 
     def publish(
         self, batch_ids: list[int], countdown: float = 0.0, summary: dict[str, Any] | None = None

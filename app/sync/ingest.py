@@ -680,9 +680,9 @@ def _finish_ingest(
             repo.set_cursor(session, runs.INGEST_CURSOR, run.cursor_to, now, run.id)
         repo.release_lock(session, runs.DELTA_INGEST_LOCK, run.id)
         repo.finish_run(session, run, COMPLETED, now)
+        # one message plans every channel: their batches of the same SKUs travel together
         codes = configured_channels(ctx.settings)
-        for code in codes:
-            after_commit(session, partial(ctx.dispatcher.catch_up, code, run.id, DELTA))
+        after_commit(session, partial(ctx.dispatcher.catch_up, codes, run.id, DELTA))
         log.info(
             "delta_ingest_complete",
             phase="read",

@@ -10,6 +10,7 @@ run's finalisation (cursor, orphans) commit together with the rows.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -494,6 +495,10 @@ def _log_complete(run: SyncRun) -> None:
         log.info(f"{run.kind}_sync_complete", **fields)
 
 
+# A catch-up is cut into messages of at least this many SKUs, however many processes wait.
+MIN_SPREAD_CHUNK = 50
+
+
 def start_catchup(
     session: Session,
     ctx: SyncContext,
@@ -503,43 +508,83 @@ def start_catchup(
     trigger: str = "beat",
 ) -> SyncRun:
     """Plan a channel's catch-up from the mirror (delta) or its republish (every product)."""
+    return start_catchups(session, ctx, [channel], kind, parent_id, trigger)[0]
+
+
+def start_catchups(
+    session: Session,
+    ctx: SyncContext,
+    channels: list[str],
+    kind: str = DELTA,
+    parent_id: uuid.UUID | None = None,
+    trigger: str = "beat",
+) -> list[SyncRun]:
+    """Plan several channels' catch-ups in one transaction, one run per channel.
+
+    Batch i of every channel holds the same SKUs (the channels of a delta share their cursor)
+    and carries the same group key, so it travels in one publish message with the others:
+    the mirror is read and decoded once for all the channels. A catch-up smaller than
+    ``publish_spread`` batches is cut into that many messages (of at least MIN_SPREAD_CHUNK
+    SKUs), so that many worker processes decide it side by side instead of one.
+    """
     now = ctx.now()
-    run = repo.create_run(session, kind, channel, now, parent_id=parent_id, trigger=trigger)
-    reason = runs.take_lock(session, ctx, runs.channel_lock(kind, channel), run)
-    if reason is not None:
-        runs.skip(session, run, now, reason)
-        return run
     size = ctx.settings.publish_batch_size
-    total = 0
-    if kind == DELTA:
-        start = int(repo.get_cursor(session, runs.channel_cursor_name(channel)) or 0)
-        end = pim_repo.high_watermark(session)
-        run.cursor_from, run.cursor_to = str(start), str(end)
-        after: tuple[int, str] | None = None
-        while True:
-            page = pim_repo.changed_identifiers(session, start, end, after, size)
-            if not page:
-                break
-            repo.create_batches(session, run.id, channel, [[ident for _, ident in page]])
+    started: list[SyncRun] = []
+    planned: list[tuple[SyncRun, Iterator[list[str]]]] = []
+    for channel in channels:
+        run = repo.create_run(session, kind, channel, now, parent_id=parent_id, trigger=trigger)
+        started.append(run)
+        reason = runs.take_lock(session, ctx, runs.channel_lock(kind, channel), run)
+        if reason is not None:
+            runs.skip(session, run, now, reason)
+            continue
+        if kind == DELTA:
+            start = int(repo.get_cursor(session, runs.channel_cursor_name(channel)) or 0)
+            end = pim_repo.high_watermark(session)
+            run.cursor_from, run.cursor_to = str(start), str(end)
+            planned.append((run, _changed_pages(session, start, end, size)))
+        else:
+            planned.append((run, _all_pages(session, size)))
+    firsts = [next(pages, []) for _, pages in planned]
+    chunk = size
+    if all(len(first) < size for first in firsts):  # small: spread over the processes
+        longest = max(map(len, firsts), default=0)
+        messages = max(1, min(ctx.settings.publish_spread, longest // MIN_SPREAD_CHUNK))
+        chunk = max(1, -(-longest // messages))
+    group = f"catchup:{parent_id or (started[0].id if started else '')}"
+    for (run, pages), page in zip(planned, firsts, strict=True):
+        total = batches = 0
+        while page:
+            chunks = [page[i : i + chunk] for i in range(0, len(page), chunk)]
+            # keyed by the batches planned before it and its place in the page: the same
+            # key in every channel whose SKUs are the same
+            key = f"{group}:{batches}"
+            repo.create_batches(session, run.id, run.channel or "", chunks, group_key=key)
             total += len(page)
-            after = page[-1]
-    else:
-        last: str | None = None
-        while True:
-            ids = pim_repo.all_identifiers(session, last, size)
-            if not ids:
-                break
-            repo.create_batches(session, run.id, channel, [ids])
-            total += len(ids)
-            last = ids[-1]
-    batches = -(-total // size) if total else 0
-    run.planned_units, run.planned_batches, run.pending_batches = total, batches, batches
-    run.planning_done = True
+            batches += len(chunks)
+            page = next(pages, [])
+        run.planned_units, run.planned_batches, run.pending_batches = total, batches, batches
+        run.planning_done = True
     session.flush()
-    released = repo.release_batches(session, run.id, ctx.settings.channel_inflight_batches, now)
-    ctx.enqueue_publish(session, released)
-    finalize_if_done(session, ctx, run)
-    return run
+    for run, _ in planned:
+        released = repo.release_batches(session, run.id, ctx.settings.channel_inflight_batches, now)
+        ctx.enqueue_publish(session, released)
+        finalize_if_done(session, ctx, run)
+    return started
+
+
+def _changed_pages(session: Session, start: int, end: int, size: int) -> Iterator[list[str]]:
+    after: tuple[int, str] | None = None
+    while page := pim_repo.changed_identifiers(session, start, end, after, size):
+        yield [ident for _, ident in page]
+        after = page[-1]
+
+
+def _all_pages(session: Session, size: int) -> Iterator[list[str]]:
+    last: str | None = None
+    while ids := pim_repo.all_identifiers(session, last, size):
+        yield ids
+        last = ids[-1]
 
 
 def republish(session: Session, ctx: SyncContext, channel: str, trigger: str = "cli") -> SyncRun:

@@ -62,20 +62,29 @@ def _backlog() -> int:
 SMALL_DELIVERY = 20
 
 
-def tasks_for(keys: list[str], batch_max: int) -> list[str]:
-    """The keys whose tasks a delivery sends: every one, or one per ``batch_max``."""
-    return keys if len(keys) <= SMALL_DELIVERY else keys[:: max(1, batch_max)]
+def tasks_for(
+    keys: list[str], batch_max: int, due_now: set[str], window: float
+) -> list[tuple[str, float]]:
+    """The tasks a delivery sends, (key, countdown): one per key, or one per ``batch_max``
+    keys. A task runs at once if a key it stands for is due now, else after the window."""
+    if len(keys) <= SMALL_DELIVERY:
+        return [(k, 0.0 if k in due_now else window) for k in keys]
+    step = max(1, batch_max)
+    return [
+        (keys[i], 0.0 if due_now.intersection(keys[i : i + step]) else window)
+        for i in range(0, len(keys), step)
+    ]
 
 
 def _intake(events: list[PimEvent], dispatcher: Any) -> dict[str, int]:
     settings = get_settings()
     try:
         with session_scope() as session:
-            result = accept(session, events, utcnow())
-            keys = result.new_keys or []
             window = settings.event_coalesce_seconds
-            sent = tasks_for(keys, settings.event_batch_max)
-            after_commit(session, lambda: [dispatcher.pim_product(k, window) for k in sent])
+            result = accept(session, events, utcnow(), window)
+            keys = result.new_keys or []
+            sent = tasks_for(keys, settings.event_batch_max, result.due_now, window)
+            after_commit(session, lambda: [dispatcher.pim_product(k, wait) for k, wait in sent])
     except DispatchError as exc:
         # the work is recorded (committed): the sweeper sends it once the broker is back, so
         # the delivery is accepted, not lost by a refusal Akeneo's Events API never retries

@@ -691,8 +691,9 @@ def test_a_delta_read_sets_aside_what_the_mirror_holds_and_lets_every_channel_ca
     ]
     run = run_row(run_id)
     assert (run.status, run.finished_at, run.read, run.rejected) == ("completed", T0, 4, 0)
+    # one message plans every channel
     assert [args for name, args in h.dispatcher.sent if name == "catch_up"] == [
-        (code, run_id, "delta") for code in CHANNELS
+        (list(CHANNELS), run_id, "delta")
     ]
     with session_scope() as s:
         assert repo.get_cursor(s, "ingest") == "2026-11-27T10:00:00+00:00"
@@ -1715,9 +1716,7 @@ def test_the_end_of_a_delta_read_moves_the_cursor_and_lets_every_channel_catch_u
     assert held_locks() == {}
     # the cursor is where the delta started, set by it when it ended
     assert cursor_row() == ("2026-11-27T10:00:00+00:00", later, run_id)
-    assert list(harness.dispatcher.queue) == [
-        ("catch_up", (code, run_id, "delta")) for code in CHANNELS
-    ]
+    assert list(harness.dispatcher.queue) == [("catch_up", (list(CHANNELS), run_id, "delta"))]
     assert ingest_lines(debug_logs) == [
         {
             "event": "delta_ingest_complete",

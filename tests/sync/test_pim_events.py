@@ -266,6 +266,45 @@ def _renamed(harness, sku: str, title: str, seconds: int = 1) -> dict:
     return product
 
 
+def test_a_lone_edit_is_due_at_once_and_taken_along_while_a_recent_one_waits(harness, monkeypatch):
+    """Coalescing leads: the first event of a product the mirror has not written within the
+    window is due at once (any task takes it along); a product written within the window
+    waits for it, even from a task that runs now."""
+    from sqlalchemy import update
+
+    from app.sync.pim_events.apply import process
+
+    window = 60.0
+    _coalesce(harness, monkeypatch, window)
+    harness.full()
+    harness.drain()
+    quiet, also_quiet, busy = published_skus(harness)[:3]
+    with session_scope() as s:  # the full sync wrote them two minutes ago; `busy` just now
+        s.execute(
+            update(PimProduct)
+            .where(PimProduct.identifier.in_([quiet, also_quiet]))
+            .values(ingested_at=utcnow() - timedelta(minutes=2))
+        )
+    due_now: set[str] = set()
+    for i, sku in enumerate((quiet, also_quiet, busy)):
+        body = legacy(f"ev-l{i}", "product.updated", _renamed(harness, sku, f"lead {i}"))
+        with session_scope() as s:
+            result = accept(s, parse_events_api(body), utcnow(), window)
+        assert result.new_keys == [sku]
+        due_now |= result.due_now
+    assert due_now == {quiet, also_quiet}
+    assert process(harness.ctx, quiet).endswith(" (and 1 more product(s))")
+    rows = harness.rows("de_storefront")
+    assert rows[("de_storefront", also_quiet)].doc["title"]["de_DE"] == "lead 1"
+    assert rows[("de_storefront", busy)].doc["title"]["de_DE"] != "lead 2"
+    with session_scope() as s:  # only `busy` is left, until its window is over
+        assert list(s.execute(select(PendingSku.key)).scalars()) == [busy]
+    # the quiet product was just written: its next event waits out the window
+    body = legacy("ev-l3", "product.updated", _renamed(harness, quiet, "lead 3", seconds=2))
+    with session_scope() as s:
+        assert accept(s, parse_events_api(body), utcnow(), window).due_now == set()
+
+
 def test_due_products_of_a_burst_are_applied_together(harness, monkeypatch):
     """The first product's task takes every other due, unclaimed product along: one
     transaction; their own tasks then find nothing pending."""

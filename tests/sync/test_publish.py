@@ -7,6 +7,8 @@ so that mutation testing (docs/mutation.md) sees each of them fail on its own.""
 
 from __future__ import annotations
 
+import functools
+import operator
 import uuid
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
@@ -654,6 +656,104 @@ def test_a_catchup_whose_lease_is_held_is_skipped_saying_by_whom(synced: Harness
     assert (run.status, run.finished_at) == ("skipped", T0)
     assert run.error == f"a run holding 'delta:de_storefront' is still in progress (run {holder})"
     assert run.cursor_from is None and batches(run_id) == [] and sent.published == []
+
+
+# --- several channels' catch-ups in one plan ---------------------------------------------------
+
+UK = "uk_marketplace"
+PARENT = uuid.UUID("00000000-0000-0000-0000-0000000000bb")
+
+
+def catchups(dispatcher: Recorder, channels: list[str], **settings: Any) -> list[uuid.UUID]:
+    ctx = context(
+        dispatcher, **{"publish_batch_size": 5, "channel_inflight_batches": 2, **settings}
+    )
+    with session_scope() as s:
+        return [r.id for r in publish.start_catchups(s, ctx, channels, "delta", PARENT)]
+
+
+def batch_ids(run_id: uuid.UUID) -> list[int]:
+    with session_scope() as s:
+        q = select(SyncBatch.id).where(SyncBatch.run_id == run_id).order_by(SyncBatch.id)
+        return list(s.scalars(q))
+
+
+def test_the_channels_of_a_catch_up_send_their_batches_of_the_same_skus_together(
+    synced: Harness,
+) -> None:
+    """One message per chunk of SKUs carries every channel's batch of it: the mirror is read
+    and decoded once for all of them."""
+    forget_channel_cursor()  # both channels from the start of the log: the same 12 changes
+    sent = Recorder()
+    de, uk = catchups(sent, [DE, UK])
+    chunks = [SKUS[:5], SKUS[5:10], SKUS[10:]]
+    assert [skus for skus, *_ in batches(de)] == [skus for skus, *_ in batches(uk)] == chunks
+    for run_id in (de, uk):  # each channel its own run, lease and counters
+        run = run_row(run_id)
+        assert (run.kind, run.parent_id, run.status) == ("delta", PARENT, "running")
+        assert (run.planned_units, run.planned_batches, run.pending_batches) == (12, 3, 3)
+    assert set(locks()) == {"delta:de_storefront", "delta:uk_marketplace"}
+    (d0, d1, _), (u0, u1, _) = batch_ids(de), batch_ids(uk)
+    both = {"channels": [DE, UK], "units": 10}
+    assert sent.published == [([d0, u0], both), ([d1, u1], both)]  # 2 in flight per channel
+
+
+@pytest.mark.parametrize(
+    ("least", "spread", "sizes"),
+    [
+        (2, 3, [4, 4, 4]),  # one message per publishing process
+        (5, 3, [6, 6]),  # no message under `least` SKUs: fewer messages
+        (7, 3, [12]),  # under twice `least`: not cut
+        (2, 1, [12]),  # one process: not cut
+    ],
+)
+def test_a_small_catch_up_is_cut_into_a_message_per_publishing_process(
+    synced: Harness, monkeypatch: pytest.MonkeyPatch, least: int, spread: int, sizes: list[int]
+) -> None:
+    monkeypatch.setattr(publish, "MIN_SPREAD_CHUNK", least)
+    forget_channel_cursor()
+    sent = Recorder()
+    de, uk = catchups(
+        sent, [DE, UK], publish_batch_size=500, publish_spread=spread, channel_inflight_batches=9
+    )
+    for run_id in (de, uk):
+        assert [len(skus) for skus, *_ in batches(run_id)] == sizes
+        assert functools.reduce(operator.iadd, (skus for skus, *_ in batches(run_id)), []) == SKUS
+        assert (run_row(run_id).planned_batches, run_row(run_id).pending_batches) == (
+            len(sizes),
+            len(sizes),
+        )
+    assert [ids for ids, _ in sent.published] == [
+        list(pair) for pair in zip(batch_ids(de), batch_ids(uk), strict=True)
+    ]
+
+
+def test_each_channel_catches_up_from_its_own_cursor_and_lease(synced: Harness) -> None:
+    """A channel whose lease is held is skipped, the others plan; a channel behind plans more
+    than one that is up to date."""
+    forget_channel_cursor()
+    up_to_date = "at_storefront"
+    with session_scope() as s:
+        repo.set_cursor(s, f"channel:{up_to_date}", str(watermark()), T0, None)
+    busy = catchups(Recorder(), ["b2b_portal"])[0]  # holds its lease from here on
+    with session_scope() as s:
+        pim_repo.mark_removed(s, ["GEN-0000004"], T0)  # after every cursor
+    sent = Recorder()
+    de, at, b2b = catchups(sent, [DE, up_to_date, "b2b_portal"])
+    assert [skus for skus, *_ in batches(de)] == [
+        SKUS[:4] + SKUS[5:6],
+        SKUS[6:11],
+        [*SKUS[11:], "GEN-0000004"],
+    ]
+    assert [skus for skus, *_ in batches(at)] == [["GEN-0000004"]]
+    assert (run_row(b2b).status, batches(b2b)) == ("skipped", [])
+    assert str(busy) in (run_row(b2b).error or "")
+    assert run_row(de).status == run_row(at).status == "running"
+    (d0, d1, _), (a0,) = batch_ids(de), batch_ids(at)
+    assert sent.published == [
+        ([d0, a0], {"channels": [up_to_date, DE], "units": 6}),
+        ([d1], {"channels": [DE], "units": 5}),
+    ]
 
 
 # --- one batch ------------------------------------------------------------------------------

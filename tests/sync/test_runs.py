@@ -42,7 +42,7 @@ class Recorder:
         self.ingested.append(run_id)
         self.countdowns.append(countdown)
 
-    def catch_up(self, channel: str, parent_id: uuid.UUID | None, kind: str) -> None:
+    def catch_up(self, channels: list[str], parent_id: uuid.UUID | None, kind: str) -> None:
         raise AssertionError("not expected")
 
     def publish(

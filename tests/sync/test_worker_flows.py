@@ -424,3 +424,32 @@ def test_a_unit_failing_unexpectedly_is_retried_alone_then_dead_lettered(fresh: 
         assert d.run_id == by[d.channel].id
     with session_scope() as s:  # a failed unit holds the channel's delta marker back
         assert all(repo.get_cursor(s, f"channel:{c}") is None for c in CHANNELS)
+
+
+def test_a_catch_up_message_of_an_earlier_release_naming_one_channel_is_planned(fresh: Stack):
+    """Earlier releases sent one `sync.catch_up` per channel, its name as the first argument:
+    a worker of this release plans such a message left in the queue across an upgrade."""
+    from sqlalchemy import delete, select
+
+    from app.sync.models import SyncCursor
+    from tasks import celery_app
+
+    with fresh.worker("old-catch-up"):
+        fresh.wait(fresh.full([DE]), 1)
+        with session_scope() as s:  # every product is a change again for this channel
+            s.execute(delete(SyncCursor).where(SyncCursor.name == f"channel:{DE}"))
+        celery_app.send_task(
+            "sync.catch_up", args=[DE], kwargs={"parent_id": None, "kind": "delta"}, queue="sync"
+        )
+
+        def delta_run() -> SyncRun | None:
+            with session_scope() as s:
+                q = select(SyncRun).where(SyncRun.kind == "delta", SyncRun.channel == DE)
+                run = s.execute(q).scalar_one_or_none()
+                return run if run is not None and run.status != "running" else None
+
+        wait_until(delta_run, 60, what="the catch-up of the old message")
+    run = delta_run()
+    assert run is not None and (run.status, run.trigger) == ("completed", "beat")
+    assert (run.planned_units, run.unchanged, run.processed) == (60, 60, 60)
+    assert_counters_are_the_rows(run)

@@ -66,8 +66,8 @@ class RecordingDispatcher:
     def ingest(self, run_id: Any, countdown: float = 0.0) -> None:
         self.calls.append(("ingest", run_id))
 
-    def catch_up(self, channel: str, parent_id: Any, kind: str) -> None:
-        self.calls.append(("catch_up", channel, parent_id, kind))
+    def catch_up(self, channels: list[str], parent_id: Any, kind: str) -> None:
+        self.calls.append(("catch_up", channels, parent_id, kind))
 
     def catalog_changed(self, changes: dict[str, list[str]]) -> None:
         self.calls.append(("catalog_changed", changes))

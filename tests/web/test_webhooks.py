@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -54,6 +54,7 @@ def assert_nothing_happened(web: Web) -> None:
 def test_signed_product_updated_is_recorded_and_dispatched_after_commit(web: Web) -> None:
     web.setenv(event_coalesce_seconds="2.5")
     body = dumps(example("product-updated"))
+    before = utcnow()
     resp = post_legacy(web, body)
     assert resp.status_code == 200, resp.text
     assert resp.json() == {"accepted": 1, "duplicates": 0, "products": 1}
@@ -68,8 +69,12 @@ def test_signed_product_updated_is_recorded_and_dispatched_after_commit(web: Web
     assert (row.action, row.events, row.claimed_at) == ("upsert", 1, None)
     assert row.product is not None and row.product["identifier"] == EXAMPLE_SKU
     assert row.event_time == datetime(2020, 10, 20, 9, 13, 59, tzinfo=UTC)
-    # one task, with the coalescing countdown, sent when the row was already committed
-    assert web.dispatcher.calls == [("pim_product", EXAMPLE_SKU, 2.5, True)]
+    # A product the mirror has not written within the window is due at once: its row dated
+    # one window back (any task takes it along), its task sent at once, after the commit.
+    assert (
+        before - timedelta(seconds=2.5) <= row.first_event_at <= utcnow() - timedelta(seconds=2.5)
+    )
+    assert web.dispatcher.calls == [("pim_product", EXAMPLE_SKU, 0.0, True)]
 
 
 def test_the_recording_dispatcher_would_notice_a_dispatch_before_commit(web: Web) -> None:
@@ -82,10 +87,24 @@ def test_the_recording_dispatcher_would_notice_a_dispatch_before_commit(web: Web
     assert web.dispatcher.products() == [("early", 1.0, False), ("early", 1.0, True)]
 
 
-def test_default_coalescing_countdown_is_the_configured_default(web: Web) -> None:
-    resp = post_legacy(web, dumps(example("product-created")))
+def test_a_product_written_within_the_window_waits_for_it(web: Web) -> None:
+    """Coalescing trails once the product was just applied: its next events wait out the
+    window (the configured default, 1 s) and are applied as one."""
+    _mirror([example("product-created")["events"][0]["data"]["resource"]])
+    before = utcnow()
+    resp = post_legacy(web, dumps(example("product-updated")))
     assert resp.status_code == 200, resp.text
     assert web.dispatcher.products() == [(EXAMPLE_SKU, 1.0, True)]
+    assert before <= pending()[EXAMPLE_SKU].first_event_at <= utcnow()
+
+
+def test_a_product_written_before_the_window_is_due_at_once(web: Web) -> None:
+    _mirror([example("product-created")["events"][0]["data"]["resource"]])
+    web.setenv(event_coalesce_seconds="0.2")
+    time.sleep(0.25)
+    resp = post_legacy(web, dumps(example("product-updated")))
+    assert resp.status_code == 200, resp.text
+    assert web.dispatcher.products() == [(EXAMPLE_SKU, 0.0, True)]
 
 
 def test_empty_body_correctly_signed_is_akeneos_connection_test(web: Web) -> None:
@@ -103,7 +122,7 @@ def test_redelivered_event_is_acknowledged_and_ignored(web: Web) -> None:
     assert again.json() == {"accepted": 0, "duplicates": 1, "products": 0}
     assert recorded() == (1, 1)
     assert pending()[EXAMPLE_SKU].events == 1
-    assert web.dispatcher.products() == [(EXAMPLE_SKU, 1.0, True)]
+    assert web.dispatcher.products() == [(EXAMPLE_SKU, 0.0, True)]
 
 
 def test_ten_events_for_one_product_coalesce_into_one_row_and_one_task(web: Web) -> None:
@@ -118,7 +137,7 @@ def test_ten_events_for_one_product_coalesce_into_one_row_and_one_task(web: Web)
     assert count(WebhookEvent) == 10
     rows = pending()
     assert list(rows) == [EXAMPLE_SKU] and rows[EXAMPLE_SKU].events == 10
-    assert web.dispatcher.products() == [(EXAMPLE_SKU, 1.0, True)]
+    assert web.dispatcher.products() == [(EXAMPLE_SKU, 0.0, True)]
 
 
 def test_one_request_with_several_products(web: Web) -> None:
@@ -131,7 +150,8 @@ def test_one_request_with_several_products(web: Web) -> None:
     assert resp.json() == {"accepted": 2, "duplicates": 0, "products": 2}
     rows = pending()
     assert {k: r.action for k, r in rows.items()} == {EXAMPLE_SKU: "upsert", "other-sku": "remove"}
-    assert sorted(web.dispatcher.products()) == [(EXAMPLE_SKU, 1.0, True), ("other-sku", 1.0, True)]
+    # neither written by the mirror lately: both due at once
+    assert sorted(web.dispatcher.products()) == [(EXAMPLE_SKU, 0.0, True), ("other-sku", 0.0, True)]
 
 
 def test_product_removed_example(web: Web) -> None:
@@ -140,7 +160,7 @@ def test_product_removed_example(web: Web) -> None:
     assert resp.json() == {"accepted": 1, "duplicates": 0, "products": 1}
     row = pending()[EXAMPLE_SKU]
     assert (row.action, row.product) == ("remove", None)
-    assert web.dispatcher.products() == [(EXAMPLE_SKU, 1.0, True)]
+    assert web.dispatcher.products() == [(EXAMPLE_SKU, 0.0, True)]
 
 
 def _mirror(products: list[dict[str, Any]], removed: tuple[str, ...] = ()) -> None:
@@ -551,7 +571,7 @@ def test_cloudevent_with_a_product_uuid_is_keyed_by_uuid(web: Web) -> None:
     with session_scope() as s:
         ev = s.execute(select(WebhookEvent)).scalar_one()
     assert (ev.event_id, ev.kind, ev.subject) == ("ce-1", "product.upsert", key)
-    assert web.dispatcher.calls == [("pim_product", key, 1.0, True)]
+    assert web.dispatcher.calls == [("pim_product", key, 0.0, True)]
 
 
 def test_cloudevent_deleted_and_redelivered(web: Web) -> None:
@@ -570,7 +590,7 @@ def test_cloudevent_with_a_long_id_still_creates_work(web: Web) -> None:
     assert resp.status_code == 200, resp.text
     assert resp.json() == {"accepted": 1, "duplicates": 0, "products": 1}
     assert list(pending()) == [f"uuid:{UUID}"]
-    assert web.dispatcher.products() == [(f"uuid:{UUID}", 1.0, True)]
+    assert web.dispatcher.products() == [(f"uuid:{UUID}", 0.0, True)]
     again = post_platform(web, cloudevent(long_id))
     assert again.json() == {"accepted": 0, "duplicates": 1, "products": 0}
     assert pending()[f"uuid:{UUID}"].events == 1
@@ -673,7 +693,7 @@ def test_backlog_at_the_limit_is_still_accepted(web: Web) -> None:
     resp = post_platform(web, cloudevent("ce-ok"))
     assert resp.status_code == 200, resp.text
     assert recorded() == (1, 4)
-    assert web.dispatcher.products() == [(f"uuid:{UUID}", 1.0, True)]
+    assert web.dispatcher.products() == [(f"uuid:{UUID}", 0.0, True)]
 
 
 def test_a_list_of_cloudevents_and_ignored_types(web: Web) -> None:
@@ -719,3 +739,24 @@ def test_a_large_delivery_sends_one_task_per_batch_of_products(web: Web) -> None
     sent = web.dispatcher.products()
     assert len(sent) == 3 and all(visible for _k, _c, visible in sent)
     assert [k for k, _c, _v in sent] == sorted(pending())[::200]
+    assert [c for _k, c, _v in sent] == [0.0, 0.0, 0.0]  # none of them mirrored lately
+
+
+def test_a_large_deliverys_task_waits_only_if_none_of_its_products_is_due() -> None:
+    from app.web.webhooks import tasks_for
+
+    keys = [f"k{i:03d}" for i in range(450)]
+    recent = set(keys[:200]) | set(keys[201:400])  # k200 and the last 50 are due now
+    due_now = set(keys) - recent
+    assert tasks_for(keys, 200, due_now, 2.0) == [("k000", 2.0), ("k200", 0.0), ("k400", 0.0)]
+    assert tasks_for(keys[:3], 200, {"k001"}, 2.0) == [("k000", 2.0), ("k001", 0.0), ("k002", 2.0)]
+
+
+def test_event_platform_products_are_known_lately_by_their_uuid(web: Web) -> None:
+    """The mirror wrote the product (by SKU, holding this uuid) just now: its event waits."""
+    _mirror([{"identifier": "ce-sku", "uuid": UUID, "enabled": True, "values": {}}])
+    resp = post_platform(web, cloudevent("ce-recent"))
+    assert resp.status_code == 200, resp.text
+    other = "00000000-0000-4000-8000-000000000777"
+    assert post_platform(web, cloudevent("ce-new", uuid=other)).status_code == 200
+    assert web.dispatcher.products() == [(f"uuid:{UUID}", 1.0, True), (f"uuid:{other}", 0.0, True)]

@@ -10,7 +10,7 @@ payload (or fetches the product once) and publishes it to every channel.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -42,12 +42,20 @@ class Intake:
     accepted: int = 0
     duplicates: int = 0
     new_keys: list[str] | None = None
+    # of new_keys, those due at once (their product not written within the window)
+    due_now: set[str] = field(default_factory=set)
 
 
-def accept(session: Session, events: list[PimEvent], now: datetime) -> Intake:
+def accept(session: Session, events: list[PimEvent], now: datetime, window: float = 0.0) -> Intake:
     """Record events once and add them to per-product pending work (flushes, no commit).
 
     Returns the keys whose pending work is new: one task each, enqueued after commit.
+
+    Coalescing leads, then trails: the first event of a product the mirror has not written
+    within the last ``window`` seconds is due at once (its task may run now, and any task
+    takes it along), so a lone edit is not held back; events for a product written within
+    the window wait until the window is over, as one piece of work. A product edited
+    continuously is thus applied about once per window, and a quiet one without delay.
     """
     result = Intake(new_keys=[])
     if not events:
@@ -73,7 +81,10 @@ def accept(session: Session, events: list[PimEvent], now: datetime) -> Intake:
             if prev is None or _newer(item.event_time, prev.event_time):
                 work[item.key] = item
     if work:
-        result.new_keys = _add_pending(session, list(work.values()), now)
+        since = now - timedelta(seconds=window)
+        recent = events_repo.written_since(session, list(work), since) if window > 0 else set()
+        result.new_keys = _add_pending(session, list(work.values()), now, since, recent)
+        result.due_now = {k for k in result.new_keys if k not in recent}
     return result
 
 
@@ -90,9 +101,16 @@ def _newer(a: datetime | None, b: datetime | None) -> bool:
     return a is None or b is None or a >= b
 
 
-def _add_pending(session: Session, items: list[PimEvent], now: datetime) -> list[str]:
+def _add_pending(
+    session: Session,
+    items: list[PimEvent],
+    now: datetime,
+    due_from: datetime | None = None,
+    recent: set[str] | frozenset[str] = frozenset(),
+) -> list[str]:
     """Add each product's work to its pending row; returns the keys whose row is new (they
-    need a task; an existing row has one coming).
+    need a task; an existing row has one coming). A new row of a product not in ``recent``
+    is dated ``due_from`` (one window back: due at once); an existing row keeps its date.
 
     One statement for all the products, the "newest state wins" decided inside it: two
     intakes of the same product at once queue on the row lock and each compares against
@@ -107,7 +125,7 @@ def _add_pending(session: Session, items: list[PimEvent], now: datetime) -> list
             "product": e.product,
             "event_time": e.event_time,
             "events": 1,
-            "first_event_at": now,
+            "first_event_at": now if due_from is None or e.key in recent else due_from,
         }
         for e in sorted(items, key=lambda e: e.key)
     ]

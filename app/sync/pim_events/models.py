@@ -36,6 +36,8 @@ class PendingSku(Base):
     product: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc)
     event_time: Mapped[datetime | None] = mapped_column(UTCDateTime())
     events: Mapped[int] = mapped_column(BigInteger, nullable=False, default=1)
+    # When the first event arrived; for a product the mirror has not written within the
+    # coalescing window, one window earlier: due at once (pim_events.apply.accept).
     first_event_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
     # Set when a task takes the work; the row goes only when that task commits (a task that
     # dies leaves it for the sweeper), and only if no event arrived meanwhile.

@@ -12,7 +12,7 @@ from typing import Any, cast
 from sqlalchemy import Select, Table, case, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from app.db import affected, dialect_insert
+from app.db import affected, among, dialect_insert
 from app.pim.models import PimProduct
 from app.sync.pim_events.models import PendingSku, WebhookEvent
 
@@ -138,6 +138,26 @@ def uuids_of_identifiers(session: Session, identifiers: Sequence[str]) -> dict[s
         )
     ).all()
     return {ident: u for ident, u in rows if u is not None}
+
+
+def written_since(session: Session, keys: Sequence[str], since: datetime) -> set[str]:
+    """The keys (SKU or ``uuid:<uuid>``) whose product the mirror wrote at ``since`` or later,
+    in one query; a key the mirror does not know is not among them."""
+    skus = {k for k in keys if not k.startswith("uuid:")}
+    uuids = {k[5:] for k in keys if k.startswith("uuid:")}
+    if not skus and not uuids:
+        return set()
+    q = select(PimProduct.identifier, PimProduct.uuid).where(
+        PimProduct.ingested_at >= since,
+        or_(among(session, PimProduct.identifier, skus), among(session, PimProduct.uuid, uuids)),
+    )
+    found: set[str] = set()
+    for identifier, uuid in session.execute(q).all():
+        if identifier in skus:
+            found.add(identifier)
+        if uuid in uuids:
+            found.add(f"uuid:{uuid}")
+    return found
 
 
 def stale_pending(session: Session, older_than: datetime, limit: int = 1000) -> list[str]:
