@@ -24,6 +24,7 @@ import orjson
 import structlog
 from sqlalchemy.orm import Session
 
+from app.channels import repository as channel_repo
 from app.db import after_commit, session_scope
 from app.gcpause import collector_paused
 from app.logging import get_logger
@@ -46,7 +47,7 @@ from app.sync import runs
 from app.sync.context import SyncContext
 from app.sync.models import COMPLETED, DELTA, FULL, RUNNING, SKIPPED, SyncRun
 from app.sync.publish import finalize_if_done
-from app.sync.runtime import REGISTRY, configured_channels
+from app.sync.runtime import REGISTRY, ChannelUnavailable, configured_channels
 from app.textcheck import text_problem
 
 log = get_logger("pimsync.ingest")
@@ -557,8 +558,19 @@ def _commit_group(
         run.heartbeat_at = now
         _record_progress(run, group, now)
         if run.kind == FULL:
+            current = _up_to_date(session, ctx, [c.channel or "" for c in children], known)
             for child in children:
-                _plan_batches(session, ctx, child, skus, failed=len(bad), group_key=group_key)
+                same = current.get(child.channel or "", set())
+                todo = [s for s in skus if s not in same] if same else skus
+                _plan_batches(
+                    session,
+                    ctx,
+                    child,
+                    todo,
+                    failed=len(bad),
+                    group_key=group_key,
+                    unchanged=len(skus) - len(todo),
+                )
                 repo.renew_lock(session, runs.run_lock(child), child.id, ctx.lock_ttl(), now)
         log.debug(
             "ingest_page",
@@ -639,6 +651,39 @@ def _record_violations(
     mapping_repo.record_violations(session, tallies, now)
 
 
+def _up_to_date(
+    session: Session, ctx: SyncContext, channels: list[str], known: list[dict[str, Any]]
+) -> dict[str, set[str]]:
+    """Of the products the mirror already holds unchanged, those whose row in each channel
+    was decided from this very content by the channel's current runtime (configuration,
+    contract, definitions, ownership): their publish would find them unchanged
+    (``publish_channels``) and write nothing, so they are counted unchanged at planning and
+    get no batch. A warm full sync then sends no publish message at all."""
+    if not known or not channels:
+        return {}
+    skus = [item["identifier"] for item in known]
+    heads = pim_repo.heads(session, skus)
+    states = channel_repo.load_states(session, channels, skus)
+    found: dict[str, set[str]] = {}
+    for channel in channels:
+        try:
+            rt = REGISTRY.runtime(session, ctx.settings, channel)
+        except ChannelUnavailable:
+            continue  # its batches stop the run, saying why
+        same = set()
+        for sku in skus:
+            state, head = states.get((channel, sku)), heads.get(sku)
+            if (
+                state is not None
+                and head is not None
+                and head.removed_at is None
+                and state.input_hash == rt.input_hash(head.content_hash)
+            ):
+                same.add(sku)
+        found[channel] = same
+    return found
+
+
 def _plan_batches(
     session: Session,
     ctx: SyncContext,
@@ -646,6 +691,7 @@ def _plan_batches(
     skus: list[str],
     failed: int = 0,
     group_key: str | None = None,
+    unchanged: int = 0,
 ) -> SyncRun:
     size = ctx.settings.publish_batch_size
     chunks = [skus[i : i + size] for i in range(0, len(skus), size)]
@@ -657,16 +703,19 @@ def _plan_batches(
         child.id,
         ctx.now(),
         # the products the read refused are units of the channel too, decided (failed) here:
-        # planned as such, so that a finished run's processed equals its planned_units
-        planned_units=len(skus) + failed,
+        # planned as such, so that a finished run's processed equals its planned_units; so
+        # are the units found up to date (_up_to_date), decided here
+        planned_units=len(skus) + failed + unchanged,
+        unchanged=unchanged,
         planned_batches=len(ids),
         pending_batches=len(ids),
         failed=failed,
     )
-    released = repo.release_batches(
-        session, child.id, ctx.settings.channel_inflight_batches, ctx.now()
-    )
-    ctx.enqueue_publish(session, released)
+    if ids:  # with none, the batches in flight release the rest as they finish
+        released = repo.release_batches(
+            session, child.id, ctx.settings.channel_inflight_batches, ctx.now()
+        )
+        ctx.enqueue_publish(session, released)
     return child
 
 

@@ -92,6 +92,44 @@ def test_second_full_sync_writes_nothing_yet_sees_everything(harness):
     assert seen == 60
 
 
+def test_a_full_sync_plans_batches_only_for_units_not_up_to_date(harness):
+    """Units whose row was decided from the content the mirror holds, by the channel's
+    current runtime, are counted unchanged when the read plans them: no batch, no publish
+    message. A changed product, or a row to decide again, is planned as before."""
+    from sqlalchemy import update
+
+    from app.sync.models import SyncBatch
+
+    harness.full()
+    skus = sorted(harness.source.products)
+    renamed, again = skus[4], skus[9]
+    harness.source.rename(renamed, "(v2)")
+    with session_scope() as s:  # e.g. a product the last run found gone, back now
+        s.execute(
+            update(ChannelProduct)
+            .where(ChannelProduct.channel == "de_storefront", ChannelProduct.sku == again)
+            .values(input_hash="")
+        )
+    harness.dispatcher.sent.clear()
+    run_id = harness.full()
+    runs_ = harness.runs(run_id)
+    with session_scope() as s:
+        planned = {
+            (b.channel, sku)
+            for b in s.scalars(
+                select(SyncBatch).where(SyncBatch.run_id.in_([runs_[c].id for c in CHANNELS]))
+            )
+            for sku in b.skus
+        }
+    assert planned == {(c, renamed) for c in CHANNELS} | {("de_storefront", again)}
+    assert sum(1 for name, _ in harness.dispatcher.sent if name == "publish") == 1
+    for channel in CHANNELS:
+        run = runs_[channel]
+        assert run.status == "completed" and run.processed == run.planned_units == 60
+        assert run.unchanged == (58 if channel == "de_storefront" else 59)
+    assert harness.rows("de_storefront")[("de_storefront", again)].input_hash != ""
+
+
 def test_delta_publishes_only_what_changed(harness):
     harness.full()
     before = harness.rows("de_storefront")
@@ -209,6 +247,8 @@ def test_killed_run_disables_nothing(harness, monkeypatch):
     gone = sorted(harness.source.products)[:3]
     for sku in gone:
         harness.source.remove(sku)
+    for sku in harness.source.products:  # every unit has work (none is up to date already)
+        harness.source.rename(sku, "v2")
     with session_scope() as s:
         run = ingest.start_full(s, harness.ctx)
         run_id = run.id
@@ -830,7 +870,8 @@ def test_a_dead_workers_run_resumes_from_its_checkpoint_then_is_abandoned_at_the
     assert run.synced == EXPECTED_STATUSES["de_storefront"]["published"]
 
     # a run whose worker dies again after its one resumption is abandoned, with why
-    harness.source.rename(sorted(harness.source.products)[0], "(again)", when=later(5))
+    for sku in harness.source.products:  # every unit has work again: several batches
+        harness.source.rename(sku, "(again)", when=later(5))
     with session_scope() as s:
         run_id = ingest.start_full(s, harness.ctx, ["de_storefront"]).id
     die_after(2)
