@@ -412,7 +412,7 @@ def _read_ahead(
         handoff.put(item)  # empty: the reader took the one before
         while not stop.is_set():
             if taken.wait(0.1):
-                return True
+                return not stop.is_set()  # woken by the reader leaving: stop here
         return False
 
     def produce() -> None:
@@ -464,7 +464,8 @@ def _read_ahead(
     try:
         yield ready()
     finally:
-        stop.set()  # a thread waiting to hand over a group gives up within 0.1 s
+        stop.set()
+        taken.set()  # a thread waiting to hand over a group wakes and gives up at once
         worker.join()
 
 

@@ -5,6 +5,7 @@ as they were when it read and wrote in turn."""
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -98,6 +99,13 @@ def test_leaving_early_stops_the_thread_and_ends_the_page_iterator(pg_db: str) -
     with ingest._read_ahead(_groups(_pages(50), asked, closed=closed), "sku") as ready:
         first = next(ready)
         assert first[1] == "after-1"
+        wait_until_handed_over = time.monotonic() + 5
+        while len(asked) < 2 and time.monotonic() < wait_until_handed_over:
+            time.sleep(0.005)  # the thread has read group 2 and waits to hand it over
+        left = time.monotonic()
+    # leaving wakes the waiting thread at once (it used to notice within 0.1 s): a slice
+    # that ends is not held up by it
+    assert time.monotonic() - left < 0.05
     # the block left at group 1 (a slice's deadline): the thread is gone, at most a group
     # or two was read ahead (read again by the next slice from the saved token), not all 50
     assert closed.is_set()
