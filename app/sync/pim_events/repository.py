@@ -143,20 +143,20 @@ def uuids_of_identifiers(session: Session, identifiers: Sequence[str]) -> dict[s
 def written_since(session: Session, keys: Sequence[str], since: datetime) -> set[str]:
     """The keys (SKU or ``uuid:<uuid>``) whose product the mirror wrote at ``since`` or later,
     in one query; a key the mirror does not know is not among them."""
-    skus = {k for k in keys if not k.startswith("uuid:")}
-    uuids = {k[5:] for k in keys if k.startswith("uuid:")}
-    if not skus and not uuids:
-        return set()
-    q = select(PimProduct.identifier, PimProduct.uuid).where(
-        PimProduct.ingested_at >= since,
-        or_(among(session, PimProduct.identifier, skus), among(session, PimProduct.uuid, uuids)),
-    )
+    skus = [k for k in keys if not k.startswith("uuid:")]
+    uuids = [k[5:] for k in keys if k.startswith("uuid:")]
     found: set[str] = set()
-    for identifier, uuid in session.execute(q).all():
-        if identifier in skus:
-            found.add(identifier)
-        if uuid in uuids:
-            found.add(f"uuid:{uuid}")
+    # one statement per kind of key, each on its index (an OR of both could scan the table)
+    if skus:
+        q = select(PimProduct.identifier).where(
+            among(session, PimProduct.identifier, skus), PimProduct.ingested_at >= since
+        )
+        found.update(session.execute(q).scalars())
+    if uuids:
+        by_uuid = select(PimProduct.uuid).where(
+            among(session, PimProduct.uuid, uuids), PimProduct.ingested_at >= since
+        )
+        found.update(f"uuid:{u}" for u in session.execute(by_uuid).scalars())
     return found
 
 
