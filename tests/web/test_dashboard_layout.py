@@ -63,7 +63,10 @@ def test_dashboard_at_desktop_and_phone_widths(
     with serve_in_thread(create_app(dispatcher=Recorder(), events_sender=lambda *a: None)) as base:
         for width in WIDTHS:
             # a full sync under way: started, nothing read yet (its messages wait in the
-            # local queue: the test is the worker)
+            # local queue: the test is the worker); every product changed since the last one,
+            # so no unit is up to date already: each waits for its batch
+            for sku in list(products):
+                harness.source.rename(sku, f"({width} px)")
             with session_scope() as s:
                 ingest.start_full(s, harness.ctx)
             context = browser.new_context(
