@@ -46,7 +46,7 @@ from app.sync import repository as repo
 from app.sync import runs
 from app.sync.context import SyncContext
 from app.sync.models import COMPLETED, DELTA, FULL, RUNNING, SKIPPED, SyncRun
-from app.sync.publish import finalize_if_done
+from app.sync.publish import finalize_if_done, up_to_date
 from app.sync.runtime import REGISTRY, ChannelUnavailable, configured_channels
 from app.textcheck import text_problem
 
@@ -658,7 +658,7 @@ def _up_to_date(
     """Of the products the mirror already holds unchanged, those whose row in each channel
     was decided from this very content by the channel's current runtime (configuration,
     contract, definitions, ownership): their publish would find them unchanged
-    (``publish_channels``) and write nothing, so they are counted unchanged at planning and
+    (``publish.up_to_date``) and write nothing, so they are counted unchanged at planning and
     get no batch. A warm full sync then sends no publish message at all."""
     if not known or not channels:
         return {}
@@ -673,12 +673,11 @@ def _up_to_date(
             continue  # its batches stop the run, saying why
         same = set()
         for sku in skus:
-            state, head = states.get((channel, sku)), heads.get(sku)
+            head = heads.get(sku)
             if (
-                state is not None
-                and head is not None
+                head is not None
                 and head.removed_at is None
-                and state.input_hash == rt.input_hash(head.content_hash)
+                and up_to_date(states.get((channel, sku)), rt, head.content_hash)
             ):
                 same.add(sku)
         found[channel] = same

@@ -27,7 +27,7 @@ from app.channels.models import (
     PUBLISHED,
     REMOVED,
 )
-from app.channels.repository import ChannelRow, RowChange
+from app.channels.repository import ChannelRow, RowChange, RowState
 from app.db import session_scope
 from app.gcpause import collector_paused
 from app.logging import get_logger
@@ -126,6 +126,12 @@ def _unstorable(
     return UnstorableText(problems[out.sku] or "the document holds a NUL character")
 
 
+def up_to_date(state: RowState | None, rt: ChannelRuntime, content_hash: str) -> bool:
+    """The unit's row was decided from this content by the channel's current runtime:
+    deciding it again would write nothing."""
+    return state is not None and state.input_hash == rt.input_hash(content_hash)
+
+
 def _is_transient_db_error(exc: DBAPIError) -> bool:
     return isinstance(exc, OperationalError) or bool(getattr(exc, "connection_invalidated", False))
 
@@ -214,7 +220,7 @@ def publish_channels(
         todo[channel] = []
         for sku in present:
             state = states.get((channel, sku))
-            if state is not None and state.input_hash == rt.input_hash(heads[sku].content_hash):
+            if up_to_date(state, rt, heads[sku].content_hash):
                 res.unchanged += 1
             else:
                 todo[channel].append(sku)
