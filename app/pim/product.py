@@ -111,7 +111,8 @@ class Product:
         and shared by every channel that maps it (most attributes are read this way).
 
         Like ``value``, the first entry for a (scope, attribute) wins; an empty one (``is_empty``)
-        is held as None. Assumes values that passed ``parse_product``.
+        is left out (the attribute has no value there, whatever entry follows it), so every
+        value an index holds is non-empty. Assumes values that passed ``parse_product``.
         """
         index = self._unlocalized
         if index is None:
@@ -121,7 +122,7 @@ class Product:
     def localized(self) -> dict[tuple[str, str | None], dict[str, Any]]:
         """The values with a locale, ``{(locale, scope): {attribute: data}}``, built with
         ``unlocalized`` in the same pass and on the same terms (first entry wins, empty is
-        None): a locale fallback chain is a dictionary lookup per locale, for every channel."""
+        left out): a locale fallback chain is a dictionary lookup per locale, for every channel."""
         index = self._localized
         if index is None:
             self._index()
@@ -132,6 +133,7 @@ class Product:
     def _index(self) -> dict[str | None, dict[str, Any]]:
         unlocalized: dict[str | None, dict[str, Any]] = {}
         localized: dict[tuple[str, str | None], dict[str, Any]] = {}
+        empty = False
         for attribute, entries in self.values.items():
             for entry in entries:
                 scope = entry.get("scope")
@@ -160,7 +162,13 @@ class Product:
                     amount = data.get("amount")
                     if amount is None or (isinstance(amount, str) and not amount.strip()):
                         data = None
+                if data is None:
+                    empty = True  # held until the end: it still shadows a later duplicate
                 by_attribute[attribute] = data
+        if empty:
+            for index in (*unlocalized.values(), *localized.values()):
+                for attribute in [a for a, data in index.items() if data is None]:
+                    del index[attribute]
         self._unlocalized, self._localized = unlocalized, localized
         return unlocalized
 
