@@ -62,16 +62,15 @@ def _backlog() -> int:
 SMALL_DELIVERY = 20
 
 
-def tasks_for(
-    keys: list[str], batch_max: int, due_now: set[str], window: float
-) -> list[tuple[str, float]]:
+def tasks_for(keys: list[str], batch_max: int, waits: dict[str, float]) -> list[tuple[str, float]]:
     """The tasks a delivery sends, (key, countdown): one per key, or one per ``batch_max``
-    keys. A task runs at once if a key it stands for is due now, else after the window."""
+    keys. A task waits as long as the key it stands for (``waits``; absent: due now), or, for
+    several keys, as long as the first of them to be due."""
     if len(keys) <= SMALL_DELIVERY:
-        return [(k, 0.0 if k in due_now else window) for k in keys]
+        return [(k, waits.get(k, 0.0)) for k in keys]
     step = max(1, batch_max)
     return [
-        (keys[i], 0.0 if due_now.intersection(keys[i : i + step]) else window)
+        (keys[i], min(waits.get(k, 0.0) for k in keys[i : i + step]))
         for i in range(0, len(keys), step)
     ]
 
@@ -83,7 +82,7 @@ def _intake(events: list[PimEvent], dispatcher: Any) -> dict[str, int]:
             window = settings.event_coalesce_seconds
             result = accept(session, events, utcnow(), window)
             keys = result.new_keys or []
-            sent = tasks_for(keys, settings.event_batch_max, result.due_now, window)
+            sent = tasks_for(keys, settings.event_batch_max, result.waits)
             after_commit(session, lambda: [dispatcher.pim_product(k, wait) for k, wait in sent])
     except DispatchError as exc:
         # the work is recorded (committed): the sweeper sends it once the broker is back, so

@@ -88,14 +88,49 @@ def test_the_recording_dispatcher_would_notice_a_dispatch_before_commit(web: Web
 
 
 def test_a_product_written_within_the_window_waits_for_it(web: Web) -> None:
-    """Coalescing trails once the product was just applied: its next events wait out the
-    window (the configured default, 1 s) and are applied as one."""
+    """Coalescing trails once the product was just applied: its next events wait until the
+    window (the configured default, 1 s) since that write is over, and are applied as one."""
     _mirror([example("product-created")["events"][0]["data"]["resource"]])
+    written = _written_at(EXAMPLE_SKU)
     before = utcnow()
     resp = post_legacy(web, dumps(example("product-updated")))
     assert resp.status_code == 200, resp.text
-    assert web.dispatcher.products() == [(EXAMPLE_SKU, 1.0, True)]
-    assert before <= pending()[EXAMPLE_SKU].first_event_at <= utcnow()
+    [(key, countdown, visible)] = web.dispatcher.products()
+    assert key == EXAMPLE_SKU and visible
+    # the row is dated by the write: due, and its task sent, one window after the write
+    assert pending()[EXAMPLE_SKU].first_event_at == written
+    assert 1.0 - (utcnow() - written).total_seconds() <= countdown
+    assert countdown <= 1.0 - (before - written).total_seconds()
+
+
+def test_a_trailing_event_waits_only_what_is_left_of_the_window(web: Web) -> None:
+    """Written 0.7 s ago, window 1 s: the event waits about 0.3 s, not a whole window."""
+    from sqlalchemy import update
+
+    from app.pim.models import PimProduct
+
+    _mirror([example("product-created")["events"][0]["data"]["resource"]])
+    written = utcnow() - timedelta(seconds=0.7)
+    with session_scope() as s:
+        s.execute(
+            update(PimProduct)
+            .where(PimProduct.identifier == EXAMPLE_SKU)
+            .values(ingested_at=written)
+        )
+    resp = post_legacy(web, dumps(example("product-updated")))
+    assert resp.status_code == 200, resp.text
+    [(key, countdown, _visible)] = web.dispatcher.products()
+    assert key == EXAMPLE_SKU and 0.0 < countdown <= 0.3
+    assert pending()[EXAMPLE_SKU].first_event_at == written
+
+
+def _written_at(sku: str) -> datetime:
+    from app.pim.models import PimProduct
+
+    with session_scope() as s:
+        return s.execute(
+            select(PimProduct.ingested_at).where(PimProduct.identifier == sku)
+        ).scalar_one()
 
 
 def test_a_product_written_before_the_window_is_due_at_once(web: Web) -> None:
@@ -223,7 +258,12 @@ def test_product_model_event_expands_to_the_variants_the_mirror_knows(
     assert sorted(rows) == sunglasses_variants
     assert {r.action for r in rows.values()} == {action}
     assert all(r.product is None for r in rows.values())  # fetched from the PIM later
-    assert sorted(web.dispatcher.products()) == [(k, 1.0, True) for k in sunglasses_variants]
+    sent = sorted(web.dispatcher.products())
+    assert [(k, visible) for k, _countdown, visible in sent] == [
+        (k, True) for k in sunglasses_variants
+    ]
+    # just mirrored: each waits what is left of the window (1 s) since its write
+    assert all(0.5 < countdown <= 1.0 for _k, countdown, _v in sent)
 
 
 def test_product_model_event_for_an_unknown_model_is_recorded_without_work(web: Web) -> None:
@@ -746,10 +786,14 @@ def test_a_large_deliverys_task_waits_only_if_none_of_its_products_is_due() -> N
     from app.web.webhooks import tasks_for
 
     keys = [f"k{i:03d}" for i in range(450)]
-    recent = set(keys[:200]) | set(keys[201:400])  # k200 and the last 50 are due now
-    due_now = set(keys) - recent
-    assert tasks_for(keys, 200, due_now, 2.0) == [("k000", 2.0), ("k200", 0.0), ("k400", 0.0)]
-    assert tasks_for(keys[:3], 200, {"k001"}, 2.0) == [("k000", 2.0), ("k001", 0.0), ("k002", 2.0)]
+    # k200 and the last 50 are due now; the others wait what is left of their window
+    waits = {k: 2.0 - i / 1000 for i, k in enumerate(keys) if i < 200 or 200 < i < 400}
+    assert tasks_for(keys, 200, waits) == [("k000", 2.0 - 0.199), ("k200", 0.0), ("k400", 0.0)]
+    assert tasks_for(keys[:3], 200, {"k000": 2.0, "k002": 0.5}) == [
+        ("k000", 2.0),
+        ("k001", 0.0),
+        ("k002", 0.5),
+    ]
 
 
 def test_event_platform_products_are_known_lately_by_their_uuid(web: Web) -> None:
@@ -759,4 +803,6 @@ def test_event_platform_products_are_known_lately_by_their_uuid(web: Web) -> Non
     assert resp.status_code == 200, resp.text
     other = "00000000-0000-4000-8000-000000000777"
     assert post_platform(web, cloudevent("ce-new", uuid=other)).status_code == 200
-    assert web.dispatcher.products() == [(f"uuid:{UUID}", 1.0, True), (f"uuid:{other}", 0.0, True)]
+    [(recent, countdown, _), due] = web.dispatcher.products()
+    assert (recent, due) == (f"uuid:{UUID}", (f"uuid:{other}", 0.0, True))
+    assert 0.5 < countdown <= 1.0  # what is left of the window since the mirror's write

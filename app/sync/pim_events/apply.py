@@ -10,6 +10,7 @@ payload (or fetches the product once) and publishes it to every channel.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -44,6 +45,8 @@ class Intake:
     new_keys: list[str] | None = None
     # of new_keys, those due at once (their product not written within the window)
     due_now: set[str] = field(default_factory=set)
+    # the others: seconds until they are due (the rest of the window since the last write)
+    waits: dict[str, float] = field(default_factory=dict)
 
 
 def accept(session: Session, events: list[PimEvent], now: datetime, window: float = 0.0) -> Intake:
@@ -54,8 +57,9 @@ def accept(session: Session, events: list[PimEvent], now: datetime, window: floa
     Coalescing leads, then trails: the first event of a product the mirror has not written
     within the last ``window`` seconds is due at once (its task may run now, and any task
     takes it along), so a lone edit is not held back; events for a product written within
-    the window wait until the window is over, as one piece of work. A product edited
-    continuously is thus applied about once per window, and a quiet one without delay.
+    the window wait until that window is over (one window after the write, not after the
+    event), as one piece of work. A product edited continuously is thus applied about once
+    per window, and a quiet one without delay.
     """
     result = Intake(new_keys=[])
     if not events:
@@ -82,9 +86,14 @@ def accept(session: Session, events: list[PimEvent], now: datetime, window: floa
                 work[item.key] = item
     if work:
         since = now - timedelta(seconds=window)
-        recent = events_repo.written_since(session, list(work), since) if window > 0 else set()
+        recent = events_repo.written_since(session, list(work), since) if window > 0 else {}
         result.new_keys = _add_pending(session, list(work.values()), now, since, recent)
-        result.due_now = {k for k in result.new_keys if k not in recent}
+        for key in result.new_keys:
+            written = recent.get(key)
+            if written is None:
+                result.due_now.add(key)
+            else:  # due one window after the write: what is left of it
+                result.waits[key] = min(window, max(0.0, (written - since).total_seconds()))
     return result
 
 
@@ -106,11 +115,12 @@ def _add_pending(
     items: list[PimEvent],
     now: datetime,
     due_from: datetime | None = None,
-    recent: set[str] | frozenset[str] = frozenset(),
+    recent: Mapping[str, datetime] | None = None,
 ) -> list[str]:
     """Add each product's work to its pending row; returns the keys whose row is new (they
     need a task; an existing row has one coming). A new row of a product not in ``recent``
-    is dated ``due_from`` (one window back: due at once); an existing row keeps its date.
+    is dated ``due_from`` (one window back: due at once), one in ``recent`` (written within
+    the window) by that write (due a window after it); an existing row keeps its date.
 
     One statement for all the products, the "newest state wins" decided inside it: two
     intakes of the same product at once queue on the row lock and each compares against
@@ -125,11 +135,22 @@ def _add_pending(
             "product": e.product,
             "event_time": e.event_time,
             "events": 1,
-            "first_event_at": now if due_from is None or e.key in recent else due_from,
+            "first_event_at": _dated(e.key, now, due_from, recent),
         }
         for e in sorted(items, key=lambda e: e.key)
     ]
     return events_repo.add_pending(session, rows)
+
+
+def _dated(
+    key: str, now: datetime, due_from: datetime | None, recent: Mapping[str, datetime] | None
+) -> datetime:
+    if due_from is None:
+        return now
+    written = recent.get(key) if recent else None
+    if written is None:
+        return due_from
+    return min(max(written, due_from), now)  # another clock's write: within the window
 
 
 # --- processing ------------------------------------------------------------------------------

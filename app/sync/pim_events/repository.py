@@ -140,23 +140,25 @@ def uuids_of_identifiers(session: Session, identifiers: Sequence[str]) -> dict[s
     return {ident: u for ident, u in rows if u is not None}
 
 
-def written_since(session: Session, keys: Sequence[str], since: datetime) -> set[str]:
+def written_since(session: Session, keys: Sequence[str], since: datetime) -> dict[str, datetime]:
     """The keys (SKU or ``uuid:<uuid>``) whose product the mirror wrote at ``since`` or later,
-    in one query; a key the mirror does not know is not among them."""
+    each with its last write, in one query per kind of key; a key the mirror does not know is
+    not among them."""
     skus = [k for k in keys if not k.startswith("uuid:")]
     uuids = [k[5:] for k in keys if k.startswith("uuid:")]
-    found: set[str] = set()
+    found: dict[str, datetime] = {}
     # one statement per kind of key, each on its index (an OR of both could scan the table)
     if skus:
-        q = select(PimProduct.identifier).where(
+        q = select(PimProduct.identifier, PimProduct.ingested_at).where(
             among(session, PimProduct.identifier, skus), PimProduct.ingested_at >= since
         )
-        found.update(session.execute(q).scalars())
+        found.update((ident, at) for ident, at in session.execute(q).tuples())
     if uuids:
-        by_uuid = select(PimProduct.uuid).where(
+        by_uuid = select(PimProduct.uuid, func.max(PimProduct.ingested_at)).where(
             among(session, PimProduct.uuid, uuids), PimProduct.ingested_at >= since
         )
-        found.update(f"uuid:{u}" for u in session.execute(by_uuid).scalars())
+        rows = session.execute(by_uuid.group_by(PimProduct.uuid)).tuples()
+        found.update((f"uuid:{u}", at) for u, at in rows if u is not None)
     return found
 
 
