@@ -8,7 +8,7 @@ reference cycles; the few cycles a unit of work makes (sessions, transactions) a
 as soon as the pause ends, because the collector's counters kept running while it was off.
 
 The pause is scoped to one unit of work (a publish message; an ingest slice, bounded in time,
-whose reader collects the young generation after each group it writes), never to a whole
+whose reader collects the young generation every few groups it writes), never to a whole
 task, so the garbage a long task makes cannot pile up.
 """
 
