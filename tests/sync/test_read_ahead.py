@@ -141,3 +141,36 @@ def test_a_product_met_in_an_earlier_unwritten_group_takes_the_full_path(pg_db: 
     page = [Page(items=[dict(item)])]
     good, bad, known = ingest._prepare_group(page, "sku", earlier={"RA-twice"})
     assert ([p.identifier for p, _ in good], bad, known) == (["RA-twice"], [], [])
+
+
+def test_leaving_frees_the_group_handed_over_last(
+    pg_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Left before its last group is released by the reader's own frame, the block frees it
+    (and the page iterator its last page): the collector, resumed right after, must not walk
+    a group's ~260,000 containers to promote what is about to be freed."""
+    import gc
+    import weakref
+
+    class Parts(list[Any]):  # a list that can be watched dying
+        pass
+
+    alive: list[weakref.ref[Parts]] = []
+
+    def prepare(group: Any, identifier_attribute: str, earlier: Any = None) -> Any:
+        parts = Parts([[], [], []])
+        alive.append(weakref.ref(parts))
+        return parts
+
+    monkeypatch.setattr(ingest, "_prepare_group", prepare)
+    gc.disable()  # only reference counts free anything here, as under the reader's pause
+    try:
+        with ingest._read_ahead(_groups(_pages(3), []), "sku") as prepared:
+            for _group, _token, exhausted, _parts in prepared:
+                del _group, _parts
+                if exhausted:
+                    break
+            assert alive[-1]() is not None  # still held by the block's iterator
+        assert len(alive) == 3 and all(ref() is None for ref in alive)
+    finally:
+        gc.enable()
