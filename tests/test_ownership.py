@@ -162,11 +162,15 @@ def test_memo_shared_across_products_gives_the_same_answers() -> None:
         {"promo": [v(PRICES)], "name": [v("TV", "en_US")]},
         {"promo": [v("text")], "price": [v(PRICES)], "brand": [v("acme")]},
         {},
+        # every code answered already: the memo's answers, in this product's order
+        sample_values(),
+        dict(reversed(sample_values().items())),
     ]
     memo: dict[str, Violation | None] = {}
     shared = [table.foreign_attributes("pim", values, DEFS, memo) for values in products]
     alone = [OwnershipTable().foreign_attributes("pim", values, DEFS) for values in products]
     assert shared == alone
+    assert len(shared[-1]) > 1 and shared[-1] == shared[-2][::-1]
     assert shared[1] == [Violation("pim", "pricing", "promo")]
     assert shared[2] == [Violation("pim", "pricing", "price")]  # promo holds text here
     assert "promo" not in memo  # undefined: never memoised

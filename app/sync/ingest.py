@@ -684,9 +684,10 @@ def _up_to_date(
     heads = pim_repo.heads(session, skus)
     states = channel_repo.load_states(session, channels, skus)
     found: dict[str, set[str]] = {}
+    definitions = REGISTRY.definitions(session)  # read once for every channel
     for channel in channels:
         try:
-            rt = REGISTRY.runtime(session, ctx.settings, channel)
+            rt = REGISTRY.runtime(session, ctx.settings, channel, definitions)
         except ChannelUnavailable:
             continue  # its batches stop the run, saying why
         same = set()
