@@ -1460,3 +1460,17 @@ def test_without_options_a_unit_is_on_its_first_attempt_and_pages_follow_by_even
     ]
     assert sent.projected == []
     assert sent.catalog == [{DE: ["GEN-0000000", "GEN-0000004"]}]
+
+
+@pytest.mark.parametrize("value", ["0", "257", "-1", "two"])
+def test_publish_spread_out_of_range_is_refused_naming_it(
+    value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pydantic import ValidationError
+
+    monkeypatch.setenv("PIMSYNC_PUBLISH_SPREAD", value)
+    with pytest.raises(ValidationError, match="publish_spread"):
+        Settings()
+    for good in ("1", "256"):
+        monkeypatch.setenv("PIMSYNC_PUBLISH_SPREAD", good)
+        assert Settings().publish_spread == int(good)
