@@ -33,6 +33,7 @@ the first failing attribute in the product's order.
 
 from __future__ import annotations
 
+import threading
 from bisect import insort
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -281,6 +282,7 @@ class MappingPlan:
         # result depend on the order of writes: the plan then maps every attribute in the
         # product's order, as without groups (``_grouping`` False, for good).
         self._grouping = True
+        self._planning = threading.Lock()
         self._groups: dict[tuple[Any, ...], _Group] = {}
         self._group_list: list[_Group] = []
         self._rest: set[str] = set()
@@ -420,14 +422,19 @@ class MappingPlan:
             self._rest.add(attr)
             return
         step = plan.steps[0]
-        group.attrs.add(attr)
-        insort(group.listed, attr)
-        group.keys[attr] = step.key
-        group.renamed = group.renamed or step.key != attr
+        # Copied, never changed in place: a thread mapping with this plan reads the group
+        # without the lock. What an attribute needs is in place before it appears in
+        # ``listed`` and ``attrs``, which a reader filters by.
         if group.transformed:
             assert step.memo is not None
-            group.memo[attr] = step.memo
-            group.steps[attr] = step
+            group.memo = {**group.memo, attr: step.memo}
+            group.steps = {**group.steps, attr: step}
+        group.keys = {**group.keys, attr: step.key}
+        group.renamed = group.renamed or step.key != attr
+        listed = group.listed.copy()
+        insort(listed, attr)
+        group.listed = listed
+        group.attrs = group.attrs | {attr}
 
     def _claim(self, attr: str, path: tuple[str, ...]) -> None:
         if not self._grouping:
@@ -470,8 +477,8 @@ class MappingPlan:
         group = self._groups.get(key)
         if group is None:
             group = self._groups[key] = _Group(source, scope, parent, transformed=fn is not None)
-            self._group_list.append(group)
-            self._group_list.sort(key=lambda g: g.order)  # one order, whatever came first
+            # one order, whatever came first; a new list (readers iterate the one they took)
+            self._group_list = sorted([*self._group_list, group], key=lambda g: g.order)
         return group
 
     def _view(
@@ -556,19 +563,21 @@ class MappingPlan:
         plans = self._plans
         extra: dict[str, _AttrPlan] | None = None
         if not plans.keys() >= values.keys():
-            for attr, entries in values.items():
-                if attr in plans:
-                    continue
-                plan = self._plan(attr, entries)
-                # Without a definition the plan is read off this product's values (locales,
-                # ownership by value, auto transform): it must not decide for the next one.
-                if attr in self.defs.attributes:
-                    plans[attr] = plan
-                    self._enroll(attr, plan)
-                else:
-                    if extra is None:
-                        extra = {}
-                    extra[attr] = plan
+            with self._planning:  # one thread plans an attribute and files it
+                for attr, entries in values.items():
+                    if attr in plans:
+                        continue
+                    plan = self._plan(attr, entries)
+                    # Without a definition the plan is read off this product's values
+                    # (locales, ownership by value, auto transform): it must not decide for
+                    # the next one.
+                    if attr in self.defs.attributes:
+                        self._enroll(attr, plan)
+                        plans[attr] = plan  # filed first: a reader finds it complete
+                    else:
+                        if extra is None:
+                            extra = {}
+                        extra[attr] = plan
         ctx = TransformContext(product, self.channel, self.contract.contract, self.defs)
         doc: dict[str, Any] = {}
         unmapped: list[str] = []
