@@ -1,6 +1,7 @@
 """Events end to end: webhook and domain-event bursts, then product page reads, on real parts.
 
     python -m bench.events [--skus 500] [--events 10000] [--rate 200] [--read-rate 500]
+                           [--event-skus 1000]
 
 What runs (everything on this machine):
 
@@ -10,10 +11,12 @@ What runs (everything on this machine):
   ``POST /events/{pricing,inventory,media}`` (bearer token per source), and the page reads;
 - one Celery worker (prefork, ``--concurrency``) on every queue, Redis, a scratch PostgreSQL.
 
-Events: ``--events`` of them, 20 % webhooks (a product renamed: mirror, publish to every channel,
-catalog event, page) and 80 % pricing/inventory/media events for every channel; one in ten is a
-re-delivery of an earlier one (same event id, same source version), and each domain's versions
-are shuffled in windows of 20, so older versions often arrive after newer ones.
+Events: ``--events`` of them, to every published SKU or to ``--event-skus`` of them (needed on
+a large catalog: the webhooks carry each product, fetched from the PIM first), 20 % webhooks
+(a product renamed: mirror, publish to every channel, catalog event, page) and 80 %
+pricing/inventory/media events for every channel; one in ten is a re-delivery of an earlier
+one (same event id, same source version), and each domain's versions are shuffled in windows
+of 20, so older versions often arrive after newer ones.
 
 Phases:
 
@@ -864,6 +867,7 @@ def run(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
         "machine": machine(),
         "command": " ".join(sys.argv),
         "skus": args.skus,
+        "event_skus": args.event_skus or args.skus,
         "coalesce_seconds": args.coalesce,
         "webhook_share": args.webhooks,
         "worker_concurrency": args.concurrency,
@@ -880,7 +884,7 @@ def run(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
             for name, rate, seed in (("paced", args.rate, 11), ("burst", 0.0, 12))
             if name in args.phases
         ]
-        found, skus = event_phases(url, web, worker, phases, args.webhooks)
+        found, skus = event_phases(url, web, worker, phases, args.webhooks, args.event_skus)
         report.update(found)
         base = f"http://127.0.0.1:{web.port}"
         if "listings" in args.phases:
@@ -937,6 +941,13 @@ def main() -> None:
     )
     parser.add_argument("--skus", type=int, default=500)
     parser.add_argument("--events", type=int, default=10_000)
+    parser.add_argument(
+        "--event-skus",
+        type=int,
+        default=0,
+        help="send the events to this many of the published SKUs, spread over the catalog "
+        "(0: all); the products they carry are fetched from the PIM first, one GET each",
+    )
     parser.add_argument("--rate", type=float, default=200.0, help="events/s of the paced phase")
     parser.add_argument("--read-rate", type=float, default=500.0)
     parser.add_argument("--read-seconds", type=float, default=10.0)
@@ -973,6 +984,8 @@ def main() -> None:
     parser.add_argument("--log-level", default="WARNING", help="the stack's log level")
     parser.add_argument("--keep-logs", action="store_true")
     args = parser.parse_args()
+    if args.event_skus < 0:
+        parser.error("--event-skus must be 0 (all) or more")
 
     run_bench(run, args, "pimsync-bench-events-", print_table)
 
