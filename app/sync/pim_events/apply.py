@@ -43,10 +43,14 @@ class Intake:
     accepted: int = 0
     duplicates: int = 0
     new_keys: list[str] | None = None
-    # of new_keys, those due at once (their product not written within the window)
-    due_now: set[str] = field(default_factory=set)
-    # the others: seconds until they are due (the rest of the window since the last write)
+    # of new_keys, those not due at once (their product written within the window): seconds
+    # until they are (the rest of the window since that write)
     waits: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def due_now(self) -> set[str]:
+        """Of new_keys, those due at once (their product not written within the window)."""
+        return {k for k in self.new_keys or () if k not in self.waits}
 
 
 def accept(session: Session, events: list[PimEvent], now: datetime, window: float = 0.0) -> Intake:
@@ -86,14 +90,14 @@ def accept(session: Session, events: list[PimEvent], now: datetime, window: floa
                 work[item.key] = item
     if work:
         since = now - timedelta(seconds=window)
-        recent = events_repo.written_since(session, list(work), since) if window > 0 else {}
-        result.new_keys = _add_pending(session, list(work.values()), now, since, recent)
-        for key in result.new_keys:
-            written = recent.get(key)
-            if written is None:
-                result.due_now.add(key)
-            else:  # due one window after the write: what is left of it
-                result.waits[key] = min(window, max(0.0, (written - since).total_seconds()))
+        written = events_repo.written_since(session, list(work), since) if window > 0 else {}
+        # a row is dated by its product's write within the window (due one window after it;
+        # a write dated ahead by another machine's clock counts as now), else one window back
+        dated = {key: min(at, now) for key, at in written.items()}
+        result.new_keys = _add_pending(session, list(work.values()), dated, since)
+        result.waits = {
+            key: (dated[key] - since).total_seconds() for key in result.new_keys if key in dated
+        }
     return result
 
 
@@ -113,14 +117,12 @@ def _newer(a: datetime | None, b: datetime | None) -> bool:
 def _add_pending(
     session: Session,
     items: list[PimEvent],
-    now: datetime,
-    due_from: datetime | None = None,
-    recent: Mapping[str, datetime] | None = None,
+    dated: Mapping[str, datetime],
+    otherwise: datetime,
 ) -> list[str]:
     """Add each product's work to its pending row; returns the keys whose row is new (they
-    need a task; an existing row has one coming). A new row of a product not in ``recent``
-    is dated ``due_from`` (one window back: due at once), one in ``recent`` (written within
-    the window) by that write (due a window after it); an existing row keeps its date.
+    need a task; an existing row has one coming). A new row is dated as ``dated`` says, else
+    ``otherwise``; an existing row keeps its date.
 
     One statement for all the products, the "newest state wins" decided inside it: two
     intakes of the same product at once queue on the row lock and each compares against
@@ -135,22 +137,11 @@ def _add_pending(
             "product": e.product,
             "event_time": e.event_time,
             "events": 1,
-            "first_event_at": _dated(e.key, now, due_from, recent),
+            "first_event_at": dated.get(e.key, otherwise),
         }
         for e in sorted(items, key=lambda e: e.key)
     ]
     return events_repo.add_pending(session, rows)
-
-
-def _dated(
-    key: str, now: datetime, due_from: datetime | None, recent: Mapping[str, datetime] | None
-) -> datetime:
-    if due_from is None:
-        return now
-    written = recent.get(key) if recent else None
-    if written is None:
-        return due_from
-    return min(max(written, due_from), now)  # another clock's write: within the window
 
 
 # --- processing ------------------------------------------------------------------------------
